@@ -1,0 +1,6 @@
+"""`python -m tokenforge` is the `tokenforge` console script."""
+
+from tokenforge.cli import main
+
+if __name__ == "__main__":
+    main()
