@@ -1,0 +1,24 @@
+"""`tokenforge bench <area> ...`: throughput measurements, one area per module.
+
+Each area is a ``main(argv) -> int`` beside the code it measures, imported only when asked for. Benchmarks
+print numbers; they never assert timings (see shared/BENCHMARKS.md for the measuring conditions).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+AREAS: dict[str, tuple[str, str]] = {
+    "data": ("tokenforge.data.bench:main", "shard loader samples/s per worker, per modality"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in AREAS:
+        lines = "\n".join(f"  {name:<8} {help_}" for name, (_, help_) in AREAS.items())
+        print(f"usage: tokenforge bench <area> [options]\n\nareas:\n{lines}")
+        return 0 if argv and argv[0] in {"-h", "--help"} else 2
+    module_name, function = AREAS[argv[0]][0].split(":")
+    return int(getattr(importlib.import_module(module_name), function)(argv[1:]) or 0)
