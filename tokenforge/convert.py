@@ -1,0 +1,41 @@
+"""`tokenforge convert`: turn an official release into tokenforge's checkpoint format, or check parity.
+
+    tokenforge convert llamagen_vq vq_ds16_c2i.pt out/llamagen-vq16      # official file -> config.json + safetensors
+    tokenforge convert --check ../shared/fixtures/var_msrq               # recompute a parity fixture's outputs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tokenforge.hub import from_official, official_methods, save_pretrained
+from tokenforge.parity import check
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="tokenforge convert", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("method", nargs="?", help=f"official format: {', '.join(official_methods())}")
+    parser.add_argument("source", nargs="?", type=Path, help="the released checkpoint file or folder")
+    parser.add_argument("out", nargs="?", type=Path, help="folder to write config.json + model.safetensors into")
+    parser.add_argument("--config", type=Path, help="JSON with constructor settings when the release has none")
+    parser.add_argument("--check", type=Path, metavar="FIXTURE", help="run the parity check of a fixture folder")
+    parser.add_argument("--parity-method", help="with --check: parity method (default: the folder's name)")
+    args = parser.parse_args(argv)
+
+    if args.check is not None:
+        lines = check(args.check, args.parity_method)
+        for line in lines:
+            print(line)
+        return 0 if all(line.status == "ok" for line in lines) else 1
+    if not (args.method and args.source and args.out):
+        parser.error("give METHOD SOURCE OUT, or --check FIXTURE")
+    config = json.loads(args.config.read_text()) if args.config else None
+    module = from_official(args.method, args.source, config)
+    folder = save_pretrained(module, args.out)
+    params = sum(p.numel() for p in module.parameters())
+    print(f"wrote {folder} ({type(module).__name__}, {params / 1e6:.2f} M parameters)")
+    return 0
