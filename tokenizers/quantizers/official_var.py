@@ -1,0 +1,113 @@
+"""Official VAR multi-scale quantizer: load ``quantize.*`` from a VQVAE checkpoint, and its parity check.
+
+``from_official("var_msrq", path, config)`` accepts a fixture-style folder (``config.json`` with a ``vqvae``
+block + ``vae_state_dict.safetensors``) or a checkpoint file (``.safetensors`` or the released plain-state-dict
+``vae_ch160v4096z32.pth``). Without a config, a ``config.json`` beside the file is used, else the released
+VQVAE's quantizer settings (`VAR_RELEASE_VQVAE`). Only the ``quantize.*`` keys are read; the conv encoder and
+decoder belong to the VQVAE loader (``var_vqvae``).
+
+The parity function feeds the fixture's stored ``f_BChw`` (the encoder output) to the quantizer and recomputes
+the per-scale indices, cumulative f_hat, the training-forward output and loss, and the teacher-forcing input.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, register_official
+from tokenforge.parity import Result, register_parity
+from tokenforge.tokenizers.quantizers.residual import MultiScaleResidualQuantizer
+
+# quantizer settings of the released vae_ch160v4096z32.pth (VAR models/vqvae.py + build_vae_var defaults)
+VAR_RELEASE_VQVAE: dict[str, Any] = {
+    "vocab_size": 4096,
+    "z_channels": 32,
+    "beta": 0.25,
+    "using_znorm": False,
+    "quant_resi": 0.5,
+    "share_quant_resi": 4,
+    "default_qresi_counts": 0,
+    "v_patch_nums": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16],
+}
+WEIGHTS_FILE = "vae_state_dict.safetensors"
+PREFIX = "quantize."
+FLOAT_TOL = 1e-5  # fixture README: encoder/quantizer/decoder float32 CPU
+
+
+def quantizer_from_config(config: Mapping[str, Any]) -> MultiScaleResidualQuantizer:
+    """Build the quantizer from VAR's VQVAE argument names (a ``vqvae`` block or the whole fixture config)."""
+    cfg = dict(config.get("vqvae", config))
+    missing = [k for k in ("vocab_size", "z_channels", "v_patch_nums") if k not in cfg]
+    if missing:
+        raise KeyError(f"VAR vqvae config lacks {missing}; give vocab_size, z_channels and v_patch_nums")
+    return MultiScaleResidualQuantizer(
+        codebook_size=int(cfg["vocab_size"]),
+        dim=int(cfg["z_channels"]),
+        scales=[int(p) for p in cfg["v_patch_nums"]],
+        spatial_dims=2,
+        beta=float(cfg.get("beta", 0.25)),
+        using_znorm=bool(cfg.get("using_znorm", False)),
+        quant_resi=float(cfg.get("quant_resi", 0.5)),
+        share_quant_resi=int(cfg.get("share_quant_resi", 4)),
+        default_qresi_counts=int(cfg.get("default_qresi_counts", 0)),
+    )
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        return load_file(str(path))
+    state = load_checkpoint(path)
+    if not isinstance(state, Mapping):
+        raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
+    return dict(state)
+
+
+def load_var_msrq(path: Path, config: Mapping[str, Any] | None = None) -> MultiScaleResidualQuantizer:
+    """Loader registered as ``var_msrq``: a `MultiScaleResidualQuantizer` holding the checkpoint's ``quantize.*``."""
+    path = Path(path)
+    if path.is_dir():
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise FileNotFoundError(f"{path} has no {WEIGHTS_FILE} (the VAR VQVAE state dict with quantize.* keys)")
+        config_file = path / "config.json"
+    elif path.is_file():
+        weights, config_file = path, path.parent / "config.json"
+    else:
+        raise FileNotFoundError(f"no VAR VQVAE checkpoint at {path}")
+    if config is None:
+        config = json.loads(config_file.read_text()) if config_file.is_file() else VAR_RELEASE_VQVAE
+    quantizer = quantizer_from_config(config)
+    state = _read_state(weights)
+    if not any(k.startswith(PREFIX) for k in state):
+        raise CheckpointError(f"{weights} has no '{PREFIX}*' keys; it is not a VAR VQVAE state dict")
+    load_mapped_state_dict(
+        quantizer, state, lambda k: k[len(PREFIX):] if k.startswith(PREFIX) else None, source=str(weights)
+    )
+    return quantizer.eval()
+
+
+@torch.no_grad()
+def var_msrq_parity(folder: Path) -> dict[str, Result]:
+    """Recompute the quantizer outputs of a ``var_msrq`` fixture from its stored ``f_BChw``."""
+    folder = Path(folder)
+    quantizer = load_var_msrq(folder)
+    f = load_file(str(folder / "outputs.safetensors"))["f_BChw"]
+    indices = quantizer.encode(f)
+    fhats = quantizer.encode_fhat(f)
+    out = quantizer(f)
+    results = {f"idx_Bl_{s}": Result(idx, 0) for s, idx in enumerate(indices)}
+    results.update({f"fhat_{s}": Result(fhat, FLOAT_TOL) for s, fhat in enumerate(fhats)})
+    results["qforward_fhat"] = Result(out.quantized, FLOAT_TOL)
+    results["qforward_vq_loss"] = Result(out.loss.reshape(1), FLOAT_TOL)
+    results["var_input_BLCv"] = Result(quantizer.idx_to_var_input(indices), FLOAT_TOL)
+    return results
+
+
+register_official("var_msrq", load_var_msrq)
+register_parity("var_msrq", var_msrq_parity)

@@ -1,0 +1,233 @@
+"""Vector quantizer: nearest codebook row per position, one class for the usual flavours.
+
+- ``distance="l2"``: argmin of |z|^2 + |e|^2 - 2 z.e (EnCodec/WavTokenizer, taming); ``"cosine"``: argmax cosine.
+- ``l2_normalize=True``: inputs and codebook rows are L2-normalised before the lookup and the output is the
+  normalised row (LlamaGen / TokenFlow). Stored rows stay raw; normalisation happens at use.
+- ``ema=True``: codebook updated by exponential moving averages of cluster sizes and sums with Laplace-smoothed
+  sizes (EnCodec / WavTokenizer: ``decay=0.99, epsilon=1e-5``); no gradient reaches the codebook and the loss is
+  the commitment term only. Otherwise the codebook is learned with ``codebook_weight*|sg(z)-q|^2``.
+- ``kmeans_init=True``: the first training batch runs k-means (``kmeans_iters``) and sets the codebook (and, with
+  EMA, cluster sizes and sums). Eval-mode calls never change any state.
+- ``dead_code_threshold > 0``: in training, codes whose EMA cluster size falls below it are restarted from random
+  vectors of the current batch.
+
+State-dict names map directly onto the official layouts: ``embedding.weight`` (LlamaGen ``embedding.weight``;
+WavTokenizer ``_codebook.embed``), ``cluster_size``, ``embed_avg``, ``inited`` (WavTokenizer buffers).
+
+Deliberate deviations from EnCodec's ``EuclideanCodebook`` (WavTokenizer):
+- after k-means, ``embed_avg`` is set to centroid * count (EnCodec copies the centroids), so that
+  ``embed == embed_avg / cluster_size`` holds from the first EMA step on;
+- dead codes are restarted *after* the EMA step and their ``embed_avg``/``cluster_size`` are reset with them
+  (EnCodec replaces only ``embed`` before the EMA step, which then overwrites the replacement, issue #89).
+- k-means runs on the first *training* batch only, never in eval mode.
+Loaded official weights are unaffected by either (``inited`` is 1 in released checkpoints).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from tokenforge.tokenizers.quantizers.base import (
+    Quantizer,
+    QuantizerOutput,
+    check_channel_first,
+    check_indices,
+    code_statistics,
+    from_rows,
+    to_rows,
+)
+
+
+class VectorQuantizer(Quantizer):
+    """Single-codebook VQ over channel-first maps ``[B, dim, *spatial]``; see the module docstring."""
+
+    def __init__(
+        self,
+        codebook_size: int,
+        dim: int,
+        distance: str = "l2",
+        l2_normalize: bool = False,
+        ema: bool = False,
+        decay: float = 0.99,
+        epsilon: float = 1e-5,
+        kmeans_init: bool = False,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 0.0,
+        beta: float = 0.25,
+        codebook_weight: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if distance not in ("l2", "cosine"):
+            raise ValueError(f"distance must be 'l2' or 'cosine', got {distance!r}")
+        if codebook_size < 1 or dim < 1:
+            raise ValueError(f"codebook_size and dim must be positive, got {codebook_size} and {dim}")
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.distance, self.l2_normalize, self.ema = distance, l2_normalize, ema
+        self.decay, self.epsilon = decay, epsilon
+        self.kmeans_init, self.kmeans_iters = kmeans_init, kmeans_iters
+        self.dead_code_threshold, self.beta, self.codebook_weight = dead_code_threshold, beta, codebook_weight
+
+        self.embedding = nn.Embedding(codebook_size, dim)
+        with torch.no_grad():
+            if kmeans_init:
+                self.embedding.weight.zero_()
+            else:  # taming / LlamaGen init
+                self.embedding.weight.uniform_(-1.0 / codebook_size, 1.0 / codebook_size)
+                if l2_normalize:
+                    self.embedding.weight.copy_(F.normalize(self.embedding.weight, dim=-1))
+        self.embedding.weight.requires_grad_(not ema)
+        if ema or dead_code_threshold > 0:
+            self.register_buffer("cluster_size", torch.zeros(codebook_size))
+        if ema:
+            self.register_buffer("embed_avg", self.embedding.weight.detach().clone())
+        if kmeans_init:
+            self.register_buffer("inited", torch.zeros(1))
+
+    # ------------------------------------------------------------------ contract
+
+    @property
+    def codebook_size(self) -> int:
+        return self.embedding.num_embeddings
+
+    @property
+    def dim(self) -> int:
+        return self.embedding.embedding_dim
+
+    @property
+    def codebook(self) -> Tensor:
+        """The rows actually used for lookup and output (normalised when ``l2_normalize``)."""
+        weight = self.embedding.weight
+        return F.normalize(weight, dim=-1) if self.l2_normalize else weight
+
+    def encode(self, z: Tensor) -> Tensor:
+        """``[B, dim, *spatial]`` -> indices ``[B, *spatial]`` (int64)."""
+        check_channel_first(z, self.dim, "VectorQuantizer.encode")
+        rows = self._prepare(to_rows(z))
+        return self.nearest(rows, self.codebook.detach()).reshape(z.shape[0], *z.shape[2:])
+
+    def decode(self, indices: Tensor) -> Tensor:
+        """Indices ``[B, *spatial]`` -> codes ``[B, dim, *spatial]``."""
+        check_indices(indices, self.codebook_size, "VectorQuantizer.decode")
+        return F.embedding(indices.long(), self.codebook).movedim(-1, 1)
+
+    def forward(self, z: Tensor) -> QuantizerOutput:
+        check_channel_first(z, self.dim, "VectorQuantizer")
+        batch, spatial = z.shape[0], tuple(z.shape[2:])
+        x = self._prepare(to_rows(z).float())
+        if self.training and self.kmeans_init and not bool(self.inited.item()):
+            self._init_from_kmeans(x.detach())
+        codebook = self.codebook.float()
+        indices = self.nearest(x.detach(), codebook.detach())
+        q = F.embedding(indices, codebook)
+        commitment = F.mse_loss(x, q.detach())
+        if self.ema:
+            loss = self.beta * commitment
+        else:
+            loss = self.codebook_weight * F.mse_loss(q, x.detach()) + self.beta * commitment
+        replaced = torch.zeros((), device=z.device)
+        if self.training:
+            self._update_statistics(x.detach(), indices)
+            if self.dead_code_threshold > 0:
+                replaced = self._restart_dead_codes(x.detach())
+        out = x + (q - x).detach()  # straight-through
+        metrics = code_statistics(indices, self.codebook_size)
+        metrics["dead_codes_replaced"] = replaced
+        return QuantizerOutput(
+            quantized=from_rows(out, batch, spatial).to(z.dtype),
+            indices=indices.reshape(batch, *spatial),
+            loss=loss,
+            metrics=metrics,
+        )
+
+    # ------------------------------------------------------------------ lookup
+
+    def _prepare(self, rows: Tensor) -> Tensor:
+        return F.normalize(rows, dim=-1) if self.l2_normalize else rows
+
+    @torch.no_grad()
+    def nearest(self, rows: Tensor, codebook: Tensor) -> Tensor:
+        """Index of the nearest codebook row for each of ``rows`` ``[N, dim]`` (computed in fp32)."""
+        rows, codebook = rows.float(), codebook.float()
+        if self.distance == "cosine":
+            return (F.normalize(rows, dim=-1) @ F.normalize(codebook, dim=-1).t()).argmax(dim=1)
+        dist_sq = rows.square().sum(1, keepdim=True) + codebook.square().sum(1)
+        dist_sq = torch.addmm(dist_sq, rows, codebook.t(), beta=1, alpha=-2)
+        return dist_sq.argmin(dim=1)
+
+    # ------------------------------------------------------------------ training-time state
+
+    @torch.no_grad()
+    def _init_from_kmeans(self, x: Tensor) -> None:
+        centroids, counts = self.kmeans(x, self.codebook_size, self.kmeans_iters)
+        self.embedding.weight.data.copy_(centroids)
+        if hasattr(self, "cluster_size"):
+            self.cluster_size.copy_(counts)
+        if self.ema:
+            self.embed_avg.copy_(centroids * counts[:, None])
+        self.inited.fill_(1.0)
+        self._sync_from_rank0()
+
+    @torch.no_grad()
+    def kmeans(self, x: Tensor, k: int, iters: int) -> tuple[Tensor, Tensor]:
+        """Lloyd's k-means on rows ``x``: start from random rows, empty clusters keep their centroid.
+
+        Returns ``(centroids [k, dim], counts [k])``, counts from the final assignment.
+        """
+        n = x.shape[0]
+        pick = torch.randperm(n, device=x.device)[:k] if n >= k else torch.randint(0, n, (k,), device=x.device)
+        centroids = x[pick].clone()
+        for _ in range(max(iters, 0)):
+            assign = self.nearest(x, centroids)
+            counts = torch.bincount(assign, minlength=k).to(x.dtype)
+            sums = torch.zeros_like(centroids).index_add_(0, assign, x)
+            filled = counts > 0
+            centroids[filled] = sums[filled] / counts[filled, None]
+            if self.distance == "cosine" or self.l2_normalize:
+                centroids = F.normalize(centroids, dim=-1)
+        counts = torch.bincount(self.nearest(x, centroids), minlength=k).to(x.dtype)
+        return centroids, counts
+
+    @torch.no_grad()
+    def _update_statistics(self, x: Tensor, indices: Tensor) -> None:
+        if not hasattr(self, "cluster_size"):
+            return
+        counts = torch.bincount(indices, minlength=self.codebook_size).float()
+        sums = torch.zeros(self.codebook_size, x.shape[1], device=x.device).index_add_(0, indices, x.float())
+        if dist.is_available() and dist.is_initialized():  # keep DDP replicas' codebooks identical
+            dist.all_reduce(counts)
+            dist.all_reduce(sums)
+        self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+        if not self.ema:
+            return
+        self.embed_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
+        total = self.cluster_size.sum()
+        smoothed = (self.cluster_size + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
+        self.embedding.weight.data.copy_(self.embed_avg / smoothed[:, None])
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, x: Tensor) -> Tensor:
+        dead = self.cluster_size < self.dead_code_threshold
+        n_dead = int(dead.sum())
+        if n_dead:
+            n = x.shape[0]
+            pick = torch.randperm(n, device=x.device)[:n_dead] if n >= n_dead else torch.randint(0, n, (n_dead,))
+            samples = x[pick.to(x.device)].to(self.embedding.weight.dtype)
+            self.embedding.weight.data[dead] = samples
+            self.cluster_size[dead] = self.dead_code_threshold
+            if self.ema:
+                self.embed_avg[dead] = samples * self.dead_code_threshold
+            self._sync_from_rank0()
+        return torch.tensor(float(n_dead), device=x.device)
+
+    def _sync_from_rank0(self) -> None:
+        """Random choices (k-means seeds, restart samples) differ per rank: take rank 0's everywhere."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        dist.broadcast(self.embedding.weight.data, src=0)
+        for name in ("cluster_size", "embed_avg"):
+            if hasattr(self, name):
+                dist.broadcast(getattr(self, name), src=0)
