@@ -1,8 +1,10 @@
-"""tokenforge.nn layers assembled into the official LlamaGen GPT and VAR transformers reproduce their fixtures.
+"""tokenforge.nn layers assembled into official models (LlamaGen GPT, VAR, WavTokenizer) reproduce their fixtures.
 
 These tests exercise the shared layers against outputs of the official code (random weights, CPU float32):
 RMSNorm + fused-qkv attention + 2D RoPE (with its zeroed condition row) + SwiGLU + KV cache for LlamaGen,
-and adaLN 6-way + L2-normalised attention with q/v biases + block-causal mask + GELU(tanh) MLP for VAR.
+adaLN 6-way + L2-normalised attention with q/v biases + block-causal mask + GELU(tanh) MLP for VAR, and
+padded weight-norm convs (legacy weight_g/weight_v keys), SEANet res blocks, LSTM, Vocos pos-net and ConvNeXt
+blocks with AdaLayerNorm for WavTokenizer.
 The method packages build their own full models; here only enough glue to reach the logits.
 """
 
@@ -17,7 +19,15 @@ from torch import nn
 
 from tokenforge.hub import load_mapped_state_dict
 from tokenforge.nn import (
+    AdaLayerNorm,
     AdaLNModulation,
+    AttnBlock1d,
+    Conv1d,
+    ConvNeXt1dBlock,
+    ResnetBlock1d,
+    SEANetResBlock,
+    SLSTM,
+    convert_weight_norm_keys,
     LayerNorm,
     RMSNorm,
     Transformer,
@@ -166,3 +176,61 @@ def test_var_transformer_logits(fixtures_dir):
     assert (logits - out["var_logits_cond"]).abs().max() <= 1e-4
     null = torch.full_like(inp["labels"], cfg["var"]["num_classes"])
     assert (model(null, x) - out["var_logits_uncond"]).abs().max() <= 1e-4
+
+
+def seanet_encoder(n_filters: int, dimension: int, ratios: list[int], lstm: int) -> nn.Sequential:
+    """SEANet encoder (EnCodec) from tokenforge.nn blocks, Sequential indices as the official ``model.{i}``."""
+    layers: list[nn.Module] = [Conv1d(1, n_filters, 7)]
+    width = n_filters
+    for r in reversed(ratios):
+        layers += [SEANetResBlock(width), nn.ELU(), Conv1d(width, 2 * width, 2 * r, stride=r)]
+        width *= 2
+    layers += [SLSTM(width, lstm), nn.ELU(), Conv1d(width, dimension, 7)]
+    return nn.Sequential(*layers)
+
+
+class TinyVocosBackbone(nn.Module):
+    def __init__(self, input_channels: int, dim: int, intermediate_dim: int, num_layers: int, adanorm: int) -> None:
+        super().__init__()
+        self.embed = nn.Conv1d(input_channels, dim, 7, padding=3)
+        self.pos_net = nn.Sequential(ResnetBlock1d(dim), ResnetBlock1d(dim), AttnBlock1d(dim), ResnetBlock1d(dim),
+                                     ResnetBlock1d(dim), nn.GroupNorm(32, dim, eps=1e-6))
+        self.norm = AdaLayerNorm(adanorm, dim)
+        self.convnext = nn.ModuleList(
+            [ConvNeXt1dBlock(dim, intermediate_dim, 1 / num_layers, adanorm) for _ in range(num_layers)]
+        )
+        self.final_layer_norm = nn.LayerNorm(dim, eps=1e-6)
+
+    def forward(self, x, cond_id):
+        x = self.pos_net(self.embed(x))
+        x = self.norm(x.transpose(1, 2), cond_id).transpose(1, 2)
+        for block in self.convnext:
+            x = block(x, cond_id)
+        return self.final_layer_norm(x.transpose(1, 2))
+
+
+@torch.no_grad()
+def test_wavtokenizer_seanet_encoder_and_vocos_backbone(fixtures_dir):
+    root = fixtures_dir / "wavtokenizer"
+    cfg = json.loads((root / "config.json").read_text())
+    enc_cfg = cfg["hardcoded_in_EncodecFeatures_overridden"]["SEANetEncoder"]
+    state = convert_weight_norm_keys(load_file(root / "state_dict.safetensors"))
+    inp, out = load_file(root / "inputs.safetensors"), load_file(root / "outputs.safetensors")
+
+    encoder = seanet_encoder(enc_cfg["n_filters"], enc_cfg["dimension"], enc_cfg["ratios"], enc_cfg["lstm"]).eval()
+    prefix = "feature_extractor.encodec.encoder.model."
+    enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    load_mapped_state_dict(encoder, enc_state, [(r"\.conv\.conv\.", ".conv.")], source="seanet encoder")
+    latent = encoder(inp["audio"][:, None])
+    assert latent.shape == (2, 32, 75)  # ceil(24000 / 320) frames
+    assert (latent - out["encoder_out"]).abs().max() <= 1e-4
+
+    bb_cfg = cfg["model"]["init_args"]["backbone"]["init_args"]
+    backbone = TinyVocosBackbone(*bb_cfg.values()).eval()
+    bb_state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    load_mapped_state_dict(backbone, bb_state, source="vocos backbone")
+    posnet = backbone.pos_net(backbone.embed(out["features"]))
+    assert (posnet - out["posnet_out"]).abs().max() <= 1e-4
+    result = backbone(out["features"], inp["bandwidth_id"])
+    assert result.shape == (2, 75, 64)
+    assert (result - out["backbone_out"]).abs().max() <= 1e-4
