@@ -1,0 +1,1 @@
+"""Training losses shared by tokenizers: adversarial objectives, discriminators, perceptual distance."""
