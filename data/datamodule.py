@@ -1,0 +1,208 @@
+"""`ShardDataModule`: webdataset shards of any modality as dict batches for Lightning.
+
+Training reads resampled shards (drawn with replacement, a different stream per rank and worker, so every
+rank always has data even with fewer shards than ranks x workers), shuffles in a buffer and ends each epoch
+after a fixed number of batches set with ``with_epoch`` on the WebLoader (batches per rank: equal on every
+rank, which DDP needs). ``resampled=False`` reads each shard once per pass instead (explicit
+``shardshuffle``, split by node and worker; a rank or worker with no shard of its own wraps around to
+``shards[i % n]`` rather than idling, and the pass repeats until the epoch length).
+
+Validation is deterministic: shards in order, split by node then worker (disjoint across ranks), no
+augmentation, a final partial batch. A rank or worker that gets no shard yields nothing.
+
+Corrupt samples (unreadable tar member, undecodable file, wrong shape) are skipped with a warning; the
+shared count is `skipped` and is logged as ``data/skipped`` when a Lightning logger is attached.
+
+Batches (the contract other modules rely on): ``image`` [B,3,H,W] in [-1,1]; ``audio`` [B,T];
+``points``/``normals`` [B,N,3], ``queries`` [B,Q,3], ``occupancy`` [B,Q], ``near`` [B,Q] bool;
+``ids`` long / ``latents`` float32 for tokens; optional ``cls`` long [B], ``txt`` list[str]; ``__key__``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any
+
+import lightning.pytorch as pl
+import webdataset as wds
+
+from tokenforge.data.collate import collate, with_extras
+from tokenforge.data.shards import SkipCounter, read_manifest, shard_urls
+
+MODALITIES = ("image", "audio", "mesh", "tokens")
+
+
+def _wrap_split(urls: list[str], index: int, count: int) -> list[str]:
+    """``urls[index::count]``, or one shard chosen round-robin when there are fewer shards than takers."""
+    if len(urls) >= count:
+        return urls[index::count]
+    return [urls[index % len(urls)]] if urls else []
+
+
+def wrapping_node_split(urls: Any) -> Any:
+    rank, world, _, _ = wds.utils.pytorch_worker_info()
+    yield from _wrap_split(list(urls), rank, world)
+
+
+def wrapping_worker_split(urls: Any) -> Any:
+    _, _, worker, workers = wds.utils.pytorch_worker_info()
+    yield from _wrap_split(list(urls), worker, workers)
+
+
+class ShardDataModule(pl.LightningDataModule):
+    """Train/val loaders over webdataset shards; ``modality`` picks the decoder (image|audio|mesh|tokens)."""
+
+    def __init__(
+        self,
+        train: str,
+        val: str | None = None,
+        modality: str = "image",
+        batch_size: int = 8,
+        num_workers: int = 0,
+        image_size: int | None = 256,
+        random_crop: bool = True,
+        hflip: bool = True,
+        sample_rate: int = 24000,
+        segment_samples: int = 24000,
+        gain_db: float = 0.0,
+        num_points: int = 2048,
+        num_queries: int = 2048,
+        epoch_samples: int | None = None,
+        shuffle_buffer: int = 1000,
+        shardshuffle: int = 100,
+        resampled: bool = True,
+        seed: int = 0,
+        val_batch_size: int | None = None,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        modality = {"images": "image", "meshes": "mesh", "token": "tokens"}.get(modality, modality)
+        if modality not in MODALITIES:
+            raise ValueError(f"modality {modality!r}: choose one of {', '.join(MODALITIES)}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.save_hyperparameters()
+        self.train_spec, self.val_spec, self.modality = train, val, modality
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.val_batch_size = val_batch_size or batch_size
+        self.epoch_samples, self.shuffle_buffer, self.shardshuffle = epoch_samples, shuffle_buffer, shardshuffle
+        self.resampled, self.seed, self.pin_memory = resampled, seed, pin_memory
+        self.options = {"image_size": image_size, "random_crop": random_crop, "hflip": hflip,
+                        "sample_rate": sample_rate, "segment_samples": segment_samples, "gain_db": gain_db,
+                        "num_points": num_points, "num_queries": num_queries}
+        self.counter = SkipCounter()
+        self._logged_skips = 0
+
+    # ------------------------------------------------------------------ pieces
+
+    @property
+    def skipped(self) -> int:
+        """Corrupt samples skipped so far (all workers of this process)."""
+        return int(self.counter)
+
+    def decoder(self, train: bool) -> Any:
+        """The modality's picklable per-sample decode (raw sample dict -> tensors)."""
+        o = self.options
+        if self.modality == "image":
+            from tokenforge.data.image import Decoder
+
+            return Decoder(o["image_size"], train, o["random_crop"], o["hflip"], self.seed)
+        if self.modality == "audio":
+            from tokenforge.data.audio import Decoder
+
+            return Decoder(o["sample_rate"], o["segment_samples"], train, o["gain_db"], self.seed)
+        if self.modality == "mesh":
+            from tokenforge.data.mesh import Decoder
+
+            return Decoder(o["num_points"], o["num_queries"], train, self.seed)
+        from tokenforge.data.tokens import Decoder
+
+        return Decoder()
+
+    def epoch_batches(self) -> int:
+        """Training batches per rank per epoch: ``epoch_samples`` (default: the manifest's train count)."""
+        samples = self.epoch_samples
+        if samples is None:
+            manifest = read_manifest(self.train_spec) if self.train_spec else None
+            samples = manifest["splits"]["train"]["count"] if manifest else 10_000
+        world = self.trainer.world_size if self.trainer is not None else _world_size()
+        return max(1, math.ceil(samples / (self.batch_size * world)))
+
+    def dataset(self, urls: list[str], train: bool) -> wds.DataPipeline:
+        """The webdataset pipeline: shards -> samples -> decode (guarded) -> shuffle -> batches."""
+        stages: list[Any]
+        if train and self.resampled:
+            stages = [wds.ResampledShards(urls, seed=self.seed, deterministic=True)]
+        elif train:
+            stages = [wds.SimpleShardList(urls), wds.detshuffle(self.shardshuffle, seed=self.seed)
+                      if self.shardshuffle else _identity, wrapping_node_split, wrapping_worker_split]
+        else:
+            stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
+        stages.append(wds.tarfile_to_samples(handler=self.counter.handler))
+        if train and self.shuffle_buffer > 1:
+            stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100)))
+        decode = with_extras(self.decoder(train))
+        stages += [wds.map(self.counter.guard(decode)), wds.select(_not_none),
+                   wds.batched(self.batch_size if train else self.val_batch_size, collation_fn=collate,
+                               partial=not train)]
+        pipeline = wds.DataPipeline(*stages)
+        if train and not self.resampled:
+            pipeline = pipeline.repeat()
+        return pipeline
+
+    def loader(self, urls: list[str], train: bool) -> wds.WebLoader:
+        workers = self.num_workers
+        if not train:  # never more validation workers than shards: each worker holds its own shards
+            workers = min(workers, max(1, len(urls)))
+        loader = wds.WebLoader(self.dataset(urls, train), batch_size=None, shuffle=False, num_workers=workers,
+                               pin_memory=self.pin_memory, persistent_workers=False)
+        if train:
+            batches = self.epoch_batches()
+            with warnings.catch_warnings():  # with_length only provides len() for progress bars; that is all we want
+                warnings.simplefilter("ignore", UserWarning)
+                loader = loader.with_epoch(batches).with_length(batches)
+        return loader
+
+    # ------------------------------------------------------------------ Lightning hooks
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_urls = shard_urls(self.train_spec, "train") if self.train_spec else []
+        self.val_urls = shard_urls(self.val_spec, "val") if self.val_spec else []
+
+    def train_dataloader(self) -> wds.WebLoader:
+        if not getattr(self, "train_urls", None):
+            self.setup("fit")
+        return self.loader(self.train_urls, train=True)
+
+    def val_dataloader(self) -> Any:
+        if not hasattr(self, "val_urls"):
+            self.setup("validate")
+        if not self.val_urls:
+            return []
+        return self.loader(self.val_urls, train=False)
+
+    def test_dataloader(self) -> Any:
+        return self.val_dataloader()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        skipped = self.skipped
+        if skipped != self._logged_skips and self.trainer is not None and self.trainer.logger is not None:
+            self.trainer.logger.log_metrics({"data/skipped": float(skipped)}, step=self.trainer.global_step)
+            self._logged_skips = skipped
+        return batch
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"skipped": self.skipped}
+
+
+def _identity(source: Any) -> Any:
+    yield from source
+
+
+def _not_none(sample: Any) -> bool:
+    return sample is not None
+
+
+def _world_size() -> int:
+    return wds.utils.pytorch_worker_info()[1]

@@ -1,0 +1,388 @@
+"""Raw shards: files -> webdataset tars + ``manifest.json`` + ``rejected.jsonl``.
+
+`make_shards(kind, src, out, **options)` reads a source (folder tree, glob, CSV/JSONL manifest; see
+`tokenforge.data.sources`), preprocesses every file with the modality's ``prepare`` (images, audio, meshes;
+optionally in worker processes), and writes ``OUT/{train,val}-%06d.tar`` with webdataset's ``ShardWriter``.
+
+Crash safety and ``resume``: a shard is written as ``NAME.partial`` and renamed when complete; each finished
+shard appends a line to ``OUT/progress.jsonl`` (its keys, size, sha256, and the source items it finished).
+A resumed run keeps every finished shard whose checksum still matches, deletes the rest, skips finished and
+rejected items, and continues numbering after the kept shards, so it ends with the same set of samples as an
+uninterrupted run (shard boundaries may differ). Files that cannot be used go to ``rejected.jsonl`` with the
+reason; nothing in the input can stop the run.
+
+Reading helpers (`shard_urls`, `SkipCounter`) live here too, because writer and reader share the layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import io
+import json
+import multiprocessing as mp
+import os
+import random
+import warnings
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import webdataset as wds
+
+from tokenforge.data.sources import Item, collect
+
+KINDS: dict[str, str] = {
+    "images": "tokenforge.data.image",
+    "audio": "tokenforge.data.audio",
+    "meshes": "tokenforge.data.mesh",
+}
+ALIASES = {"image": "images", "mesh": "meshes", "sound": "audio"}
+SPLITS = ("train", "val")
+MANIFEST = "manifest.json"
+REJECTED = "rejected.jsonl"
+PROGRESS = "progress.jsonl"
+
+
+class Rejected(Exception):
+    """A source file that cannot become a sample; the message is the reason written to rejected.jsonl."""
+
+
+def kind_module(kind: str) -> Any:
+    name = ALIASES.get(kind, kind)
+    if name not in KINDS:
+        raise ValueError(f"unknown shard kind {kind!r}; choose one of {', '.join(KINDS)}")
+    return importlib.import_module(KINDS[name])
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``np.save`` into bytes (exact round trip with ``np.load``)."""
+    buffer = io.BytesIO()
+    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _prepare(module: Any, options: dict[str, Any], item: Item) -> tuple[Item, list[dict[str, Any]] | str]:
+    """Run in a worker: the item's samples, or the reason it was rejected."""
+    try:
+        return item, module.prepare(Path(item.path), **options)
+    except Rejected as reason:
+        return item, str(reason)
+    except Exception as error:  # any library error on a bad file is a rejection, never a crash
+        return item, f"{type(error).__name__}: {error}"
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def assign_splits(items: list[Item], val_fraction: float, seed: int) -> dict[str, list[Item]]:
+    """Shuffle once with ``seed`` (shards are read sequentially) and hold out ``val_fraction`` for val."""
+    order = list(items)
+    random.Random(seed).shuffle(order)
+    n_val = int(round(len(order) * val_fraction))
+    if val_fraction > 0 and len(order) > 1:
+        n_val = min(max(n_val, 1), len(order) - 1)
+    return {"val": order[:n_val], "train": order[n_val:]}
+
+
+class _Progress:
+    """Book-keeping for finished shards (the ShardWriter ``post`` hook) and for resuming."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.records: list[dict[str, Any]] = []
+        self.keys: list[str] = []
+        self.items: list[str] = []
+        self.file: Any = None
+
+    def open_partial(self, fname: str) -> Any:
+        self.file = open(fname + ".partial", "wb")
+        return self.file
+
+    def finished(self, split: str, fname: str) -> None:
+        self.file.close()
+        partial_name = Path(fname + ".partial")
+        if not self.keys:  # ShardWriter opens a shard before the first write; an unused one is dropped
+            partial_name.unlink(missing_ok=True)
+            return
+        final = Path(fname)
+        os.replace(partial_name, final)
+        record = {"split": split, "name": final.name, "count": len(self.keys), "bytes": final.stat().st_size,
+                  "sha256": sha256(final), "keys": self.keys, "items": self.items}
+        with (self.out / PROGRESS).open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        self.records.append(record)
+        self.keys, self.items = [], []
+
+
+def _load_resume(out: Path) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Verified finished shards (a prefix per split) and earlier rejections; everything else is removed."""
+    records: list[dict[str, Any]] = []
+    progress = out / PROGRESS
+    lines = progress.read_text().splitlines() if progress.exists() else []
+    broken: set[str] = set()
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by the kill
+            continue
+        path = out / record["name"]
+        if record["split"] in broken or not path.exists() or sha256(path) != record["sha256"]:
+            broken.add(record["split"])
+            continue
+        records.append(record)
+    kept = {r["name"] for r in records}
+    for stale in list(out.glob("*.tar")) + list(out.glob("*.partial")):
+        if stale.name not in kept:
+            stale.unlink()
+    progress.write_text("".join(json.dumps(r) + "\n" for r in records))
+    rejected = {}
+    if (out / REJECTED).exists():
+        for line in (out / REJECTED).read_text().splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            rejected[entry["file"]] = entry["reason"]
+        (out / REJECTED).write_text("".join(json.dumps({"file": f, "reason": r}) + "\n" for f, r in rejected.items()))
+    return records, rejected
+
+
+def make_shards(
+    kind: str,
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    val_fraction: float = 0.0,
+    shard_size: int = 1000,
+    max_shard_bytes: float = 1e9,
+    workers: int = 0,
+    resume: bool = False,
+    overwrite: bool = False,
+    seed: int = 0,
+    labels: str = "auto",
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Write raw shards of ``kind`` (images | audio | meshes) from ``src`` into ``out``; return the manifest.
+
+    ``shard_size``/``max_shard_bytes`` are ShardWriter's count and size limits; ``options`` go to the
+    modality's ``prepare`` (e.g. ``max_side``, ``format`` for images; ``sample_rate`` for audio).
+    """
+    module = kind_module(kind)
+    kind = ALIASES.get(kind, kind)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    existing = list(out.glob("*.tar")) + list(out.glob("*.partial"))
+    if existing and not resume:
+        if not overwrite:
+            raise FileExistsError(f"{out} already holds shards; pass resume=True (--resume) to continue that run "
+                                  "or overwrite=True (--overwrite) to start again")
+        for path in existing + [out / PROGRESS, out / REJECTED, out / MANIFEST]:
+            path.unlink(missing_ok=True)
+    options = module.check_options(**options)
+    items, classes = collect(src, module.EXTENSIONS, labels)
+    records, rejected = _load_resume(out) if resume else ([], {})
+    if not resume:
+        for name in (PROGRESS, REJECTED):
+            (out / name).unlink(missing_ok=True)
+    done_items = {i for r in records for i in r["items"]}
+    done_keys = {k for r in records for k in r["keys"]}
+    splits = assign_splits(items, val_fraction, seed)
+    todo = {s: [i for i in splits[s] if i.key not in done_items and i.path not in rejected] for s in SPLITS}
+    book = _Progress(out)
+    bar = _progress_bar(sum(len(v) for v in todo.values()), progress, f"shards {kind}")
+    job = partial(_prepare, module, options)
+    pool = mp.get_context("fork").Pool(workers, initializer=_init_worker) if workers > 0 else None
+    try:
+        for split in SPLITS:
+            if not todo[split]:
+                continue
+            start = 1 + max((int(r["name"].split("-")[-1].split(".")[0]) for r in records if r["split"] == split),
+                            default=-1)
+            writer = wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, maxsize=max_shard_bytes,
+                                     post=partial(book.finished, split), start_shard=start, verbose=0,
+                                     opener=book.open_partial, mtime=0.0)
+            results: Iterator = pool.imap(job, todo[split], chunksize=2) if pool else map(job, todo[split])
+            try:
+                for item, result in results:
+                    bar.update(1)
+                    if isinstance(result, str):
+                        _reject(out, item, result)
+                        continue
+                    for sample in result:
+                        key = item.key + sample.pop("__suffix__", "")
+                        if key in done_keys:
+                            continue
+                        writer.write(_with_meta(key, item, sample))
+                        book.keys.append(key)
+                    book.items.append(item.key)
+            except BaseException:  # leave the unfinished shard as .partial, exactly as a kill would
+                writer.tarstream = None
+                book.file.close()
+                raise
+            writer.close()
+    finally:
+        bar.close()
+        if pool:
+            pool.terminate()
+    manifest = _manifest(kind, src, out, records + book.records, classes, module.describe(options),
+                         {"val_fraction": val_fraction, "shard_size": shard_size, "max_shard_bytes": max_shard_bytes,
+                          "seed": seed, "labels": labels, **options})
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def _with_meta(key: str, item: Item, sample: dict[str, Any]) -> dict[str, Any]:
+    sample = {"__key__": key, **sample}
+    if item.label is not None:
+        sample["cls"] = str(item.label).encode()
+    if item.caption:
+        sample["txt"] = item.caption.encode()
+    return sample
+
+
+def _reject(out: Path, item: Item, reason: str) -> None:
+    with (out / REJECTED).open("a") as handle:
+        handle.write(json.dumps({"file": item.path, "reason": reason}) + "\n")
+
+
+def _progress_bar(total: int, enabled: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, unit="file", dynamic_ncols=True)
+
+
+def _manifest(kind: str, src: Any, out: Path, records: list[dict[str, Any]], classes: list[str],
+              info: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    rejected = []
+    if (out / REJECTED).exists():
+        rejected = [json.loads(line) for line in (out / REJECTED).read_text().splitlines() if line.strip()]
+    splits = {}
+    for split in SPLITS:
+        mine = sorted((r for r in records if r["split"] == split), key=lambda r: r["name"])
+        splits[split] = {
+            "count": sum(r["count"] for r in mine),
+            "shards": [{k: r[k] for k in ("name", "count", "bytes", "sha256")} for r in mine],
+            "keys": [k for r in mine for k in r["keys"]],
+        }
+    from tokenforge.hub import version
+
+    return {"kind": kind, "modality": kind_module(kind).MODALITY, "source": str(src), "tokenforge_version": version(),
+            "count": sum(s["count"] for s in splits.values()), "rejected": len(rejected), "classes": classes,
+            "splits": splits, "options": options, **info}
+
+
+def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(folder) / MANIFEST
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def shard_urls(spec: str | os.PathLike, split: str = "train") -> list[str]:
+    """Shard files from a folder (its ``{split}-*.tar``), a brace pattern, a glob, or one tar."""
+    import braceexpand
+
+    text = str(spec)
+    path = Path(text)
+    if path.is_dir():
+        urls = sorted(str(p) for p in path.glob(f"{split}-*.tar"))
+        if not urls:
+            raise FileNotFoundError(f"{path} holds no {split}-*.tar shards; make them with `tokenforge shards make`")
+        return urls
+    if "{" in text:
+        urls = list(braceexpand.braceexpand(text))
+    elif any(ch in text for ch in "*?["):
+        import glob as globlib
+
+        urls = sorted(globlib.glob(text))
+    else:
+        urls = [text]
+    missing = [u for u in urls if "://" not in u and not u.startswith("pipe:") and not Path(u).exists()]
+    if missing or not urls:
+        raise FileNotFoundError(f"shard spec {text!r}: no such file(s) {missing[:3] or urls}")
+    return urls
+
+
+class WorkerRandom:
+    """A ``random.Random`` seeded per (rank, DataLoader worker) on first use, so workers differ but runs repeat."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._rng: random.Random | None = None
+        self._owner: tuple[int, int] | None = None
+
+    def _get(self) -> random.Random:
+        rank, _, worker, _ = wds.utils.pytorch_worker_info()
+        if self._rng is None or self._owner != (rank, worker):
+            self._rng = random.Random(self.seed * 1_000_003 + rank * 1009 + worker)
+            self._owner = (rank, worker)
+        return self._rng
+
+    def random(self) -> float:
+        return self._get().random()
+
+    def randint(self, a: int, b: int) -> int:
+        return self._get().randint(a, b)
+
+    def uniform(self, a: float, b: float) -> float:
+        return self._get().uniform(a, b)
+
+    def numpy(self) -> np.random.Generator:
+        """A numpy generator drawn from this stream (for index sampling)."""
+        return np.random.default_rng(self._get().getrandbits(64))
+
+
+class SkipCounter:
+    """Counts samples skipped as corrupt, across DataLoader worker processes (a shared integer)."""
+
+    def __init__(self) -> None:
+        self.value = mp.get_context("fork").Value("l", 0)
+
+    def __int__(self) -> int:
+        return int(self.value.value)
+
+    def skip(self, where: str, error: BaseException) -> None:
+        with self.value.get_lock():
+            self.value.value += 1
+            total = self.value.value
+        warnings.warn(f"skipped a corrupt sample ({where}): {type(error).__name__}: {error} "
+                      f"[{total} skipped so far]", stacklevel=2)
+
+    def handler(self, error: BaseException) -> bool:
+        """webdataset handler: count, warn, continue (webdataset re-raises a tar error once per stage: count once)."""
+        first = (str(error.args[0]) if error.args else "").split(" @ ")[0]
+        if getattr(self, "_last", None) != (type(error), first):
+            self.skip("shard read", error)
+        self._last = (type(error), first)
+        return True
+
+    def guard(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], Any]:
+        """Wrap a per-sample decode: a failure skips (returns None) instead of raising."""
+        return partial(_guarded, self, fn)
+
+
+def _guarded(counter: SkipCounter, fn: Callable, sample: dict[str, Any]) -> Any:
+    try:
+        return fn(sample)
+    except Exception as error:
+        counter.skip(f"key {sample.get('__key__')!r} in {sample.get('__url__')}", error)
+        return None
