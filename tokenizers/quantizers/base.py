@@ -8,6 +8,7 @@ are the inference halves: indices out, continuous codes (channel-first) back.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
 
 import torch
@@ -32,25 +33,30 @@ class QuantizerOutput:
     metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
-class Quantizer(Configurable, nn.Module):
-    """Base class: subclasses implement ``codebook_size``, ``dim``, ``encode``, ``decode`` and ``forward``."""
+class Quantizer(Configurable, nn.Module, metaclass=ABCMeta):
+    """Abstract base: subclasses implement ``codebook_size``, ``dim``, ``encode``, ``decode`` and ``forward``."""
 
     @property
+    @abstractmethod
     def codebook_size(self) -> int:
-        raise NotImplementedError
+        """Number of distinct codes (indices lie in ``[0, codebook_size)``)."""
 
     @property
+    @abstractmethod
     def dim(self) -> int:
-        raise NotImplementedError
+        """Channels of the continuous input and of the decoded codes."""
 
+    @abstractmethod
     def encode(self, z: Tensor) -> Tensor | list[Tensor]:
-        raise NotImplementedError
+        """Channel-first features -> code indices (no state changes, no gradients needed)."""
 
+    @abstractmethod
     def decode(self, indices: Tensor | list[Tensor]) -> Tensor:
-        raise NotImplementedError
+        """Code indices -> continuous codes, channel-first."""
 
+    @abstractmethod
     def forward(self, z: Tensor) -> QuantizerOutput:
-        raise NotImplementedError
+        """Training pass: straight-through output, indices, own loss, metrics."""
 
 
 def check_channel_first(z: Tensor, dim: int, who: str, spatial_dims: int | None = None) -> None:

@@ -97,12 +97,15 @@ class PhiSet(nn.Module):
 
 
 class MultiScaleResidualQuantizer(Quantizer):
-    """VAR-style next-scale residual VQ over ``[B,C,H,W]`` (``spatial_dims=2``) or ``[B,C,L]`` (``=1``)."""
+    """VAR-style next-scale residual VQ over ``[B,C,H,W]`` (``spatial_dims=2``) or ``[B,C,L]`` (``=1``).
+
+    Defaults are the released VAR VQVAE's quantizer (V=4096, C=32, 10 scales up to 16x16).
+    """
 
     def __init__(
         self,
-        codebook_size: int,
-        dim: int,
+        codebook_size: int = 4096,
+        dim: int = 32,
         scales: Sequence[int | Sequence[int]] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16),
         spatial_dims: int = 2,
         beta: float = 0.25,
@@ -197,7 +200,7 @@ class MultiScaleResidualQuantizer(Quantizer):
 
     def _residual_loop(self, f: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         full = self._check_input(f, "MultiScaleResidualQuantizer.encode")
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device_type=f.device.type, enabled=False):
             f_rest = f.detach().float().clone()
             f_hat = torch.zeros_like(f_rest)
             indices, fhats = [], []

@@ -46,8 +46,8 @@ class VectorQuantizer(Quantizer):
 
     def __init__(
         self,
-        codebook_size: int,
-        dim: int,
+        codebook_size: int = 1024,
+        dim: int = 8,
         distance: str = "l2",
         l2_normalize: bool = False,
         ema: bool = False,
@@ -152,11 +152,12 @@ class VectorQuantizer(Quantizer):
     def nearest(self, rows: Tensor, codebook: Tensor) -> Tensor:
         """Index of the nearest codebook row for each of ``rows`` ``[N, dim]`` (computed in fp32)."""
         rows, codebook = rows.float(), codebook.float()
-        if self.distance == "cosine":
-            return (F.normalize(rows, dim=-1) @ F.normalize(codebook, dim=-1).t()).argmax(dim=1)
-        dist_sq = rows.square().sum(1, keepdim=True) + codebook.square().sum(1)
-        dist_sq = torch.addmm(dist_sq, rows, codebook.t(), beta=1, alpha=-2)
-        return dist_sq.argmin(dim=1)
+        with torch.autocast(device_type=rows.device.type, enabled=False):  # bf16 distances flip argmins
+            if self.distance == "cosine":
+                return (F.normalize(rows, dim=-1) @ F.normalize(codebook, dim=-1).t()).argmax(dim=1)
+            dist_sq = rows.square().sum(1, keepdim=True) + codebook.square().sum(1)
+            dist_sq = torch.addmm(dist_sq, rows, codebook.t(), beta=1, alpha=-2)
+            return dist_sq.argmin(dim=1)
 
     # ------------------------------------------------------------------ training-time state
 
