@@ -81,7 +81,11 @@ def _prepare(module: Any, options: dict[str, Any], item: Item) -> tuple[Item, li
         return item, module.prepare(Path(item.path), **options)
     except Rejected as reason:
         return item, str(reason)
+    except (ImportError, MemoryError, NotImplementedError):  # the environment, not the file: stop
+        raise
     except Exception as error:  # any library error on a bad file is a rejection, never a crash
+        if isinstance(error, OSError) and "library" in str(error):
+            raise
         return item, f"{type(error).__name__}: {error}"
 
 
