@@ -24,7 +24,26 @@ PORTIONS = ("tokenforge", "tokenforge.tokenizers", "tokenforge.generators", "tok
 SKIP_MODULES = {"tokenforge.__main__"}
 
 # class name -> small constructor arguments (nested modules as class_path specs)
-EXAMPLES: dict[str, dict[str, Any]] = {}
+EXAMPLES: dict[str, dict[str, Any]] = {
+    # tokenforge.nn
+    "Attention": {"dim": 16, "num_heads": 2, "qv_bias": True, "l2_norm_qk": True},
+    "AttnBlock1d": {"channels": 8, "num_groups": 4},
+    "Conv1d": {"in_channels": 2, "out_channels": 4, "kernel_size": 4, "stride": 2},
+    "ConvNeXt1dBlock": {"dim": 8, "intermediate_dim": 16, "adanorm_num_embeddings": 2},
+    "ConvTranspose1d": {"in_channels": 4, "out_channels": 2, "kernel_size": 4, "stride": 2},
+    "ResnetBlock1d": {"in_channels": 8, "out_channels": 16, "num_groups": 4},
+    "SEANetResBlock": {"dim": 4},
+    "SLSTM": {"dim": 4},
+    "GeluMLP": {"dim": 8},
+    "SwiGLU": {"dim": 8, "multiple_of": 8},
+    "AdaLNModulation": {"dim": 8, "order": "var"},
+    "AdaLayerNorm": {"num_embeddings": 2, "dim": 8},
+    "LayerNorm": {"dim": 8, "affine": True},
+    "RMSNorm": {"dim": 8},
+    "AdaLNBlock": {"dim": 16, "num_heads": 2, "order": "flextok", "adaln_groups": 2, "mlp": "swiglu"},
+    "Block": {"dim": 16, "num_heads": 2, "attn_options": {"qkv": "separate", "qk_norm": "layernorm"}},
+    "Transformer": {"dim": 16, "depth": 2, "num_heads": 2, "final_norm": "rmsnorm"},
+}
 
 
 def discover() -> list[type]:
