@@ -43,6 +43,10 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "AdaLNBlock": {"dim": 16, "num_heads": 2, "order": "flextok", "adaln_groups": 2, "mlp": "swiglu"},
     "Block": {"dim": 16, "num_heads": 2, "attn_options": {"qkv": "separate", "qk_norm": "layernorm"}},
     "Transformer": {"dim": 16, "depth": 2, "num_heads": 2, "final_norm": "rmsnorm"},
+    # tokenforge.tokenizers.vqgan
+    "VQGAN": {"quantizer": {"class_path": "tokenforge.tokenizers.quantizers.vq.VectorQuantizer",
+                            "init_args": {"codebook_size": 16, "dim": 4, "l2_normalize": True}},
+              "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 32},
 }
 
 
