@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torchvision.models.vgg import cfgs, make_layers
 
 from tokenforge.tokenizers.losses.adversarial import (

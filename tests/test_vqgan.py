@@ -158,6 +158,17 @@ def test_var_vqvae_matches_official_fixture(fixtures_dir: Path) -> None:
     assert all(torch.equal(back[k], original[k]) for k in original)
 
 
+def test_var_vqvae_parity_function_passes_on_the_fixture(fixtures_dir: Path) -> None:
+    from tokenforge.parity import compare
+    from tokenforge.tokenizers.vqgan.official import var_vqvae_parity
+
+    folder = fixtures_dir / "var_msrq"
+    expected = load_file(str(folder / "outputs.safetensors"))
+    lines = [compare(expected[name], result, name) for name, result in var_vqvae_parity(folder).items()]
+    assert [line.name for line in lines] == ["f_BChw", "dec_unclamped", "rec_img", "rec_img_from_idx"]
+    assert all(line.status == "ok" for line in lines), [str(line) for line in lines]
+
+
 def _llamagen_file(model: VQGAN, path: Path, wrap: bool = True) -> Path:
     state = to_llamagen_state(model)
     assert "quantize.embedding.weight" in state and "encoder.conv_blocks.0.res.0.conv1.weight" in state

@@ -153,3 +153,18 @@ def test_fit_tiny_config_through_the_cli(tmp_path: Path, shared_data: Path) -> N
         a, b = trained(x), restored(x)
     assert torch.equal(a.x_hat, b.x_hat) and torch.equal(a.tokens.ids, b.tokens.ids)
     assert "discriminator.main.0.weight" in torch.load(checkpoints[-1], weights_only=True)["state_dict"]
+
+
+def test_llamagen_ds16_config_builds_the_paper_model(tmp_path: Path) -> None:
+    from tokenforge.cli import lightning_cli
+
+    cli = lightning_cli(args=[
+        "--config", str(REPO / "configs/tokenizers/vqgan/llamagen_ds16.yaml"), "--model.init_args.perceptual", "null",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
+        "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
+    ], run=False)
+    model, quantizer = cli.model.model, cli.model.model.quantizer
+    assert (quantizer.codebook_size, quantizer.dim, quantizer.l2_normalize) == (16384, 8, True)
+    assert model.downsample_factor == 16 and model.quant_conv.weight.shape == (8, 256, 1, 1)
+    assert sum(p.numel() for p in model.parameters()) == 71_883_403  # LlamaGen reports 72M for vq_ds16
+    assert cli.model.disc_start == 20000 and cli.model.weights["adversarial"] == 0.5

@@ -27,7 +27,14 @@ from torch import Tensor
 
 from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, register_official
 from tokenforge.nn.taming import split_fused_qkv
-from tokenforge.tokenizers.quantizers.official_var import VAR_RELEASE_VQVAE, WEIGHTS_FILE, _read_state, quantizer_from_config
+from tokenforge.parity import Result
+from tokenforge.tokenizers.quantizers.official_var import (
+    FLOAT_TOL,
+    VAR_RELEASE_VQVAE,
+    WEIGHTS_FILE,
+    _read_state,
+    quantizer_from_config,
+)
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
 from tokenforge.tokenizers.vqgan.model import VQGAN
 
@@ -189,6 +196,28 @@ def load_var_vqvae(path: Path, config: Mapping[str, Any] | None = None) -> VQGAN
     model = VQGAN(quantizer_from_config(vq_config), dropout=float(vq_config.get("dropout", 0.0)), **arch)
     load_mapped_state_dict(model, state, var_key_map(len(arch["ch_mult"])), source=str(weights))
     return model.eval()
+
+
+@torch.no_grad()
+def var_vqvae_parity(folder: Path) -> dict[str, Result]:
+    """The VQVAE outputs of a ``var_msrq`` fixture (encoder, decoder, image round trip), for its parity check.
+
+    The quantizer outputs come from `tokenforge.tokenizers.quantizers.official_var.var_msrq_parity`; merge both
+    dicts to cover the fixture's encoder/quantizer/decoder outputs.
+    """
+    from safetensors.torch import load_file
+
+    model = load_var_vqvae(Path(folder))
+    img = load_file(str(Path(folder) / "inputs.safetensors"))["img"]
+    f = model.features(img)
+    tokens = model.encode(img)
+    fhat = model.quantizer.decode(tokens.ids)
+    return {
+        "f_BChw": Result(f, FLOAT_TOL),
+        "dec_unclamped": Result(model.decode_latents(fhat), FLOAT_TOL),
+        "rec_img": Result(model.decode_latents(model.quantizer.encode_fhat(f)[-1]).clamp(-1, 1), FLOAT_TOL),
+        "rec_img_from_idx": Result(model.decode(tokens), FLOAT_TOL),
+    }
 
 
 register_official("llamagen_vq", load_llamagen_vq)
