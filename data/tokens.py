@@ -1,0 +1,197 @@
+"""Token shards: raw shards run through a tokenizer (`encode_shards`), and their reader (`Decoder`).
+
+Each token sample holds ``ids.npy`` (int16 when the vocabulary fits, else int32; a grid keeps its ``[h, w]``
+shape; per-scale lists are flattened and concatenated, the scale shapes go to the manifest; flexible-length
+sequences are cut to their ``lengths``), optionally ``latents.npy`` (float16), and the raw sample's ``cls`` /
+``txt``. ``manifest.json`` names the tokenizer and carries its spec (class path + init args), so whoever
+trains on the tokens knows which tokenizer decodes them.
+
+The input a tokenizer sees is the raw sample decoded without augmentation: images centre-cropped to
+``image_size`` ([B,3,H,W] in [-1,1]), whole audio clips ([B,T] at ``sample_rate``; clips of different lengths
+are never batched together), mesh surface points ([B,N,3], a fixed per-key subset of ``num_points``).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+
+from tokenforge.data.collate import collate, with_extras
+from tokenforge.data.shards import MANIFEST, SkipCounter, npy_bytes, read_manifest, sha256, shard_urls
+
+INPUT_KEY = {"image": "image", "audio": "audio", "mesh": "points"}
+
+
+def ids_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.int16) if vocab_size <= np.iinfo(np.int16).max else np.dtype(np.int32)
+
+
+def split_tokens(tokens: Any, size: int) -> tuple[list[np.ndarray], list[np.ndarray | None], list[list[int]] | None]:
+    """Per-sample ids (numpy), latents and, for per-scale ids, each scale's shape."""
+    ids, scales = tokens.ids, None
+    if isinstance(ids, (list, tuple)):
+        scales = [list(t.shape[1:]) for t in ids]
+        ids = torch.cat([t.reshape(size, -1) for t in ids], dim=1)
+    per_ids = []
+    for i in range(size):
+        row = ids[i].detach().cpu()
+        if tokens.lengths is not None:
+            row = row[: int(tokens.lengths[i])]
+        per_ids.append(row.numpy())
+    latents = tokens.latents
+    per_latents = [None if latents is None else latents[i].detach().float().cpu().numpy() for i in range(size)]
+    return per_ids, per_latents, scales
+
+
+def _raw_decoder(modality: str, image_size: int, sample_rate: int | None, num_points: int) -> Any:
+    if modality == "image":
+        from tokenforge.data.image import Decoder
+
+        return Decoder(image_size, train=False)
+    if modality == "audio":
+        from tokenforge.data.audio import Decoder
+
+        return Decoder(sample_rate, segment_samples=None, train=False)
+    if modality == "mesh":
+        from tokenforge.data.mesh import Decoder
+
+        return Decoder(num_points, num_queries=2, train=False)
+    raise ValueError(f"cannot encode shards for a tokenizer of modality {modality!r}")
+
+
+def _batches(samples: Iterator[dict[str, Any]], key: str, batch_size: int) -> Iterator[dict[str, Any]]:
+    """Batches of up to ``batch_size`` whose inputs share one shape (a shape change closes a batch)."""
+    pending: list[dict[str, Any]] = []
+    for sample in samples:
+        if sample is None:
+            continue
+        if pending and (len(pending) == batch_size or pending[0][key].shape != sample[key].shape):
+            yield collate(pending)
+            pending = []
+        pending.append(sample)
+    if pending:
+        yield collate(pending)
+
+
+@torch.no_grad()
+def encode_shards(
+    tokenizer: str | os.PathLike | torch.nn.Module,
+    inp: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    batch_size: int = 32,
+    device: str | None = None,
+    bf16: bool = False,
+    latents: bool = False,
+    image_size: int = 256,
+    sample_rate: int | None = None,
+    num_points: int = 2048,
+    shard_size: int = 1000,
+    splits: tuple[str, ...] = ("train", "val"),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Encode every sample of the raw shards in ``inp`` with ``tokenizer``; write token shards to ``out``."""
+    from tqdm.auto import tqdm
+
+    from tokenforge.hub import from_pretrained
+
+    name = str(tokenizer) if not isinstance(tokenizer, torch.nn.Module) else type(tokenizer).__name__
+    model = tokenizer if isinstance(tokenizer, torch.nn.Module) else from_pretrained(tokenizer)
+    for attribute in ("encode", "modality", "vocab_size"):
+        if not hasattr(model, attribute):
+            raise TypeError(f"{name} is a {type(model).__name__} without .{attribute}: not a tokenforge Tokenizer")
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = model.to(device).eval()
+    raw = read_manifest(inp) if Path(inp).is_dir() else None
+    if model.modality == "audio" and sample_rate is None:
+        sample_rate = (raw or {}).get("sample_rate") or getattr(model, "sample_rate", None) or 24000
+    key = INPUT_KEY.get(model.modality, "image")
+    decode = with_extras(_raw_decoder(model.modality, image_size, sample_rate, num_points))
+    counter = SkipCounter()
+    dtype = ids_dtype(int(model.vocab_size))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {}
+    scales = None
+    for split in splits:
+        try:
+            urls = shard_urls(inp, split)
+        except FileNotFoundError:
+            continue
+        total = raw["splits"][split]["count"] if raw and split in raw.get("splits", {}) else None
+        bar = tqdm(total=total, disable=not progress, desc=f"encode {split}", unit="sample", dynamic_ncols=True)
+        pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=counter.handler),
+                                    wds.map(counter.guard(decode)))
+        records: list[dict[str, Any]] = []
+        keys: list[str] = []
+
+        def finished(fname: str) -> None:
+            path = Path(fname)
+            if not keys:
+                path.unlink(missing_ok=True)
+                return
+            records.append({"name": path.name, "count": len(keys), "bytes": path.stat().st_size,
+                            "sha256": sha256(path), "keys": list(keys)})
+            keys.clear()
+
+        writer = wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, post=finished, verbose=0,
+                                 mtime=0.0)
+        for batch in _batches(iter(pipeline), key, batch_size):
+            x = batch[key].to(device)
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
+                tokens = model.encode(x)
+            per_ids, per_latents, scales = split_tokens(tokens, len(batch["__key__"]))
+            for i, sample_key in enumerate(batch["__key__"]):
+                sample = {"__key__": sample_key, "ids.npy": npy_bytes(per_ids[i].astype(dtype))}
+                if latents and per_latents[i] is not None:
+                    sample["latents.npy"] = npy_bytes(per_latents[i].astype(np.float16))
+                if "cls" in batch:
+                    sample["cls"] = str(int(batch["cls"][i])).encode()
+                if "txt" in batch:
+                    sample["txt"] = batch["txt"][i].encode()
+                writer.write(sample)
+                keys.append(sample_key)
+            bar.update(len(batch["__key__"]))
+        writer.close()
+        bar.close()
+        summary[split] = {"count": sum(r["count"] for r in records),
+                          "shards": [{k: r[k] for k in ("name", "count", "bytes", "sha256")} for r in records],
+                          "keys": [k for r in records for k in r["keys"]]}
+    if not summary:
+        raise FileNotFoundError(f"{inp}: no {'/'.join(splits)} shards to encode")
+    manifest = {
+        "kind": "tokens", "modality": "tokens", "source_modality": model.modality, "source": str(inp),
+        "count": sum(s["count"] for s in summary.values()), "splits": summary, "skipped": int(counter),
+        "tokenizer": {"name": name, "spec": model.spec() if hasattr(model, "spec") else None,
+                      "vocab_size": int(model.vocab_size), "token_layout": getattr(model, "token_layout", None)},
+        "ids_dtype": dtype.name, "scales": scales, "latents": bool(latents),
+        "input": {"image_size": image_size, "sample_rate": sample_rate, "num_points": num_points},
+        "classes": (raw or {}).get("classes", []),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+class Decoder:
+    """Picklable per-sample decode for token shards: ``ids`` (long) and/or ``latents`` (float32)."""
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if "ids.npy" in sample:
+            ids = np.load(io.BytesIO(sample["ids.npy"]), allow_pickle=False)
+            if ids.dtype.kind not in "iu":
+                raise ValueError(f"ids.npy has dtype {ids.dtype}, expected integers")
+            out["ids"] = torch.from_numpy(ids.astype(np.int64))
+        if "latents.npy" in sample:
+            out["latents"] = torch.from_numpy(np.load(io.BytesIO(sample["latents.npy"])).astype(np.float32))
+        if not out:
+            raise KeyError(f"sample {sample.get('__key__')!r} has neither ids.npy nor latents.npy")
+        return out
