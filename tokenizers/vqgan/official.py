@@ -95,7 +95,11 @@ def to_llamagen_state(model: VQGAN) -> dict[str, Tensor]:
 
 
 def load_llamagen_vq(path: Path, config: Mapping[str, Any] | None = None) -> VQGAN:
-    """Loader for ``llamagen_vq``: a LlamaGen VQ file (``{"model": state}`` or a bare state dict)."""
+    """Loader for ``llamagen_vq``: a LlamaGen VQ file (``{"model": state}`` or a bare state dict).
+
+    Files that also pickle training ``args`` are refused by ``torch.load(weights_only=True)``; pass
+    ``config={"trust_pickle": True}`` for a file whose origin you trust.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no LlamaGen VQ checkpoint at {path} (expected e.g. vq_ds16_c2i.pt)")
