@@ -75,10 +75,10 @@ def sha256(path: Path) -> str:
 # ----------------------------------------------------------------------------- writing
 
 
-def _prepare(module: Any, options: dict[str, Any], item: Item) -> tuple[Item, list[dict[str, Any]] | str]:
+def _prepare(module: str, options: dict[str, Any], item: Item) -> tuple[Item, list[dict[str, Any]] | str]:
     """Run in a worker: the item's samples, or the reason it was rejected."""
     try:
-        return item, module.prepare(Path(item.path), **options)
+        return item, importlib.import_module(module).prepare(Path(item.path), **options)
     except Rejected as reason:
         return item, str(reason)
     except (ImportError, MemoryError, NotImplementedError):  # the environment, not the file: stop
@@ -212,7 +212,7 @@ def make_shards(
     todo = {s: [i for i in splits[s] if i.key not in done_items and i.path not in rejected] for s in SPLITS}
     book = _Progress(out)
     bar = _progress_bar(sum(len(v) for v in todo.values()), progress, f"shards {kind}")
-    job = partial(_prepare, module, options)
+    job = partial(_prepare, module.__name__, options)
     pool = mp.get_context("fork").Pool(workers, initializer=_init_worker) if workers > 0 else None
     try:
         for split in SPLITS:
