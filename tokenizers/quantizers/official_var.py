@@ -7,7 +7,8 @@ VQVAE's quantizer settings (`VAR_RELEASE_VQVAE`). Only the ``quantize.*`` keys a
 decoder belong to the VQVAE loader (``var_vqvae``).
 
 The parity function feeds the fixture's stored ``f_BChw`` (the encoder output) to the quantizer and recomputes
-the per-scale indices, cumulative f_hat, the training-forward output and loss, and the teacher-forcing input.
+the per-scale indices, cumulative f_hat, the training-forward output and loss, and the teacher-forcing input;
+the VQVAE loader (``var_vqvae``) adds the encoder/decoder outputs recomputed from the stored image.
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ def var_msrq_parity(folder: Path) -> dict[str, Result]:
     results["qforward_fhat"] = Result(out.quantized, FLOAT_TOL)
     results["qforward_vq_loss"] = Result(out.loss.reshape(1), FLOAT_TOL)
     results["var_input_BLCv"] = Result(quantizer.idx_to_var_input(indices), FLOAT_TOL)
+    # the conv VQVAE around the quantizer: encoder output, decoder output, image round trips
+    from tokenforge.tokenizers.vqgan.official import var_vqvae_parity
+
+    results.update(var_vqvae_parity(folder))
     return results
 
 
