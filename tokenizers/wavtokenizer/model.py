@@ -1,0 +1,157 @@
+"""WavTokenizer (Ji et al., 2024): 24 kHz mono audio -> one codebook of 4096 codes at 75 or 40 tokens/s -> audio.
+
+SEANet encoder (`seanet.SEANetEncoder`) -> single EMA vector quantizer (`VectorQuantizer`, l2 distance,
+k-means init, dead-code restarts) -> Vocos backbone with AdaLayerNorm rows picked by ``bandwidth_id``
+(`vocos.VocosBackbone`) -> iSTFT head (`vocos.ISTFTHead`). Frames = ``ceil(L / hop)``; decoding gives
+``frames * hop`` samples and `encode` records ``L`` so `decode` trims back to the input length.
+
+Official-style calls are kept for parity and for users of the original API: `encode_infer` (features and
+codes ``(1, B, T)``), `codes_to_features`, `decode_features`. Deliberate deviations: inputs are validated
+(non-finite samples, empty or wrongly shaped tensors are refused with a reason); the quantizer's EMA/dead-code
+bookkeeping follows `VectorQuantizer` (see its docstring: restarts after the EMA step, issue #89); the
+SEANet decoder is optional (``seanet_decoder=False`` drops it: it is never used, only loaded).
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from tokenforge.tokenizers.base import AutoencoderOutput, Tokenizer, Tokens
+from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
+from tokenforge.tokenizers.wavtokenizer.seanet import SEANetDecoder, SEANetEncoder
+from tokenforge.tokenizers.wavtokenizer.vocos import ISTFTHead, VocosBackbone
+
+
+def check_audio(x: Tensor, who: str = "WavTokenizer") -> Tensor:
+    """``(L,)``, ``(B, L)`` or ``(B, 1, L)`` finite float audio -> ``(B, L)``; anything else is refused."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{who} expects a torch.Tensor waveform, got {type(x).__name__}")
+    if x.ndim == 3 and x.shape[1] == 1:
+        x = x[:, 0]
+    elif x.ndim == 1:
+        x = x[None]
+    if x.ndim != 2:
+        raise ValueError(f"{who} expects mono audio (B, samples), got shape {tuple(x.shape)}; mix channels first")
+    if not x.is_floating_point():
+        raise TypeError(f"{who} expects float samples in [-1, 1], got {x.dtype}")
+    if x.shape[-1] == 0:
+        raise ValueError(f"{who}: empty waveform (0 samples)")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{who}: waveform has non-finite samples (NaN/inf); clean or drop the file")
+    return x
+
+
+class WavTokenizer(Tokenizer):
+    """The inference module; see the module docstring. Default sizes are the released 75 tokens/s model."""
+
+    modality: ClassVar[str] = "audio"
+    token_layout: ClassVar[str] = "sequence"
+
+    def __init__(
+        self,
+        encoder: SEANetEncoder | None = None,
+        quantizer: VectorQuantizer | None = None,
+        backbone: VocosBackbone | None = None,
+        head: ISTFTHead | None = None,
+        seanet_decoder: SEANetDecoder | bool = True,
+        sample_rate: int = 24000,
+        num_bandwidths: int = 4,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder if encoder is not None else SEANetEncoder()
+        dim = self.encoder.model[-1].conv.out_channels
+        self.quantizer = quantizer if quantizer is not None else VectorQuantizer(
+            codebook_size=4096, dim=dim, ema=True, decay=0.99, kmeans_init=True, kmeans_iters=200,
+            dead_code_threshold=2.0, beta=1.0)
+        self.backbone = backbone if backbone is not None else VocosBackbone(input_channels=dim)
+        self.head = head if head is not None else ISTFTHead(self.backbone.dim)
+        if seanet_decoder is True:  # mirror the encoder's sizes, as EnCodec builds the pair
+            seanet_decoder = SEANetDecoder(**self.encoder.init_args)
+        self.seanet_decoder = seanet_decoder or None
+        self.sample_rate, self.num_bandwidths = sample_rate, num_bandwidths
+        if self.quantizer.dim != dim or self.backbone.input_channels != dim:
+            raise ValueError(f"encoder dimension {dim}, quantizer dim {self.quantizer.dim} and backbone "
+                             f"input_channels {self.backbone.input_channels} must agree")
+        if self.head.hop_length != self.encoder.hop_length:
+            raise ValueError(f"head hop_length {self.head.hop_length} must equal the encoder hop "
+                             f"prod(ratios) = {self.encoder.hop_length}")
+
+    # ------------------------------------------------------------------ facts
+
+    @property
+    def vocab_size(self) -> int:
+        return self.quantizer.codebook_size
+
+    @property
+    def hop_length(self) -> int:
+        return self.encoder.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def num_frames(self, num_samples: int) -> int:
+        return -(-num_samples // self.hop_length)
+
+    def _bandwidth(self, bandwidth_id: Tensor | int | None, device: torch.device) -> Tensor:
+        if bandwidth_id is None:
+            bandwidth_id = 0
+        bandwidth_id = torch.as_tensor(bandwidth_id, dtype=torch.long, device=device).reshape(-1)
+        if bandwidth_id.numel() and (int(bandwidth_id.min()) < 0 or int(bandwidth_id.max()) >= self.num_bandwidths):
+            raise ValueError(f"bandwidth_id must lie in [0, {self.num_bandwidths - 1}], got {bandwidth_id.tolist()}")
+        return bandwidth_id
+
+    # ------------------------------------------------------------------ official-style API
+
+    def encode_infer(self, audio: Tensor, bandwidth_id: Tensor | int | None = None) -> tuple[Tensor, Tensor]:
+        """``(B, L)`` -> (features ``(B, C, T)`` = codebook rows, codes ``(1, B, T)``), as the official call."""
+        audio = check_audio(audio)
+        latent = self.encoder(audio[:, None])
+        codes = self.quantizer.encode(latent)
+        return self.quantizer.decode(codes), codes[None]
+
+    def codes_to_features(self, codes: Tensor) -> Tensor:
+        """Codes ``(1, B, T)``, ``(1, T)``/``(B, T)`` -> features ``(B, C, T)``."""
+        if codes.ndim == 3:
+            if codes.shape[0] != 1:
+                raise ValueError(f"WavTokenizer has one codebook; got codes of shape {tuple(codes.shape)}")
+            codes = codes[0]
+        if codes.ndim != 2:
+            raise ValueError(f"codes must be (1, B, T) or (B, T), got shape {tuple(codes.shape)}")
+        return self.quantizer.decode(codes)
+
+    def decode_features(self, features: Tensor, bandwidth_id: Tensor | int | None = None) -> Tensor:
+        """Features ``(B, C, T)`` -> waveform ``(B, T * hop)`` (float32)."""
+        bandwidth_id = self._bandwidth(bandwidth_id, features.device)
+        return self.head(self.backbone(features, bandwidth_id))
+
+    # ------------------------------------------------------------------ Tokenizer contract
+
+    @torch.no_grad()
+    def encode(self, x: Tensor, bandwidth_id: Tensor | int | None = None) -> Tokens:
+        x = check_audio(x)
+        features, codes = self.encode_infer(x, bandwidth_id)
+        meta: dict[str, Any] = {"sample_rate": self.sample_rate, "hop_length": self.hop_length,
+                                "num_samples": int(x.shape[-1])}
+        return Tokens(ids=codes[0], latents=features, meta=meta)
+
+    @torch.no_grad()
+    def decode(self, tokens: Tokens | Tensor, bandwidth_id: Tensor | int | None = None) -> Tensor:
+        """Tokens (or ids ``(B, T)``) -> waveform ``(B, L)``, trimmed to ``meta["num_samples"]`` when known."""
+        ids = tokens.ids if isinstance(tokens, Tokens) else tokens
+        wave = self.decode_features(self.codes_to_features(ids), bandwidth_id)
+        length = tokens.meta.get("num_samples") if isinstance(tokens, Tokens) else None
+        return wave[..., :length] if length else wave
+
+    def forward(self, x: Tensor, bandwidth_id: Tensor | int | None = None) -> AutoencoderOutput:
+        """Training pass: straight-through VQ (EMA updates in train mode) -> waveform trimmed to the input."""
+        x = check_audio(x)
+        latent = self.encoder(x[:, None])
+        q = self.quantizer(latent)
+        x_hat = self.decode_features(q.quantized, bandwidth_id)[..., : x.shape[-1]]
+        tokens = Tokens(ids=q.indices, latents=q.quantized,
+                        meta={"sample_rate": self.sample_rate, "num_samples": int(x.shape[-1])})
+        return AutoencoderOutput(x_hat=x_hat, tokens=tokens, aux_loss=q.loss, metrics=q.metrics)
