@@ -156,7 +156,8 @@ class ShardDataModule(pl.LightningDataModule):
         if not train:  # never more validation workers than shards: each worker holds its own shards
             workers = min(workers, max(1, len(urls)))
         loader = wds.WebLoader(self.dataset(urls, train), batch_size=None, shuffle=False, num_workers=workers,
-                               pin_memory=self.pin_memory, persistent_workers=False)
+                               pin_memory=self.pin_memory, persistent_workers=False,
+                               multiprocessing_context=self.counter.context if workers > 0 else None)
         if train:
             batches = self.epoch_batches()
             with warnings.catch_warnings():  # with_length only provides len() for progress bars; that is all we want

@@ -359,7 +359,9 @@ class SkipCounter:
     """Counts samples skipped as corrupt, across DataLoader worker processes (a shared integer)."""
 
     def __init__(self) -> None:
-        self.value = mp.get_context("fork").Value("l", 0)
+        # the DataLoader must start its workers with this same context (ShardDataModule passes it)
+        self.context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else None)
+        self.value = self.context.Value("l", 0)
 
     def __int__(self) -> int:
         return int(self.value.value)
