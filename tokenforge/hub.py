@@ -275,6 +275,8 @@ OFFICIAL_SOURCES: dict[str, str] = {
     "var_msrq": "tokenforge.tokenizers.quantizers.official_var",
     "var_vqvae": "tokenforge.tokenizers.vqgan.official",
     "llamagen_vq": "tokenforge.tokenizers.vqgan.official",
+    "llamagen": "tokenforge.generators.autoregressive.official",
+    "var": "tokenforge.generators.autoregressive.official",
     "wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official",
 }
 

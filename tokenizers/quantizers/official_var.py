@@ -111,6 +111,11 @@ def var_msrq_parity(folder: Path) -> dict[str, Result]:
     from tokenforge.tokenizers.vqgan.official import var_vqvae_parity
 
     results.update(var_vqvae_parity(folder))
+    try:  # the VAR transformer outputs, from tokenforge.generators.autoregressive when it is installed
+        from tokenforge.generators.autoregressive.official import var_transformer_parity
+    except ImportError:
+        return results
+    results.update(var_transformer_parity(folder))
     return results
 
 
