@@ -278,6 +278,7 @@ OFFICIAL_SOURCES: dict[str, str] = {
     "llamagen": "tokenforge.generators.autoregressive.official",
     "var": "tokenforge.generators.autoregressive.official",
     "wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official",
+    "tokenflow": "tokenforge.tokenizers.tokenflow.official",
 }
 
 

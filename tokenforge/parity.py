@@ -34,6 +34,8 @@ PARITY_SOURCES: dict[str, str] = {
     "var_msrq": "tokenforge.tokenizers.quantizers.official_var",
     "llamagen": "tokenforge.generators.autoregressive.official",
     "wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official",
+    "tokenflow": "tokenforge.tokenizers.tokenflow.official",
+    "tokenflow_siglip": "tokenforge.tokenizers.tokenflow.official",
 }
 
 

@@ -7,6 +7,7 @@ layer 2 is the output projection.
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -57,7 +58,8 @@ class SwiGLU(Configurable, nn.Module):
 
 
 class GeluMLP(Configurable, nn.Module):
-    """``fc2(gelu(fc1 x))``; ``approximate="tanh"`` for VAR / ENAT / DiT, ``"none"`` for the exact erf GELU."""
+    """``fc2(gelu(fc1 x))``; ``approximate="tanh"`` for VAR / ENAT / DiT, ``"none"`` for the exact erf GELU,
+    ``"quick"`` for OpenAI CLIP's QuickGELU ``x * sigmoid(1.702 x)``."""
 
     def __init__(
         self,
@@ -70,8 +72,8 @@ class GeluMLP(Configurable, nn.Module):
         prefix: str = "fc",
     ) -> None:
         super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        if approximate not in ("none", "tanh", "quick"):
+            raise ValueError(f"approximate must be 'none', 'tanh' or 'quick', got {approximate!r}")
         self.approximate, self.prefix = approximate, prefix
         hidden_dim = hidden_dim or 4 * dim
         setattr(self, f"{prefix}1", nn.Linear(dim, hidden_dim, bias=bias))
@@ -80,13 +82,16 @@ class GeluMLP(Configurable, nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         fc1, fc2 = getattr(self, f"{self.prefix}1"), getattr(self, f"{self.prefix}2")
-        return self.dropout(fc2(F.gelu(fc1(x), approximate=self.approximate)))
+        h = fc1(x)
+        h = h * torch.sigmoid(1.702 * h) if self.approximate == "quick" else F.gelu(h, approximate=self.approximate)
+        return self.dropout(fc2(h))
 
 
 def make_mlp(kind: str, dim: int, hidden_dim: int | None = None, **kwargs) -> nn.Module:
-    """``"swiglu"``, ``"gelu"`` (exact) or ``"gelu_tanh"`` by name."""
+    """``"swiglu"``, ``"gelu"`` (exact), ``"gelu_tanh"`` or ``"quick_gelu"`` (OpenAI CLIP) by name."""
     if kind == "swiglu":
         return SwiGLU(dim, hidden_dim, **kwargs)
-    if kind in ("gelu", "gelu_tanh"):
-        return GeluMLP(dim, hidden_dim, approximate="tanh" if kind == "gelu_tanh" else "none", **kwargs)
-    raise ValueError(f"unknown mlp {kind!r}; use 'swiglu', 'gelu' or 'gelu_tanh'")
+    if kind in ("gelu", "gelu_tanh", "quick_gelu"):
+        approximate = {"gelu": "none", "gelu_tanh": "tanh", "quick_gelu": "quick"}[kind]
+        return GeluMLP(dim, hidden_dim, approximate=approximate, **kwargs)
+    raise ValueError(f"unknown mlp {kind!r}; use 'swiglu', 'gelu', 'gelu_tanh' or 'quick_gelu'")

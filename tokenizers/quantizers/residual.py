@@ -48,6 +48,17 @@ from tokenforge.tokenizers.quantizers.base import (
 )
 
 
+def scale_down(x: Tensor, size: Sequence[int]) -> Tensor:
+    """Residual -> one scale: area (adaptive average) down-sampling of ``[B,C,*spatial]`` to ``size``."""
+    return F.interpolate(x, size=tuple(size), mode="area")
+
+
+def scale_up(x: Tensor, size: Sequence[int]) -> Tensor:
+    """One scale's code map -> full size: bicubic for 2D grids, linear for 1D sequences (align_corners False)."""
+    mode = "bicubic" if x.ndim == 4 else "linear"
+    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
+
+
 class Phi(nn.Module):
     """h -> (1 - ratio) * h + ratio * conv(h), a 3-tap (1D) or 3x3 (2D) same-size convolution."""
 
@@ -165,11 +176,10 @@ class MultiScaleResidualQuantizer(Quantizer):
     # ------------------------------------------------------------------ helpers
 
     def _down(self, x: Tensor, size: tuple[int, ...]) -> Tensor:
-        return F.interpolate(x, size=size, mode="area")
+        return scale_down(x, size)
 
     def _up(self, x: Tensor, size: tuple[int, ...]) -> Tensor:
-        mode = "bicubic" if self.spatial_dims == 2 else "linear"
-        return F.interpolate(x, size=size, mode=mode, align_corners=False)
+        return scale_up(x, size)
 
     def _check_input(self, f: Tensor, who: str) -> tuple[int, ...]:
         check_channel_first(f, self.dim, who, self.spatial_dims)
