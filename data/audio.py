@@ -1,7 +1,7 @@
 """Audio: soundfile-readable files -> mono 16-bit FLAC at one sample rate; and back to float32 segments.
 
 Writing (`prepare`): read with soundfile (torchaudio 2.11 cannot read files without TorchCodec), mix to mono
-by averaging channels, resample (band-limited windowed sinc, as torchaudio's `resample`) when the rate differs, optionally cut
+by averaging channels, resample with torchaudio (windowed sinc; file I/O stays with soundfile) when the rate differs, optionally cut
 into consecutive ``segment_seconds`` pieces (a last piece shorter than ``min_seconds`` is dropped), and store
 each as FLAC PCM_16. Rejected with the reason: unreadable, non-finite samples (NaN/inf), shorter than
 ``min_seconds``, or silent (RMS below ``silence_db`` dBFS).
@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import soundfile as sf
 import torch
+import torchaudio
 
 from tokenforge.data.shards import Rejected, WorkerRandom
 
@@ -50,30 +50,10 @@ def read_mono(data: bytes | Path) -> tuple[np.ndarray, int]:
     return wave.mean(axis=1, dtype=np.float32), int(rate)
 
 
-def resample(wave: np.ndarray | torch.Tensor, rate: int, target: int, zeros: int = 6,
-             rolloff: float = 0.99) -> torch.Tensor:
-    """Band-limited resampling of a 1-D signal: polyphase windowed sinc (Hann window, ``zeros`` zero crossings).
-
-    The same algorithm as ``torchaudio.functional.resample``'s default; written here because the installed
-    torchaudio 2.11.1 cannot load its C++ library against torch 2.11.0 (undefined symbol on import).
-    """
+def resample(wave: np.ndarray | torch.Tensor, rate: int, target: int) -> torch.Tensor:
+    """Band-limited resampling of a 1-D signal with ``torchaudio.functional.resample`` (windowed sinc)."""
     x = torch.as_tensor(wave, dtype=torch.float32)
-    g = math.gcd(rate, target)
-    up, down = target // g, rate // g
-    if up == down:
-        return x
-    cutoff = min(up, down) * rolloff
-    half = math.ceil(zeros * down / cutoff)
-    offsets = torch.arange(-half, half + down, dtype=torch.float64) / down
-    t = (offsets[None, :] - torch.arange(up, dtype=torch.float64)[:, None] / up) * cutoff
-    t = t.clamp(-zeros, zeros)
-    window = torch.cos(t * math.pi / zeros / 2) ** 2
-    t = t * math.pi
-    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, torch.ones_like(t), t))
-    kernels = (sinc * window * cutoff / down).to(torch.float32)
-    padded = torch.nn.functional.pad(x[None, None], (half, half + down))
-    y = torch.nn.functional.conv1d(padded, kernels[:, None, :], stride=down)
-    return y[0].t().reshape(-1)[: math.ceil(up * x.numel() / down)]
+    return x if rate == target else torchaudio.functional.resample(x, rate, target)
 
 
 def flac_bytes(wave: np.ndarray, rate: int) -> bytes:

@@ -1,7 +1,7 @@
 """`tokenforge demo`: the main job end to end on real data, each stage a call of the library the CLI uses.
 
-Stages: raw image shards from real photos -> fit the tiny VQGAN through LightningCLI -> reconstruct held-out
-images (PNG grid + PSNR) -> encode token shards. A failed stage is reported and the stages that do not
+Stages: raw image shards from real photos -> fit the tiny VQGAN through LightningCLI -> reconstruct the
+held-out (validation-shard) images (PNG grid + PSNR) -> encode token shards. A failed stage is reported and the stages that do not
 depend on it still run. Everything lands in ``--out`` with a ``summary.json``.
 
 The photos come from ``../shared/data/images`` when that folder exists, else from scikit-image's bundled
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tarfile
 import time
 import traceback
 from collections.abc import Callable
@@ -36,6 +37,26 @@ def default_images(workdir: Path) -> Path:
     for name in SKIMAGE_PHOTOS:
         Image.fromarray(getattr(skdata, name)()).save(folder / f"{name}.png")
     return folder
+
+
+def extract_held_out(shards: Path, out: Path, count: int) -> list[Path]:
+    """Write the largest images of the validation shards to ``out``: data the tokenizer never trained on."""
+    out.mkdir(parents=True, exist_ok=True)
+    members = []
+    for tar_path in sorted(shards.glob("val-*.tar")):
+        with tarfile.open(tar_path) as tar:
+            for member in tar.getmembers():
+                if member.isfile() and member.name.rsplit(".", 1)[-1] in {"jpg", "png"}:
+                    members.append((member.size, tar_path, member.name))
+    paths = []
+    for _, tar_path, name in sorted(members, reverse=True)[:count]:
+        with tarfile.open(tar_path) as tar:
+            target = out / name
+            target.write_bytes(tar.extractfile(name).read())
+            paths.append(target)
+    if not paths:
+        raise RuntimeError(f"no validation images in {shards}; make shards with --val-fraction > 0")
+    return sorted(paths)
 
 
 class Stages:
@@ -72,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, help="folder of images to use instead of the bundled photos")
     parser.add_argument("--steps", type=int, default=60, help="optimiser steps for the tiny tokenizer fit")
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "tokenizers" / "vqgan" / "tiny.yaml")
+    parser.add_argument("--image-size", type=int, default=32, help="image side the tiny config trains at")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
 
@@ -90,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         if code != 0:
             raise RuntimeError(f"shards make exited with {code}")
         manifest = json.loads((shards / "manifest.json").read_text())
-        return {"source": str(images), "counts": manifest.get("counts")}
+        splits = {name: split["count"] for name, split in manifest["splits"].items()}
+        return {"source": str(images), "count": manifest["count"], "splits": splits}
 
     def fit() -> dict[str, Any]:
         lightning_cli(args=[
@@ -105,12 +128,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def reconstruct() -> dict[str, Any]:
         checkpoint = stages.report["fit"]["checkpoint"]
-        held_out = sorted(p for p in images.iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})[:6]
-        return reconstruct_images(checkpoint, held_out, out / "reconstructions", size=64, device=args.device)
+        held_out = extract_held_out(shards, out / "held_out", count=8)
+        return reconstruct_images(checkpoint, held_out, out / "reconstructions", size=args.image_size,
+                                  device=args.device)
 
     def encode() -> dict[str, Any]:
         checkpoint = stages.report["fit"]["checkpoint"]
-        code = shards_main(["encode", "--tokenizer", checkpoint, str(shards), str(tokens)])
+        code = shards_main(["encode", "--tokenizer", checkpoint, str(shards), str(tokens),
+                            "--image-size", str(args.image_size), "--device", args.device, "--no-progress"])
         if code != 0:
             raise RuntimeError(f"shards encode exited with {code}")
         return {"manifest": str(tokens / "manifest.json")}
