@@ -88,6 +88,14 @@ class TokenFlow(Tokenizer):
         return self.quantizer.codebook_size
 
     @property
+    def image_size(self) -> int:
+        """Native input side: the SigLIP tower's fixed size, else grid x CLIP patch (256 for the clipb release)."""
+        tower = self.semantic_encoder
+        if hasattr(tower, "position_embedding"):
+            return int(tower.image_size)
+        return self.quantizer.grid * int(tower.patch_size)
+
+    @property
     def semantic_dim(self) -> int:
         return self.quantizer.semantic_dim
 

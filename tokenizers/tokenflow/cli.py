@@ -1,0 +1,165 @@
+"""`tokenforge tokenflow reconstruct`: images through a TokenFlow tokenizer and back.
+
+    tokenforge tokenflow reconstruct --model DIR|CKPT photo.jpg folder/ --out rec/
+    tokenforge tokenflow reconstruct --official tokenflow_clipb_32k_enhanced.pt [--trust-pickle] imgs/ --out rec/
+
+Any image PIL reads is converted to 8-bit RGB first (grayscale, palette, RGBA composited on white, 16-bit
+scaled by 1/257; `tokenforge.data.image.to_rgb`), then brought to the model's resolution (``--size``, default
+the tokenizer's own): ``--fit crop`` (shorter side resized, centre crop; default), ``resize`` (squashed), or
+``none`` (must already be that size). Images smaller than ``--min-side`` are refused with a message.
+
+Writes ``<name>.png`` (input | reconstruction), ``grid.png`` (all pairs), ``ids.npy`` (int32 ``[N, L]``,
+every scale's shared ids concatenated coarse-to-fine, rows in the order of ``metrics.json["files"]``) and
+``metrics.json`` (PSNR and SSIM per image on the 8-bit images, means, rejected files with reasons).
+``--trust-pickle`` allows official training checkpoints that pickle ``args`` (unpickling can run code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tokenforge.reconstruct import IMAGE_SUFFIXES, to_uint8
+
+FITS = ("crop", "resize", "none")
+
+
+def load_rgb(path: Path, size: int, fit: str = "crop", min_side: int = 16) -> torch.Tensor:
+    """Any image file -> ``[3, size, size]`` float in [-1, 1]; ValueError with the reason when it cannot be used."""
+    from tokenforge.data.image import to_rgb
+
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            image = to_rgb(ImageOps.exif_transpose(opened))
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path.name}: not a readable image ({error})") from None
+    if min(image.size) < min_side:
+        raise ValueError(f"{path.name}: {image.width}x{image.height} is smaller than --min-side {min_side}; "
+                         "pass a smaller --min-side to upscale it anyway")
+    if fit == "none":
+        if image.size != (size, size):
+            raise ValueError(f"{path.name}: {image.width}x{image.height}, but --fit none needs {size}x{size}")
+    elif fit == "resize":
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    else:
+        scale = size / min(image.size)
+        image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
+                             Image.Resampling.BICUBIC)
+        left, top = (image.width - size) // 2, (image.height - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def image_metrics(original: torch.Tensor, recon: torch.Tensor) -> dict[str, float]:
+    """PSNR (dB) and SSIM of two [-1, 1] images after 8-bit conversion (scikit-image, data range 255)."""
+    from skimage.metrics import structural_similarity
+
+    a, b = to_uint8(original), to_uint8(recon)
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    psnr = float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    ssim = float(structural_similarity(a, b, channel_axis=2, data_range=255))
+    return {"psnr_db": round(psnr, 3), "ssim": round(ssim, 4)}
+
+
+@torch.no_grad()
+def reconstruct(model: Any, paths: list[Path], out: Path, size: int | None = None, fit: str = "crop",
+                min_side: int = 16, device: str = "cpu", batch_size: int = 8,
+                dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """Encode/decode ``paths``; write pairs, ``grid.png``, ``ids.npy`` and ``metrics.json`` into ``out``."""
+    model = model.to(device).eval()
+    size = size or model.image_size
+    out.mkdir(parents=True, exist_ok=True)
+    images, names, rejected = [], [], {}
+    for path in paths:
+        try:
+            images.append(load_rgb(path, size, fit, min_side))
+            names.append(path)
+        except ValueError as error:
+            rejected[path.name] = str(error)
+    files: dict[str, Any] = {}
+    pairs, all_ids = [], []
+    for start in range(0, len(images), batch_size):
+        x = torch.stack(images[start:start + batch_size]).to(device)
+        with torch.autocast(device_type=torch.device(device).type, dtype=dtype, enabled=dtype != torch.float32):
+            tokens = model.encode(x)
+            x_hat = model.decode(tokens).float()
+        all_ids.append(torch.cat(tokens.ids, dim=1).cpu())
+        for path, original, recon in zip(names[start:start + batch_size], x, x_hat):
+            pair = np.concatenate([to_uint8(original), to_uint8(recon)], axis=1)
+            Image.fromarray(pair).save(out / f"{path.stem}.png")
+            pairs.append(pair)
+            files[path.name] = image_metrics(original, recon)
+    if pairs:
+        Image.fromarray(np.concatenate(pairs, axis=0)).save(out / "grid.png")
+        np.save(out / "ids.npy", torch.cat(all_ids).numpy().astype(np.int32))
+    summary = {
+        "size": size, "fit": fit, "tokens_per_image": int(sum(model.quantizer.tokens_per_scale)),
+        "scales": list(model.quantizer.scales), "files": files, "rejected": rejected,
+        "mean_psnr_db": round(float(np.mean([f["psnr_db"] for f in files.values()])), 3) if files else None,
+        "mean_ssim": round(float(np.mean([f["ssim"] for f in files.values()])), 4) if files else None,
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    from tokenforge.hub import from_official, from_pretrained
+
+    if args.official:
+        config: dict[str, Any] = {"trust_pickle": args.trust_pickle}
+        if args.size:
+            config["image_size"] = args.size
+        return from_official("tokenflow", args.official, config)
+    return from_pretrained(args.model)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tokenforge tokenflow", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("reconstruct", help="images -> tokens -> images, with PSNR/SSIM and ids.npy")
+    source = rec.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="tokenforge checkpoint: folder, fit .ckpt, or name")
+    source.add_argument("--official", type=Path, help="an official TokenFlow .pt / .safetensors file")
+    rec.add_argument("--trust-pickle", action="store_true",
+                     help="allow official files that pickle Python objects (argparse args); unpickling can run code")
+    rec.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
+    rec.add_argument("--out", type=Path, required=True)
+    rec.add_argument("--size", type=int, help="side in pixels (default: the tokenizer's resolution)")
+    rec.add_argument("--fit", choices=FITS, default="crop", help="how to reach the size (default crop)")
+    rec.add_argument("--min-side", type=int, default=16, help="refuse images smaller than this (default 16)")
+    rec.add_argument("--batch-size", type=int, default=8)
+    rec.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
+    rec.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+
+    files: list[Path] = []
+    for item in args.inputs:
+        if item.is_dir():
+            files.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif item.is_file():
+            files.append(item)
+        else:
+            parser.error(f"not found: {item}")
+    if not files:
+        parser.error("no image files given")
+    model = _load_model(args)
+    if type(model).__name__ != "TokenFlow":
+        parser.error(f"{args.model} holds a {type(model).__name__}, not a TokenFlow tokenizer")
+    summary = reconstruct(model, files, args.out, args.size, args.fit, args.min_side, args.device,
+                          args.batch_size, torch.bfloat16 if args.bf16 else torch.float32)
+    for name, reason in summary["rejected"].items():
+        print(f"rejected {reason}", file=sys.stderr)
+    print(json.dumps({k: summary[k] for k in ("size", "mean_psnr_db", "mean_ssim", "tokens_per_image")}
+                     | {"images": len(summary["files"]), "rejected": len(summary["rejected"]), "out": str(args.out)}))
+    return 0 if summary["files"] else 1
