@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("tokenforge.bench:main", "measure throughput (data loaders, models) on this machine"),
     "reconstruct": ("tokenforge.reconstruct:main", "encode and decode files with a tokenizer, write the results"),
     "demo": ("tokenforge.demo:main", "the whole chain on bundled real data: shards, fit, reconstruct"),
+    "generate": ("tokenforge.generators.autoregressive.generate:main", "sample with a generator, decode with its tokenizer"),
     "tokenflow": ("tokenforge.tokenizers.tokenflow.cli:main", "TokenFlow: reconstruct images (PNG grid, ids.npy, PSNR/SSIM)"),
 }
 

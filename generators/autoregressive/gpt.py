@@ -271,7 +271,8 @@ class GPT(Generator):
         step in ``torch.compile(mode="reduce-overhead")`` (CUDA graphs on GPU).
         """
         if condition is None and self.num_classes > 0 and self.caption_embedding is None:
-            condition = torch.randint(0, self.num_classes, (n,), generator=generator).to(self.rope.device)
+            where = generator.device if generator is not None else self.rope.device
+            condition = torch.randint(0, self.num_classes, (n,), generator=generator, device=where)
         guided = self.can_guide and (cfg != 1.0 or cfg_schedule != "constant")
         cond = self.embed_condition(condition, n)
         if guided:

@@ -204,7 +204,8 @@ class VAR(Generator):
         quantizer = self._check_quantizer(quantizer or self.quantizer)
         device = self.class_emb.weight.device
         if condition is None and self.num_classes > 0:
-            condition = torch.randint(0, self.num_classes, (n,), generator=generator).to(device)
+            where = generator.device if generator is not None else device
+            condition = torch.randint(0, self.num_classes, (n,), generator=generator, device=where)
         labels = self.condition(condition, n)
         guided = not (cfg_schedule == "var" and cfg == 0) and not (cfg_schedule != "var" and cfg == 1.0)
         if guided:

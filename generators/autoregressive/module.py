@@ -1,0 +1,172 @@
+"""Lightning side of the autoregressive generators: next-token / next-scale cross-entropy on token shards.
+
+`ARModule` wraps a `GPT` or a `VAR` (``self.model``) and reads ``ShardDataModule(modality="tokens")`` batches:
+``ids`` (grid ``[B,h,w]``, sequence ``[B,L]`` padded with -1 plus ``lengths``, or multi-scale ids flattened
+and concatenated ``[B, sum l_s]``) and an optional ``cls`` ``[B]``. A VAR needs the multi-scale quantizer that
+produced the ids (teacher-forcing inputs): ``tokenizer`` names a tokenizer checkpoint (anything
+`tokenforge.hub.from_pretrained` opens, or ``official:<method>:<path>`` for `from_official`); it is frozen.
+Text-conditioned GPTs read precomputed caption features from ``batch["caption"]`` ``[B, T, caption_dim]``.
+
+Optimisation as LlamaGen / VAR: AdamW (default lr 1e-4, betas (0.9, 0.95), weight decay 0.05 on matrices
+only), linear warm-up then cosine decay to ``min_lr_ratio`` (or constant), stepped per optimiser step.
+Gradient accumulation, clipping and bf16 come from the Trainer (``accumulate_grad_batches``,
+``gradient_clip_val``, ``precision: bf16-mixed``). ``ema_decay`` keeps an exponential moving average of the
+weights (``self.ema``), which then is what checkpoints export (``from_pretrained(ckpt)`` returns EMA weights).
+``compile`` runs the training forward through ``torch.compile``.
+
+Logged: ``train/loss`` (nats/token), ``train/lr``, ``val/nll`` (nats/token, eval mode, EMA weights when on).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import Tensor, nn
+
+from tokenforge.generators.autoregressive.gpt import GPT, IGNORE
+from tokenforge.generators.autoregressive.var import VAR
+from tokenforge.hub import CKPT_KEY
+from tokenforge.training import TrainingModule
+
+
+def load_tokenizer(name: str) -> nn.Module:
+    """A tokenizer by checkpoint name/path, or ``official:<method>:<path>`` through `from_official`."""
+    from tokenforge.hub import from_official, from_pretrained
+
+    if name.startswith("official:"):
+        _, method, path = name.split(":", 2)
+        return from_official(method, path)
+    return from_pretrained(name)
+
+
+def split_scales(ids: Tensor, lengths: list[int]) -> list[Tensor]:
+    """Flattened multi-scale ids ``[B, sum l_s]`` -> per-scale ``[B, l_s]``."""
+    ids = ids.reshape(ids.shape[0], -1)
+    if ids.shape[1] != sum(lengths):
+        raise ValueError(f"got {ids.shape[1]} ids per sample; the model's scales hold {sum(lengths)} ({lengths})")
+    return list(ids.split(lengths, dim=1))
+
+
+class ARModule(TrainingModule):
+    """Trains a `GPT` (next token) or `VAR` (next scale) on token shards; see the module docstring."""
+
+    def __init__(
+        self,
+        model: GPT | VAR,
+        tokenizer: str | None = None,
+        optimizer: OptimizerCallable | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 0,
+        schedule: str = "cosine",
+        min_lr_ratio: float = 0.0,
+        ema_decay: float | None = None,
+        compile: bool = False,
+    ) -> None:
+        super().__init__(model)
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+        self.save_hyperparameters(ignore=["model", "optimizer"])
+        self.optimizer_fn = optimizer
+        self.ema = copy.deepcopy(model).requires_grad_(False) if ema_decay else None
+        self.quantizer: nn.Module | None = None
+        if isinstance(model, VAR):
+            if tokenizer is None:
+                raise ValueError("a VAR generator trains on multi-scale ids: pass tokenizer=<its tokenizer checkpoint>")
+            quantizer = load_tokenizer(tokenizer).quantizer.eval().requires_grad_(False)
+            for m in (model, self.ema):
+                if m is not None:
+                    m.attach_quantizer(quantizer)
+            self.quantizer = quantizer  # moves with the module; not exported (prefix "model.")
+        # a tuple keeps the compiled wrapper out of the module tree (no duplicate state-dict entries)
+        self._compiled = (torch.compile(model),) if compile else ()
+
+    # ------------------------------------------------------------------ losses
+
+    def _condition(self, batch: dict[str, Any]) -> Tensor | None:
+        if isinstance(self.model, GPT) and self.model.caption_embedding is not None:
+            return batch["caption"]
+        cls = batch.get("cls")
+        if cls is None or (isinstance(self.model, GPT) and self.model.num_classes == 0):
+            return None
+        return cls
+
+    def nll(self, model: nn.Module, batch: dict[str, Any], forward: Any = None) -> Tensor:
+        """Mean cross-entropy (nats per token) of ``model`` on a token batch."""
+        forward = forward or model
+        ids, cond = batch["ids"], self._condition(batch)
+        if isinstance(model, VAR):
+            scales = split_scales(ids, model.lengths)
+            with torch.no_grad():
+                x = self.quantizer.idx_to_var_input(scales)
+            logits = forward(cond, x)
+            return F.cross_entropy(logits.flatten(0, 1), torch.cat(scales, dim=1).flatten())
+        logits = forward(ids, cond)
+        targets = model.targets(ids, batch.get("lengths"))
+        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss = self.nll(self.model, batch, self._compiled[0] if self._compiled else None)
+        size = batch["ids"].shape[0]
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=size)
+        return loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        model = self.ema if self.ema is not None else self.model
+        loss = self.nll(model, batch)
+        self.log("val/nll", loss, prog_bar=True, batch_size=batch["ids"].shape[0], sync_dist=True)
+        return loss
+
+    # ------------------------------------------------------------------ EMA and export
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is None:
+            return
+        decay = float(self.hparams.ema_decay)
+        with torch.no_grad():
+            for ema, live in zip(self.ema.parameters(), self.model.parameters()):
+                ema.lerp_(live.detach().to(ema.dtype), 1.0 - decay)
+            for ema, live in zip(self.ema.buffers(), self.model.buffers()):
+                ema.copy_(live)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.ema is not None:
+            checkpoint[CKPT_KEY]["prefix"] = "ema."
+
+    # ------------------------------------------------------------------ optimisation
+
+    def configure_optimizers(self) -> Any:
+        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        if self.optimizer_fn is not None:
+            optimizer = self.optimizer_fn(groups)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+                                          fused=torch.cuda.is_available() and self.device.type == "cuda")
+        total = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else None
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor(total))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_factor(self, total: int | None) -> Any:
+        """Step -> LR multiplier: linear warm-up, then cosine to ``min_lr_ratio`` over ``total`` steps (or constant)."""
+        warmup, floor, schedule = int(self.hparams.warmup_steps), float(self.hparams.min_lr_ratio), self.hparams.schedule
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if schedule == "constant" or not total or total <= warmup:
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        return factor
