@@ -77,7 +77,9 @@ def model_from_config(config: Mapping[str, Any], seanet_decoder: bool = True) ->
     overrides = config.get("hardcoded_in_EncodecFeatures_overridden", {})
     ratios = [int(r) for r in features.get("dowmsamples", [8, 5, 4, 2])]
     enc_args = _seanet(overrides.get("SEANetEncoder", {}), ratios)
-    dec_args = _seanet(overrides.get("SEANetDecoder", enc_args), ratios)
+    # EncodecFeatures builds the (unused) decoder with EnCodec's default ratios whatever dowmsamples says
+    # (the released frame40 checkpoint's decoder has kernels 16/10/8/4)
+    dec_args = _seanet(overrides.get("SEANetDecoder", {**enc_args, "ratios": [8, 5, 4, 2]}), [8, 5, 4, 2])
     vq = {**RELEASED_VQ, "bins": features.get("vq_bins", 4096), "kmeans_iters": features.get("vq_kmeans", 200)}
     vq.update(overrides.get("ResidualVectorQuantizer", {}))
     dim = int(vq.get("dimension", enc_args["dimension"]))

@@ -1,0 +1,204 @@
+"""Lightning training of `WavTokenizer`: manual optimisation, three discriminators, the official loss weights.
+
+Per batch (after ``pretrain_mel_steps`` generator steps; before that only the mel + commitment terms):
+1. one generator forward with a ``bandwidth_id`` drawn uniformly from ``[0, num_bandwidths)`` (official);
+2. discriminator step: ``L_D = hinge(MPD)/5 + mrd_coeff * hinge(MRD)/3 + LSGAN(DAC)`` on the detached output;
+3. generator step against the updated discriminators:
+   ``L_G = adv(MPD) + mrd*adv(MRD) + fm(MPD) + mrd*fm(MRD) + 45*mel + 1000*commit + adv(DAC) + fm(DAC)``.
+Both optimisers are AdamW (lr 2e-4, betas (0.9, 0.999), weight decay 0.01) with a cosine schedule (no warm-up)
+over ``num_training_steps`` generator steps (default ``trainer.max_steps // 2``, as the official code).
+Gradients are clipped inside the step when ``gradient_clip_val`` / ``disc_gradient_clip_val`` are set.
+
+``trainer.max_steps`` counts OPTIMISER steps (Lightning #17958): two per batch once the GAN is on, one per batch
+during ``pretrain_mel_steps``. So ``max_steps: 2000`` trains 1000 batches with the default recipe.
+
+Deliberate deviations from the official code (decoder/experiment.py):
+- the DAC discriminator used in the losses is the one the optimiser updates (officially a second, never
+  stepped copy is used, PR #24);
+- one generator forward per batch, shared by both steps (officially the discriminator step reruns the
+  generator under no_grad, which also updates the EMA codebook a second time);
+- validation logs mel loss, mel / STFT distances and, when ``evaluate_pesq``, wideband PESQ and STOI; UTMOS
+  needs local weights and is left to `tokenforge.metrics.audio`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tokenforge.tokenizers.wavtokenizer import losses as L
+from tokenforge.tokenizers.wavtokenizer.discriminators import (
+    DACDiscriminator,
+    MultiPeriodDiscriminator,
+    MultiResolutionDiscriminator,
+)
+from tokenforge.tokenizers.wavtokenizer.model import WavTokenizer
+from tokenforge.training import TrainingModule
+
+
+class WavTokenizerModule(TrainingModule):
+    """Trains ``model``; discriminators left as None are not used (all three by default in the configs)."""
+
+    def __init__(
+        self,
+        model: WavTokenizer,
+        multiperiod_disc: MultiPeriodDiscriminator | None = None,
+        multiresolution_disc: MultiResolutionDiscriminator | None = None,
+        dac_disc: DACDiscriminator | None = None,
+        mel_loss_coeff: float = 45.0,
+        mrd_loss_coeff: float = 1.0,
+        commit_loss_coeff: float = 1000.0,
+        dac_loss_coeff: float = 1.0,
+        pretrain_mel_steps: int = 0,
+        learning_rate: float = 2e-4,
+        disc_learning_rate: float | None = None,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.01,
+        num_warmup_steps: int = 0,
+        num_training_steps: int | None = None,
+        gradient_clip_val: float | None = None,
+        disc_gradient_clip_val: float | None = None,
+        random_bandwidth: bool = True,
+        mel_n_fft: int = 1024,
+        mel_hop_length: int = 256,
+        n_mels: int = 100,
+        evaluate_pesq: bool = True,
+    ) -> None:
+        super().__init__(model)
+        self.automatic_optimization = False
+        self.mpd, self.mrd, self.dac = multiperiod_disc, multiresolution_disc, dac_disc
+        self.mel_loss = L.MelLoss(model.sample_rate, mel_n_fft, mel_hop_length, n_mels)
+        self.register_buffer("generator_step", torch.zeros((), dtype=torch.long))
+        self.save_hyperparameters(ignore=["model", "multiperiod_disc", "multiresolution_disc", "dac_disc"])
+
+    @property
+    def discriminators(self) -> list[torch.nn.Module]:
+        return [d for d in (self.mpd, self.mrd, self.dac) if d is not None]
+
+    @property
+    def gan_active(self) -> bool:
+        return bool(self.discriminators) and int(self.generator_step) >= self.hparams.pretrain_mel_steps
+
+    # ------------------------------------------------------------------ optimisers
+
+    def configure_optimizers(self) -> Any:
+        h = self.hparams
+        total = h.num_training_steps
+        if total is None:
+            max_steps = self.trainer.max_steps if self._trainer is not None else -1
+            total = max(1, max_steps // 2) if max_steps and max_steps > 0 else 1_000_000
+        schedule = L.cosine_schedule(total, h.num_warmup_steps)
+        adamw = dict(betas=tuple(h.betas), weight_decay=h.weight_decay)
+        gen = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=h.learning_rate, **adamw)
+        optimizers, schedulers = [gen], [torch.optim.lr_scheduler.LambdaLR(gen, schedule)]
+        disc_params = [p for d in self.discriminators for p in d.parameters()]
+        if disc_params:
+            disc = torch.optim.AdamW(disc_params, lr=h.disc_learning_rate or h.learning_rate, **adamw)
+            optimizers.append(disc)
+            schedulers.append(torch.optim.lr_scheduler.LambdaLR(disc, schedule))
+        return optimizers, [{"scheduler": s, "interval": "step"} for s in schedulers]
+
+    # ------------------------------------------------------------------ losses
+
+    def inputs(self, batch: Any) -> Tensor:
+        if isinstance(batch, Tensor):
+            return batch
+        if not isinstance(batch, dict) or "audio" not in batch:
+            keys = list(batch) if isinstance(batch, dict) else type(batch).__name__
+            raise KeyError(f"WavTokenizerModule reads batch['audio'] ([B, samples]); the batch has {keys}")
+        return batch["audio"]
+
+    def discriminator_losses(self, x: Tensor, x_hat: Tensor, bandwidth_id: Tensor) -> dict[str, Tensor]:
+        terms: dict[str, Tensor] = {}
+        if self.mpd is not None:
+            terms["d_mpd"] = L.hinge_d_loss(self.mpd(x, bandwidth_id)[0], self.mpd(x_hat, bandwidth_id)[0])
+        if self.mrd is not None:
+            terms["d_mrd"] = L.hinge_d_loss(self.mrd(x, bandwidth_id)[0], self.mrd(x_hat, bandwidth_id)[0])
+        if self.dac is not None:
+            terms["d_dac"] = L.lsgan_d_loss(self.dac(x)[0], self.dac(x_hat)[0])
+        weights = {"d_mpd": 1.0, "d_mrd": self.hparams.mrd_loss_coeff, "d_dac": self.hparams.dac_loss_coeff}
+        terms["loss"] = sum(weights[k] * v for k, v in terms.items())
+        return terms
+
+    def generator_losses(self, x: Tensor, x_hat: Tensor, commit: Tensor, bandwidth_id: Tensor,
+                         adversarial: bool) -> dict[str, Tensor]:
+        h = self.hparams
+        terms = {"mel": self.mel_loss(x_hat, x), "commit": commit}
+        weights = {"mel": h.mel_loss_coeff, "commit": h.commit_loss_coeff}
+        if adversarial:
+            for name, disc, w in (("mpd", self.mpd, 1.0), ("mrd", self.mrd, h.mrd_loss_coeff)):
+                if disc is None:
+                    continue
+                _, real_fmaps = disc(x, bandwidth_id)
+                fake, fake_fmaps = disc(x_hat, bandwidth_id)
+                terms[f"g_{name}"], terms[f"fm_{name}"] = L.hinge_g_loss(fake), L.feature_matching(real_fmaps, fake_fmaps)
+                weights[f"g_{name}"] = weights[f"fm_{name}"] = w
+            if self.dac is not None:
+                _, real_fmaps = self.dac(x)
+                fake, fake_fmaps = self.dac(x_hat)
+                terms["g_dac"], terms["fm_dac"] = L.lsgan_g_loss(fake), L.dac_feature_matching(real_fmaps, fake_fmaps)
+                weights["g_dac"] = weights["fm_dac"] = h.dac_loss_coeff
+        terms["loss"] = sum(weights[k] * v for k, v in terms.items())
+        return terms
+
+    # ------------------------------------------------------------------ steps
+
+    def _update(self, optimizer: Any, loss: Tensor, clip: float | None) -> Tensor:
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+        optimizer.step()
+        return norm.detach()
+
+    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        x = self.inputs(batch)
+        optimizers = self.optimizers()
+        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
+        schedulers = self.lr_schedulers()
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        n = self.model.num_bandwidths
+        bandwidth_id = (torch.randint(0, n, (1,), device=x.device) if self.hparams.random_bandwidth
+                        else torch.zeros(1, dtype=torch.long, device=x.device))
+        adversarial = self.gan_active
+        out = self.model(x, bandwidth_id)
+        logs: dict[str, Tensor] = {}
+        if adversarial:
+            with self.toggled_optimizer(optimizers[1]):
+                d = self.discriminator_losses(x, out.x_hat.detach(), bandwidth_id)
+                logs["train/grad_norm_d"] = self._update(optimizers[1], d["loss"], self.hparams.disc_gradient_clip_val)
+            schedulers[1].step()
+            logs.update({f"train/{k if k != 'loss' else 'loss_d'}": v.detach() for k, v in d.items()})
+        with self.toggled_optimizer(optimizers[0]):
+            g = self.generator_losses(x, out.x_hat, out.aux_loss, bandwidth_id, adversarial)
+            logs["train/grad_norm_g"] = self._update(optimizers[0], g["loss"], self.hparams.gradient_clip_val)
+        schedulers[0].step()
+        self.generator_step += 1
+        logs.update({f"train/{k}": v.detach() for k, v in g.items() if k != "loss"})
+        logs.update({f"train/codebook_{k}": v.detach().float() for k, v in out.metrics.items()})
+        logs["train/lr"] = torch.tensor(optimizers[0].param_groups[0]["lr"])
+        self.log_dict(logs, batch_size=x.shape[0])
+        self.log("train/loss_g", g["loss"].detach(), prog_bar=True, batch_size=x.shape[0])
+        return {k: v.detach() for k, v in g.items()}
+
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        from tokenforge.metrics import audio as M
+
+        x = self.inputs(batch)
+        out = self.model(x, torch.zeros(1, dtype=torch.long, device=x.device))
+        mel = self.mel_loss(out.x_hat, x)
+        logs = {"val/mel_loss": mel, "val/commit": out.aux_loss.detach(),
+                "val/mel_distance": M.mel_distance(out.x_hat, x, self.model.sample_rate),
+                "val/stft_distance": M.stft_distance(out.x_hat, x)}
+        logs.update({f"val/codebook_{k}": v.detach().float() for k, v in out.metrics.items()})
+        loss = mel + self.hparams.commit_loss_coeff * out.aux_loss.detach()
+        if self.hparams.evaluate_pesq:
+            scores = M.pesq_stoi(out.x_hat, x, self.model.sample_rate)
+            logs.update({f"val/{k}": torch.tensor(v) for k, v in scores.items()})
+            if "pesq" in scores:
+                loss = loss + (5.0 - scores["pesq"])
+        logs["val/loss"] = loss
+        self.log_dict(logs, batch_size=x.shape[0])
+        return {"mel": mel}
