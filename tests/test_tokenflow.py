@@ -209,11 +209,11 @@ def test_reconstruct_cli_on_odd_images(tmp_path: Path, shared_data: Path) -> Non
     ids = np.load(tmp_path / "out" / "ids.npy")
     assert ids.shape == (5, 85) and ids.dtype == np.int32 and 0 <= ids.min() and ids.max() < 256
     grid = Image.open(tmp_path / "out" / "grid.png")
-    assert grid.size == (128, 5 * 64)
+    assert grid.size == (64, 5 * 32)
     for values in metrics["files"].values():
         assert np.isfinite(values["psnr_db"]) and -1.0 <= values["ssim"] <= 1.0
     # the tiny image converts when the user allows it; --fit none refuses a wrong size with a message
     assert main(args[:-4] + [str(tmp_path / "in" / "tiny8.png"), "--out", str(tmp_path / "o2"), "--min-side", "1"]) == 0
     assert main(args[:-4] + [str(tmp_path / "in" / "gray.png"), "--out", str(tmp_path / "o3"), "--fit", "none"]) == 1
     rejected = json.loads((tmp_path / "o3" / "metrics.json").read_text())["rejected"]
-    assert "--fit none needs 64x64" in rejected["gray.png"]
+    assert "--fit none needs 32x32" in rejected["gray.png"]

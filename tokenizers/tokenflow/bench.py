@@ -25,8 +25,8 @@ VARIANTS = ("clipb_256", "clipb_224", "siglip_384", "tiny")
 def tiny_model() -> Any:
     from tokenforge.tokenizers.tokenflow import CLIPVisionTower, DualCodebookQuantizer, SemanticDecoder, TokenFlow
 
-    return TokenFlow(CLIPVisionTower(64, 8, 32, 2, 2), DualCodebookQuantizer(256, 8, 8, [1, 2, 4, 8]),
-                     SemanticDecoder(8, 32, 1, 2, 8), 32, ch=32, ch_mult=[1, 2, 2, 2], num_res_blocks=1, z_channels=32)
+    return TokenFlow(CLIPVisionTower(32, 4, 32, 2, 2), DualCodebookQuantizer(256, 8, 8, [1, 2, 4, 8]),
+                     SemanticDecoder(8, 32, 1, 2, 8), 32, ch=32, ch_mult=[1, 2, 2], num_res_blocks=1, z_channels=32)
 
 
 def build(variant: str) -> Any:
