@@ -10,6 +10,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # one xdist worker per core: intra-op threads would only fight each other
+
 
 def shared_root() -> Path | None:
     """``$TOKENFORGE_SHARED`` or ``../shared`` beside the checkout."""

@@ -22,6 +22,10 @@ from tokenforge.config import Configurable, build
 REPO = Path(__file__).resolve().parents[1]
 PORTIONS = ("tokenforge", "tokenforge.tokenizers", "tokenforge.generators", "tokenforge.data")
 SKIP_MODULES = {"tokenforge.__main__"}
+# classes that are never saved as checkpoints, and why
+NOT_CHECKPOINTED = {
+    "LPIPS": "a frozen loss network loaded from external weight files; training modules exclude it from checkpoints",
+}
 
 # class name -> small constructor arguments (nested modules as class_path specs)
 EXAMPLES: dict[str, dict[str, Any]] = {
@@ -52,6 +56,21 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "num_classes": 3},
     "VAR": {"vocab_size": 16, "cvae": 4, "patch_nums": [1, 2, 3], "depth": 2, "embed_dim": 32, "num_heads": 2,
             "num_classes": 3},
+    # tokenforge.tokenizers.tokenflow
+    "CLIPVisionTower": {"image_size": 32, "patch_size": 8, "width": 16, "layers": 1, "heads": 2, "output_dim": 8},
+    "SiglipVisionTower": {"image_size": 28, "patch_size": 14, "width": 16, "layers": 2, "heads": 2, "mlp_dim": 32},
+    "SemanticDecoder": {"in_chans": 4, "embed_dim": 16, "depth": 1, "num_heads": 2, "img_size": 2},
+    "DualCodebookQuantizer": {"codebook_size": 16, "semantic_dim": 4, "pixel_dim": 4, "scales": [1, 2]},
+    "TokenFlow": {"semantic_encoder": {"class_path": "tokenforge.tokenizers.tokenflow.towers.SiglipVisionTower",
+                                       "init_args": {"image_size": 28, "patch_size": 14, "width": 16, "layers": 2,
+                                                     "heads": 2, "mlp_dim": 32}},
+                  "quantizer": {"class_path": "tokenforge.tokenizers.tokenflow.quantizer.DualCodebookQuantizer",
+                                "init_args": {"codebook_size": 16, "semantic_dim": 4, "pixel_dim": 4, "scales": [1, 2]}},
+                  "semantic_decoder": {"class_path": "tokenforge.tokenizers.tokenflow.semantic.SemanticDecoder",
+                                       "init_args": {"in_chans": 4, "embed_dim": 16, "depth": 1, "num_heads": 2,
+                                                     "img_size": 2}},
+                  "decoder_out_dim": 16, "semantic_scaling": "siglip", "ch": 32, "ch_mult": [1, 1],
+                  "num_res_blocks": 1, "z_channels": 32},
 }
 
 
@@ -76,7 +95,7 @@ def is_base_contract(cls: type) -> bool:
     return cls.__module__ in {"tokenforge.tokenizers.base", "tokenforge.generators.base"}
 
 
-CLASSES = [c for c in discover() if not is_base_contract(c)]
+CLASSES = [c for c in discover() if not is_base_contract(c) and c.__name__ not in NOT_CHECKPOINTED]
 
 
 def example(cls: type) -> torch.nn.Module:
