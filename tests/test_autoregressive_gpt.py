@@ -229,3 +229,16 @@ def test_var_trains_on_fixture_quantizer(fixtures_dir):
     assert vqvae.decode(tokens).shape == (2, 3, 16, 16)
     # greedy sampling after overfitting reproduces the training ids at the first scales
     assert torch.equal(tokens.ids[0], ids[0]) and torch.equal(tokens.ids[1], ids[1])
+
+
+@pytest.mark.gpu
+@torch.no_grad()
+def test_cuda_cached_compiled_and_recomputed_sampling_agree():
+    model = tiny_gpt().cuda()
+    labels = torch.tensor([0, 1, 2, 3], device="cuda")
+    eager = model.generate(4, labels, cfg=2.0, greedy=True).ids
+    assert torch.equal(eager, model.generate(4, labels, cfg=2.0, greedy=True, use_cache=False).ids)
+    assert torch.equal(eager, model.generate(4, labels, cfg=2.0, greedy=True, compile=True).ids)
+    half = model.to(torch.bfloat16)
+    tokens = half.generate(4, labels, cfg=2.0, top_k=8, generator=torch.Generator("cuda").manual_seed(0)).ids
+    assert tokens.shape == (4, 4, 4) and int(tokens.min()) >= 0 and int(tokens.max()) < 32

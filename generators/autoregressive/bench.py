@@ -1,0 +1,147 @@
+"""`tokenforge bench generator ar`: GPT sampling and training throughput under shared/BENCHMARKS.md's conditions.
+
+Sampling rows (LlamaGen's official setting): class-conditional, CFG 4 (batch doubled), top-k 2000, 256 tokens,
+batch 1 and 64, KV cache on/off, ``torch.compile(mode="reduce-overhead")`` of the cached step on/off; bf16
+weights and fp32. Training rows: forward + backward (no optimiser step) at batch 64 x 256 tokens, bf16
+autocast and fp32, eager and compiled. Each row: warm-up, ``torch.cuda.synchronize()`` around the timed
+region, median of ``--repeats``, peak memory. Random weights at the released size (``--size B``: GPT-B, 111 M);
+``--size tiny`` for CPU smoke runs. Prints a Markdown table (and ``--json PATH`` writes the rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+
+from tokenforge.generators.autoregressive.gpt import GPT
+
+SIZES = {
+    "B": dict(dim=768, depth=12, num_heads=12, vocab_size=16384, seq_len=256, num_classes=1000),
+    "L": dict(dim=1024, depth=24, num_heads=16, vocab_size=16384, seq_len=256, num_classes=1000),
+    "tiny": dict(dim=64, depth=2, num_heads=4, vocab_size=512, seq_len=64, num_classes=10, multiple_of=64),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Any, device: torch.device, warmup: int, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``fn()`` after ``warmup`` calls, and peak memory in GiB (CUDA)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return statistics.median(times), peak
+
+
+def sampling_rows(model: GPT, device: torch.device, args: argparse.Namespace, dtype_name: str) -> list[dict]:
+    rows = []
+    for batch in args.batch:
+        for cache in (True, False):
+            for compiled in ((False, True) if cache and device.type == "cuda" and not args.no_compile else (False,)):
+                if not cache and batch > 1 and not args.all:
+                    continue  # full recomputation at batch 64 is slow and says nothing new
+                labels = torch.arange(batch, device=device) % model.num_classes
+                gen = torch.Generator(device=device).manual_seed(0)
+
+                def run() -> None:
+                    model.generate(batch, labels, cfg=args.cfg, top_k=args.top_k, generator=gen, use_cache=cache,
+                                   compile=compiled)
+
+                seconds, peak = timed(run, device, args.warmup, args.repeats)
+                rows.append({"workload": "sample", "dtype": dtype_name, "batch": batch, "kv_cache": cache,
+                             "compile": compiled, "images_per_s": batch / seconds,
+                             "tokens_per_s": batch * model.seq_len / seconds, "peak_gib": peak})
+    return rows
+
+
+def training_rows(model: GPT, device: torch.device, args: argparse.Namespace) -> list[dict]:
+    rows = []
+    model.train()
+    ids = torch.randint(0, model.vocab_size, (args.train_batch, model.seq_len), device=device)
+    labels = torch.randint(0, model.num_classes, (args.train_batch,), device=device)
+    for dtype_name in args.dtype:
+        for compiled in ((False, True) if device.type == "cuda" and not args.no_compile else (False,)):
+            forward = torch.compile(model) if compiled else model
+
+            def step() -> None:
+                with torch.autocast(device.type, torch.bfloat16, enabled=dtype_name == "bf16"):
+                    logits = forward(ids, labels)
+                    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids.flatten())
+                loss.backward()
+                model.zero_grad(set_to_none=True)
+
+            seconds, peak = timed(step, device, args.warmup + (2 if compiled else 0), args.repeats)
+            rows.append({"workload": "train fwd+bwd", "dtype": f"{dtype_name} autocast" if dtype_name == "bf16" else
+                         dtype_name, "batch": args.train_batch, "kv_cache": None, "compile": compiled,
+                         "images_per_s": args.train_batch / seconds,
+                         "tokens_per_s": args.train_batch * model.seq_len / seconds, "peak_gib": peak})
+    model.eval()
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    head = "| workload | dtype | batch | KV cache | compile | images/s | tokens/s | peak GiB |\n|---|---|---|---|---|---|---|---|"
+    lines = [f"| {r['workload']} | {r['dtype']} | {r['batch']} | {r['kv_cache']} | {r['compile']} | "
+             f"{r['images_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_gib']:.2f} |" for r in rows]
+    return "\n".join([head, *lines])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] != "ar":
+        print("usage: tokenforge bench generator ar [--size B|L|tiny] [--device cuda] ...  (see --help)")
+        return 2
+    p = argparse.ArgumentParser(prog="tokenforge bench generator ar", description=__doc__.split("\n\n")[0])
+    p.add_argument("--size", choices=sorted(SIZES), default=None, help="B on CUDA, tiny on CPU by default")
+    p.add_argument("--device", default=None)
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 64])
+    p.add_argument("--dtype", nargs="+", choices=("bf16", "fp32"), default=["bf16", "fp32"])
+    p.add_argument("--cfg", type=float, default=4.0)
+    p.add_argument("--top-k", type=int, default=2000)
+    p.add_argument("--train-batch", type=int, default=64)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-compile", action="store_true")
+    p.add_argument("--no-train", action="store_true")
+    p.add_argument("--all", action="store_true", help="also time recomputation without cache at every batch")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv[1:])
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    size = args.size or ("B" if device.type == "cuda" else "tiny")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 rows are true fp32
+    rows: list[dict] = []
+    torch.manual_seed(0)
+    base = GPT(**SIZES[size]).to(device).eval()
+    torch.nn.init.normal_(base.output.weight, std=0.02)  # a zero head would make every sample token 0
+    for dtype_name in args.dtype:
+        model = base.to(torch.bfloat16 if dtype_name == "bf16" else torch.float32)
+        rows += sampling_rows(model, device, args, f"{dtype_name} weights")
+    if not args.no_train:
+        rows += training_rows(base.to(torch.float32), device, args)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"GPT-{size} ({sum(p.numel() for p in base.parameters()) / 1e6:.1f} M params), {base.seq_len} tokens, "
+          f"CFG {args.cfg}, top-k {args.top_k}, on {name}, torch {torch.__version__}\n")
+    print(table(rows))
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(rows, handle, indent=1)
+    return 0
