@@ -100,7 +100,8 @@ def stoi(est: Tensor, ref: Tensor, sample_rate: int) -> list[float]:
     scores = []
     for e, r in zip(_numpy_rows(est), _numpy_rows(ref)):
         try:
-            scores.append(float(_stoi(r, e, sample_rate, extended=False)))
+            value = float(_stoi(r, e, sample_rate, extended=False))
+            scores.append(value if value > 1e-5 else float("nan"))  # pystoi's 1e-5: too few speech frames
         except Exception:
             scores.append(float("nan"))
     return scores

@@ -107,7 +107,8 @@ def dac_feature_matching(real: Sequence[Sequence[Tensor]], fake: Sequence[Sequen
 
 
 def cosine_schedule(num_training_steps: int, num_warmup_steps: int = 0):
-    """``transformers.get_cosine_schedule_with_warmup``'s factor as a picklable callable."""
+    """``transformers.get_cosine_schedule_with_warmup``'s factor as a picklable callable; it stays at 0 after
+    ``num_training_steps`` (transformers' would rise again)."""
     return _Cosine(num_training_steps, num_warmup_steps)
 
 
@@ -118,5 +119,5 @@ class _Cosine:
     def __call__(self, step: int) -> float:
         if step < self.warmup:
             return step / max(1, self.warmup)
-        progress = (step - self.warmup) / max(1, self.total - self.warmup)
+        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
         return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
