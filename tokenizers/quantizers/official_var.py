@@ -107,15 +107,16 @@ def var_msrq_parity(folder: Path) -> dict[str, Result]:
     results["qforward_fhat"] = Result(out.quantized, FLOAT_TOL)
     results["qforward_vq_loss"] = Result(out.loss.reshape(1), FLOAT_TOL)
     results["var_input_BLCv"] = Result(quantizer.idx_to_var_input(indices), FLOAT_TOL)
-    # the conv VQVAE around the quantizer: encoder output, decoder output, image round trips
-    from tokenforge.tokenizers.vqgan.official import var_vqvae_parity
+    # the conv VQVAE around the quantizer (when the folder holds it): encoder/decoder outputs, image round trips
+    if any(key.startswith("encoder.down.") for key in _read_state(folder / WEIGHTS_FILE)):
+        from tokenforge.tokenizers.vqgan.official import var_vqvae_parity
 
-    results.update(var_vqvae_parity(folder))
-    try:  # the VAR transformer outputs, from tokenforge.generators.autoregressive when it is installed
+        results.update(var_vqvae_parity(folder))
+    # the VAR transformer outputs (when the folder holds its weights)
+    if (folder / "var_state_dict.safetensors").is_file():
         from tokenforge.generators.autoregressive.official import var_transformer_parity
-    except ImportError:
-        return results
-    results.update(var_transformer_parity(folder))
+
+        results.update(var_transformer_parity(folder))
     return results
 
 
