@@ -242,3 +242,31 @@ def test_cuda_cached_compiled_and_recomputed_sampling_agree():
     half = model.to(torch.bfloat16)
     tokens = half.generate(4, labels, cfg=2.0, top_k=8, generator=torch.Generator("cuda").manual_seed(0)).ids
     assert tokens.shape == (4, 4, 4) and int(tokens.min()) >= 0 and int(tokens.max()) < 32
+
+
+def test_armodule_var_batches_schedule_and_ema(fixtures_dir):
+    from safetensors.torch import load_file
+
+    from tokenforge.generators.autoregressive.module import ARModule
+    from tokenforge.generators.autoregressive.var import VAR
+
+    folder = fixtures_dir / "var_msrq"
+    var = VAR(vocab_size=64, cvae=8, patch_nums=[1, 2, 3, 4, 5, 6, 8], depth=2, embed_dim=32, num_heads=2,
+              num_classes=10)
+    module = ARModule(var, tokenizer=f"official:var_vqvae:{folder}", warmup_steps=10, min_lr_ratio=0.1,
+                      ema_decay=0.5)
+    img = load_file(folder / "inputs.safetensors")["img"]
+    ids = from_official("var_vqvae", folder).encode(img).ids
+    batch = {"ids": torch.cat(ids, dim=1), "cls": torch.tensor([4, 5])}  # token shards store scales concatenated
+    assert module.nll(module.model, batch).item() == pytest.approx(var.loss(batch["cls"], ids).item(), abs=1e-3)
+    factor = module.lr_factor(110)
+    assert factor(0) == pytest.approx(0.1) and factor(9) == 1.0 and factor(110) == pytest.approx(0.1)
+    assert factor(60) == pytest.approx(0.55)  # half-way through the cosine: (1 + 0.1) / 2
+    with torch.no_grad():
+        for p in module.model.parameters():
+            p.add_(1.0)
+    before = next(module.ema.parameters()).clone()
+    module.on_train_batch_end(None, batch, 0)
+    assert torch.allclose(next(module.ema.parameters()), before + 0.5)
+    with pytest.raises(ValueError, match="ids per sample"):
+        module.nll(module.model, {"ids": batch["ids"][:, :-1], "cls": batch["cls"]})
