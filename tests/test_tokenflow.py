@@ -217,3 +217,28 @@ def test_reconstruct_cli_on_odd_images(tmp_path: Path, shared_data: Path) -> Non
     assert main(args[:-4] + [str(tmp_path / "in" / "gray.png"), "--out", str(tmp_path / "o3"), "--fit", "none"]) == 1
     rejected = json.loads((tmp_path / "o3" / "metrics.json").read_text())["rejected"]
     assert "--fit none needs 32x32" in rejected["gray.png"]
+
+
+def test_quick_gelu_mlp_is_clips_activation() -> None:
+    from tokenforge.nn.mlp import GeluMLP, make_mlp
+
+    mlp = make_mlp("quick_gelu", 4, 8)
+    assert isinstance(mlp, GeluMLP) and mlp.approximate == "quick"
+    x = torch.randn(3, 4)
+    h = mlp.fc1(x)
+    assert torch.allclose(mlp(x), mlp.fc2(h * torch.sigmoid(1.702 * h)), atol=1e-6)
+
+
+def test_convert_cli_with_trust_pickle(fixtures_dir: Path, tmp_path: Path) -> None:
+    from tokenforge.convert import main
+
+    state = load_file(str(fixtures_dir / "tokenflow" / "state_dict.safetensors"))
+    torch.save({"model": state, "args": argparse.Namespace(lr=1e-4)}, tmp_path / "train.pt")
+    config = tmp_path / "config.json"
+    config.write_text((fixtures_dir / "tokenflow" / "config.json").read_text())
+    with pytest.raises(hub.PickledCheckpointError):
+        main(["tokenflow", str(tmp_path / "train.pt"), str(tmp_path / "a"), "--config", str(config)])
+    assert main(["tokenflow", str(tmp_path / "train.pt"), str(tmp_path / "b"), "--config", str(config),
+                 "--trust-pickle"]) == 0
+    restored = hub.from_pretrained(tmp_path / "b")
+    assert torch.equal(restored.quantizer.semantic_embedding.weight, state["quantize.embedding_vqkd.weight"])

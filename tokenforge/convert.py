@@ -22,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("source", nargs="?", type=Path, help="the released checkpoint file or folder")
     parser.add_argument("out", nargs="?", type=Path, help="folder to write config.json + model.safetensors into")
     parser.add_argument("--config", type=Path, help="JSON with constructor settings when the release has none")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow official files that pickle Python objects (e.g. training args); this can run code")
     parser.add_argument("--check", type=Path, metavar="FIXTURE", help="run the parity check of a fixture folder")
     parser.add_argument("--parity-method", help="with --check: parity method (default: the folder's name)")
     args = parser.parse_args(argv)
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.method and args.source and args.out):
         parser.error("give METHOD SOURCE OUT, or --check FIXTURE")
     config = json.loads(args.config.read_text()) if args.config else None
+    if args.trust_pickle:
+        config = {**(config or {}), "trust_pickle": True}
     module = from_official(args.method, args.source, config)
     folder = save_pretrained(module, args.out)
     params = sum(p.numel() for p in module.parameters())
