@@ -79,31 +79,14 @@ def reconstruct_images(model: Any, paths: list[Path], out: Path, size: int = 256
     return {"out": str(out), "mean_psnr_db": metrics["mean_psnr_db"], "files": len(values)}
 
 
-@torch.no_grad()
 def reconstruct_audio(model: Any, paths: list[Path], out: Path, device: str = "cpu") -> dict[str, Any]:
-    """Encode/decode audio files at the tokenizer's sample rate; write FLAC and metrics.json."""
-    import soundfile as sf
-    import torchaudio.functional as AF
-
+    """Encode/decode audio files at the tokenizer's rate (mono mix, resampling, chunking, refusals with a reason);
+    write FLAC, codes and metrics.json. See `tokenforge.tokenizers.wavtokenizer.cli.reconstruct_files`."""
     from tokenforge.hub import from_pretrained
+    from tokenforge.tokenizers.wavtokenizer.cli import reconstruct_files
 
     tokenizer = from_pretrained(model) if isinstance(model, (str, Path)) else model
-    tokenizer = tokenizer.to(device).eval()
-    rate = int(getattr(tokenizer, "sample_rate"))
-    out.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, Any] = {"files": {}, "sample_rate": rate}
-    for path in tqdm(paths, desc="reconstruct", unit="file"):
-        audio, source_rate = sf.read(path, dtype="float32", always_2d=True)
-        wave = torch.from_numpy(audio.mean(axis=1))
-        if source_rate != rate:
-            wave = AF.resample(wave, source_rate, rate)
-        x = wave[None].to(device)
-        recon = tokenizer.decode(tokenizer.encode(x))[0].float().cpu()
-        recon = recon.reshape(-1)[: wave.numel()]
-        sf.write(out / f"{path.stem}.flac", recon.clamp(-1, 1).numpy(), rate)
-        metrics["files"][path.name] = {"l1": float((recon - wave[: recon.numel()]).abs().mean())}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return {"out": str(out), "files": len(paths)}
+    return reconstruct_files(tokenizer.to(device).eval(), paths, out)
 
 
 def main(argv: list[str] | None = None) -> int:
