@@ -17,9 +17,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import Tensor
 
 from tokenforge.tokenizers.base import AutoencoderOutput, Tokenizer, Tokens
+from tokenforge.tokenizers.quantizers.base import check_indices
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
 from tokenforge.tokenizers.wavtokenizer.seanet import SEANetDecoder, SEANetEncoder
 from tokenforge.tokenizers.wavtokenizer.vocos import ISTFTHead, VocosBackbone
@@ -130,19 +132,49 @@ class WavTokenizer(Tokenizer):
 
     # ------------------------------------------------------------------ Tokenizer contract
 
+    def encode_ids(self, x: Tensor) -> Tensor:
+        """Unchecked fast path ``(B, L)`` -> ids ``(B, T)``: no host syncs, so it compiles and CUDA-graphs."""
+        latent = self.encoder(x[:, None])
+        return self.quantizer.nearest(latent.transpose(1, 2).reshape(-1, latent.shape[1]),
+                                      self.quantizer.codebook).reshape(latent.shape[0], latent.shape[2])
+
+    def decode_ids(self, ids: Tensor, bandwidth_id: Tensor) -> Tensor:
+        """Unchecked fast path ids ``(B, T)`` + bandwidth_id ``(1,)`` -> waveform ``(B, T * hop)``."""
+        features = F.embedding(ids, self.quantizer.codebook).transpose(1, 2)
+        return self.head(self.backbone(features, bandwidth_id))
+
+    def compile(self, mode: str | None = None, dynamic: bool | None = None, **kwargs: Any) -> WavTokenizer:
+        """``torch.compile`` the two fast paths in place (``mode="reduce-overhead"`` adds CUDA graphs)."""
+        self.encode_ids = torch.compile(self.encode_ids, mode=mode, dynamic=dynamic, **kwargs)  # type: ignore
+        self.decode_ids = torch.compile(self.decode_ids, mode=mode, dynamic=dynamic, **kwargs)  # type: ignore
+        return self
+
+    def fuse_weight_norm(self) -> WavTokenizer:
+        """Fold weight-norm parametrizations into plain weights (inference speed; changes state-dict keys)."""
+        from torch.nn.utils import parametrize
+
+        for module in self.modules():
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        return self
+
     @torch.no_grad()
     def encode(self, x: Tensor, bandwidth_id: Tensor | int | None = None) -> Tokens:
+        """``(B, L)`` -> `Tokens` with ids ``(B, ceil(L / hop))``; ``bandwidth_id`` is unused (encoder side)."""
         x = check_audio(x)
-        features, codes = self.encode_infer(x, bandwidth_id)
+        ids = self.encode_ids(x)
         meta: dict[str, Any] = {"sample_rate": self.sample_rate, "hop_length": self.hop_length,
                                 "num_samples": int(x.shape[-1])}
-        return Tokens(ids=codes[0], latents=features, meta=meta)
+        return Tokens(ids=ids, meta=meta)
 
     @torch.no_grad()
     def decode(self, tokens: Tokens | Tensor, bandwidth_id: Tensor | int | None = None) -> Tensor:
         """Tokens (or ids ``(B, T)``) -> waveform ``(B, L)``, trimmed to ``meta["num_samples"]`` when known."""
         ids = tokens.ids if isinstance(tokens, Tokens) else tokens
-        wave = self.decode_features(self.codes_to_features(ids), bandwidth_id)
+        if ids.ndim == 1:
+            ids = ids[None]
+        check_indices(ids, self.vocab_size, "WavTokenizer.decode")
+        wave = self.decode_ids(ids.long(), self._bandwidth(bandwidth_id, ids.device))
         length = tokens.meta.get("num_samples") if isinstance(tokens, Tokens) else None
         return wave[..., :length] if length else wave
 

@@ -1,0 +1,127 @@
+"""`tokenforge bench tokenizer wavtokenizer`: seconds of audio encoded / decoded per second.
+
+    tokenforge bench tokenizer wavtokenizer --device cuda                        # BENCHMARKS.md rows (75 tok/s)
+    tokenforge bench tokenizer wavtokenizer --variant tiny --batches 1 2 --seconds 1   # CPU smoke run
+
+Conditions of shared/BENCHMARKS.md: random weights at the released size (``small_75``: 73.8 M parameters without the
+unused SEANet decoder), 10 s clips, warm-up calls, ``cuda.synchronize`` around the timed region,
+median of ``--repeats``; rows for fp32 and bf16 (autocast; the VQ distances and the iSTFT stay fp32), batch 1
+and 32; peak memory from ``torch.cuda.max_memory_allocated``. Encode = waveform -> ids
+(`WavTokenizer.encode_ids`), decode = ids -> waveform (`decode_ids`), the unchecked fast paths the checked
+`encode`/`decode` wrap. ``--compile`` adds torch.compile rows (``reduce-overhead``, i.e. CUDA graphs, at batch
+<= ``--graph-batch``); ``--fuse`` folds weight norm first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from typing import Any
+
+import torch
+
+VARIANTS = ("small_75", "small_40", "tiny")
+
+
+def build(variant: str) -> Any:
+    from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
+    from tokenforge.tokenizers.wavtokenizer import ISTFTHead, SEANetEncoder, VocosBackbone, WavTokenizer
+
+    if variant == "tiny":
+        enc = SEANetEncoder(dimension=32, n_filters=4, lstm=1)
+        return WavTokenizer(enc, VectorQuantizer(256, 32, ema=True), VocosBackbone(32, 64, 128, 2),
+                            ISTFTHead(64, 1280, 320), seanet_decoder=False)
+    ratios, n_fft, hop = ([8, 5, 4, 2], 1280, 320) if variant == "small_75" else ([6, 5, 5, 4], 2400, 600)
+    return WavTokenizer(SEANetEncoder(ratios=ratios), VectorQuantizer(4096, 512, ema=True),
+                        VocosBackbone(512, 768, 2304, 12), ISTFTHead(768, n_fft, hop), seanet_decoder=False)
+
+
+def _time(fn, device: torch.device, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def measure(model: Any, batch: int, seconds: float, device: torch.device, bf16: bool, warmup: int = 3,
+            repeats: int = 5) -> dict[str, Any]:
+    """Audio seconds per second for encode and decode of ``batch`` clips of ``seconds``."""
+    x = (torch.rand(batch, int(seconds * model.sample_rate), device=device) * 2 - 1) * 0.5
+    bandwidth_id = torch.zeros(1, dtype=torch.long, device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    with autocast:
+        ids = model.encode_ids(x)
+        enc = _time(lambda: model.encode_ids(x), device, warmup, repeats)
+        dec = _time(lambda: model.decode_ids(ids, bandwidth_id), device, warmup, repeats)
+    audio = batch * seconds
+    row = {"batch": batch, "dtype": "bf16" if bf16 else "fp32", "encode_s_per_s": round(audio / enc, 1),
+           "decode_s_per_s": round(audio / dec, 1), "encode_ms": round(enc * 1e3, 2), "decode_ms": round(dec * 1e3, 2)}
+    if device.type == "cuda":
+        row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tokenforge bench tokenizer", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("method", choices=["wavtokenizer"], help="tokenizer to measure")
+    parser.add_argument("--variant", choices=VARIANTS, default="small_75")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--seconds", type=float, default=10.0, help="clip length (10)")
+    parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd fast paths")
+    parser.add_argument("--graph-batch", type=int, default=1, help="use CUDA graphs (reduce-overhead) up to this batch")
+    parser.add_argument("--fuse", action="store_true", help="fold weight norm into plain weights first")
+    parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
+    args = parser.parse_args(argv)
+
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # honest fp32 rows
+    model = build(args.variant).to(device).eval()
+    if args.fuse:
+        model.fuse_weight_norm()
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    rows = []
+    modes = ["eager"] + (["compiled"] if args.compile else [])
+    for mode in modes:
+        for batch in args.batches:
+            m = model
+            if mode == "compiled":
+                m = build(args.variant).to(device).eval()  # random weights: speed does not depend on them
+                if args.fuse:
+                    m.fuse_weight_norm()
+                graphs = device.type == "cuda" and batch <= args.graph_batch
+                m.compile(mode="reduce-overhead" if graphs else "max-autotune-no-cudagraphs" if device.type == "cuda"
+                          else None, dynamic=False)
+            for dtype in args.dtypes:
+                row = {"variant": args.variant, "mode": mode, "device": device.type,
+                       **measure(m, batch, args.seconds, device, dtype == "bf16", args.warmup, args.repeats)}
+                rows.append(row)
+                if args.json:
+                    print(json.dumps(row), flush=True)
+    if not args.json:
+        name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+        print(f"WavTokenizer {args.variant} ({params:.1f} M params), {args.seconds:g} s clips, {name}")
+        print("| mode | batch | dtype | encode s/s | decode s/s | encode ms | decode ms | peak GiB |")
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['mode']} | {r['batch']} | {r['dtype']} | {r['encode_s_per_s']:,} | {r['decode_s_per_s']:,} | "
+                  f"{r['encode_ms']} | {r['decode_ms']} | {r.get('peak_mem_gib', '-')} |")
+    return 0
