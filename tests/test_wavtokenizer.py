@@ -208,3 +208,18 @@ def test_discriminators_shapes_and_conditioning() -> None:
     y = DACDiscriminator.preprocess(x[:, None] + 0.5)
     assert torch.allclose(y.abs().amax(-1), torch.full((2, 1), 0.8), atol=1e-6)
     assert y.mean(-1).abs().max() < 1e-4
+
+
+@torch.no_grad()
+def test_fast_paths_and_weight_norm_folding(fixture: Path) -> None:
+    inputs, outputs = load_file(fixture / "inputs.safetensors"), load_file(fixture / "outputs.safetensors")
+    model = load_official(fixture)
+    ids = model.encode_ids(inputs["audio"])
+    assert torch.equal(ids, outputs["codes"][0])
+    model.fuse_weight_norm()
+    assert not any("parametrizations" in k for k in model.state_dict())
+    assert torch.equal(model.encode_ids(inputs["audio"]), ids)
+    wave = model.decode_ids(ids, torch.tensor([0]))
+    assert (wave - outputs["waveform"]).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="code indices"):
+        model.decode(torch.full((1, 4), 64))

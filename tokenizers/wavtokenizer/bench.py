@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.fuse:
                     m.fuse_weight_norm()
                 graphs = device.type == "cuda" and batch <= args.graph_batch
-                m.compile(mode="reduce-overhead" if graphs else "max-autotune-no-cudagraphs" if device.type == "cuda"
-                          else None, dynamic=False)
+                m.compile(mode="reduce-overhead" if graphs else None, dynamic=False)
             for dtype in args.dtypes:
                 row = {"variant": args.variant, "mode": mode, "device": device.type,
                        **measure(m, batch, args.seconds, device, dtype == "bf16", args.warmup, args.repeats)}

@@ -47,7 +47,7 @@ def _files(items: list[Path], suffixes: tuple[str, ...] | None = None) -> list[P
     files: list[Path] = []
     for item in items:
         if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if p.is_file() and (not suffixes or p.suffix in suffixes)))
+            files.extend(sorted(p for p in item.rglob("*") if p.is_file() and (not suffixes or p.suffix.lower() in suffixes)))
         else:
             files.append(item)
     return files
@@ -110,7 +110,9 @@ def reconstruct_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-metrics", action="store_true", help="skip PESQ/STOI/distances")
     args = parser.parse_args(argv)
     model = load_model(args.model, args.device)
-    summary = reconstruct_files(model, _files(args.inputs), args.out, args.chunk_seconds, args.context_seconds,
+    from tokenforge.data.audio import EXTENSIONS
+
+    summary = reconstruct_files(model, _files(args.inputs, EXTENSIONS), args.out, args.chunk_seconds, args.context_seconds,
                                 args.bf16, not args.no_metrics)
     print(json.dumps(summary))
     return 1 if summary["rejected"] else 0
@@ -121,7 +123,9 @@ def encode_main(argv: list[str] | None = None) -> int:
     model = load_model(args.model, args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     rejected = 0
-    for path in _files(args.inputs):
+    from tokenforge.data.audio import EXTENSIONS
+
+    for path in _files(args.inputs, EXTENSIONS):
         try:
             wave, facts = load_audio(path, model.sample_rate)
         except AudioFileError as error:
