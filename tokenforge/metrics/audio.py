@@ -84,7 +84,9 @@ def pesq_wb(est: Tensor, ref: Tensor, sample_rate: int) -> list[float]:
     est, ref = _pair(est, ref)
     scores = []
     for e, r in zip(est, ref):
-        e16, r16 = (resample(s.cpu(), sample_rate, 16000).numpy().astype(np.float64) for s in (e, r))
+        with torch.autocast("cpu", enabled=False):  # callers may sit inside a (CPU) autocast region
+            e16, r16 = (resample(s.cpu().float(), sample_rate, 16000).float().numpy().astype(np.float64)
+                        for s in (e, r))
         try:
             scores.append(float(_pesq(16000, r16, e16, "wb")))
         except Exception:  # pesq raises NoUtterancesError / BufferTooShortError on silence or tiny inputs
