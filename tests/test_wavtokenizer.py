@@ -223,3 +223,53 @@ def test_fast_paths_and_weight_norm_folding(fixture: Path) -> None:
     assert (wave - outputs["waveform"]).abs().max() <= 1e-5
     with pytest.raises(ValueError, match="code indices"):
         model.decode(torch.full((1, 4), 64))
+
+
+def to_official_keys(state: dict) -> dict:
+    """Our state dict -> the official Lightning key layout (inverse of official.KEY_RULES)."""
+    import re
+
+    out = {}
+    for key, value in convert_weight_norm_keys(state, to="legacy").items():
+        key = re.sub(r"\.conv\.(weight_g|weight_v|weight|bias)$", r".conv.conv.\1", key)
+        key = re.sub(r"\.convtr\.(weight_g|weight_v|weight|bias)$", r".convtr.convtr.\1", key)
+        key = re.sub(r"^encoder\.", "feature_extractor.encodec.encoder.", key)
+        key = re.sub(r"^seanet_decoder\.", "feature_extractor.encodec.decoder.", key)
+        key = key.replace("quantizer.embedding.weight", "quantizer.embed")
+        key = re.sub(r"^quantizer\.", "feature_extractor.encodec.quantizer.vq.layers.0._codebook.", key)
+        out[key] = value
+    return out
+
+
+@torch.no_grad()
+def test_other_variant_round_trips_through_official_layout(tmp_path: Path) -> None:
+    """A 40 tok/s variant with other hard-coded sizes (2 residual layers, 1 LSTM layer, no AdaLayerNorm,
+    torch.istft centre padding) written in the official layout loads back through the fixture-format loader."""
+    config = {
+        "model": {"init_args": {
+            "sample_rate": 24000,
+            "feature_extractor": {"init_args": {"dowmsamples": [6, 5, 5, 4], "vq_bins": 32, "bandwidths": [6.6, 6.6]}},
+            "backbone": {"init_args": {"input_channels": 16, "dim": 32, "intermediate_dim": 48, "num_layers": 1,
+                                       "layer_scale_init_value": 0.5}},
+            "head": {"init_args": {"dim": 32, "n_fft": 2400, "hop_length": 600, "padding": "center"}}}},
+        "hardcoded_in_EncodecFeatures_overridden": {
+            "SEANetEncoder": {"dimension": 16, "n_filters": 2, "n_residual_layers": 2, "lstm": 1,
+                              "ratios": [6, 5, 5, 4]},
+            "ResidualVectorQuantizer": {"dimension": 16, "bins": 32}},
+    }
+    model = model_from_config(config)
+    assert model.hop_length == 600 and model.num_bandwidths == 2 and not model.backbone.adanorm
+    for p in model.parameters():
+        p.add_(torch.randn_like(p) * 0.05)
+    model.quantizer.embedding.weight.normal_()
+    model.quantizer.inited.fill_(1)
+    state = to_official_keys(model.state_dict())
+    assert "feature_extractor.encodec.encoder.model.2.block.1.conv.conv.weight_g" in state  # 2nd residual layer
+    torch.save({"state_dict": {**state, "melspec_loss.mel_spec.mel_scale.fb": torch.zeros(513, 100)}},
+               tmp_path / "model.ckpt")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    loaded = hub.from_official("wavtokenizer", tmp_path)
+    x = torch.randn(2, 7000) * 0.1
+    tokens = model.eval().encode(x)
+    assert tokens.ids.shape == (2, 12) and torch.equal(loaded.encode(x).ids, tokens.ids)
+    assert torch.equal(loaded.decode(tokens), model.decode(tokens))
