@@ -4,7 +4,8 @@
 ``torch.load(weights_only=True)``, only ``state_dict`` is used), a ``.safetensors`` state dict, or a folder
 holding one of them (``model.ckpt`` / ``state_dict.safetensors``) and ``config.json`` / a ``*.yaml``.
 ``config`` is the official training YAML (``model.init_args.{feature_extractor,backbone,head}``) as a dict,
-or None to use a config beside the checkpoint. A ``hardcoded_in_EncodecFeatures_overridden`` block (the
+or None to use a config beside the checkpoint; ``{"trust_pickle": True}`` (what ``tokenforge convert
+--trust-pickle`` passes) allows a checkpoint that needs full unpickling. A ``hardcoded_in_EncodecFeatures_overridden`` block (the
 parity fixtures) overrides the SEANet / quantizer sizes that the official ``EncodecFeatures`` hard-codes
 (released: dimension 512, n_filters 32, lstm 2). As the official loader, only ``feature_extractor.``,
 ``backbone.`` and ``head.`` keys are read (discriminators and ``melspec_loss`` buffers are skipped);
@@ -130,11 +131,11 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
     return weights, next((c for c in configs if c.is_file()), None)
 
 
-def read_official_state(weights: Path) -> dict[str, torch.Tensor]:
+def read_official_state(weights: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     if weights.suffix == ".safetensors":
         state = load_file(str(weights))
     else:
-        checkpoint = load_checkpoint(weights)
+        checkpoint = load_checkpoint(weights, trust_pickle=trust_pickle)
         state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
         if not isinstance(state, Mapping):
             raise CheckpointError(f"{weights} holds no state_dict")
@@ -149,13 +150,18 @@ def load_official(path: str | Path, config: Mapping[str, Any] | str | Path | Non
     weights, found = _locate(Path(path))
     if isinstance(config, (str, Path)):
         config = read_config(config)
+    trust_pickle = False
+    if config is not None:  # `tokenforge convert --trust-pickle` passes {"trust_pickle": True}
+        config = dict(config)
+        trust_pickle = bool(config.pop("trust_pickle", False))
+        config = config or None
     if config is None:
         if found is None:
             raise FileNotFoundError(f"no config for {weights}: pass the official YAML (as a dict or path) or put "
                                     "it beside the checkpoint")
         config = read_config(found)
     model = model_from_config(config)
-    state = convert_weight_norm_keys(read_official_state(weights))
+    state = convert_weight_norm_keys(read_official_state(weights, trust_pickle))
     load_mapped_state_dict(model, state, KEY_RULES, source=str(weights))
     return model.eval()
 
