@@ -8,7 +8,7 @@ unused SEANet decoder), 10 s clips, warm-up calls, ``cuda.synchronize`` around t
 median of ``--repeats``; rows for fp32 and bf16 (autocast; the VQ distances and the iSTFT stay fp32), batch 1
 and 32; peak memory from ``torch.cuda.max_memory_allocated``. Encode = waveform -> ids
 (`WavTokenizer.encode_ids`), decode = ids -> waveform (`decode_ids`), the unchecked fast paths the checked
-`encode`/`decode` wrap. ``--compile`` adds torch.compile rows (``reduce-overhead``, i.e. CUDA graphs, at batch
+`encode`/`decode` wrap. ``--compile`` measures torch.compile'd paths instead (``reduce-overhead``, i.e. CUDA graphs, at batch
 <= ``--graph-batch``); ``--fuse`` folds weight norm first.
 """
 
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd fast paths")
+    parser.add_argument("--compile", action="store_true", help="measure torch.compile'd fast paths instead of eager")
     parser.add_argument("--graph-batch", type=int, default=1, help="use CUDA graphs (reduce-overhead) up to this batch")
     parser.add_argument("--fuse", action="store_true", help="fold weight norm into plain weights first")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         model.fuse_weight_norm()
     params = sum(p.numel() for p in model.parameters()) / 1e6
     rows = []
-    modes = ["eager"] + (["compiled"] if args.compile else [])
+    modes = ["compiled"] if args.compile else ["eager"]
     for mode in modes:
         for batch in args.batches:
             m = model
