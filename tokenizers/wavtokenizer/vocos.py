@@ -66,6 +66,19 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.constant_(module.bias, 0)
 
 
+def _fold_args(win_length: int, hop_length: int, frames: int) -> dict:
+    size = (frames - 1) * hop_length + win_length
+    return dict(output_size=(1, size), kernel_size=(1, win_length), stride=(1, hop_length))
+
+
+def window_envelope(window: Tensor, hop_length: int, frames: int) -> Tensor:
+    """Overlap-added squared window of ``frames`` frames, trimmed like the signal (``same`` padding)."""
+    win = window.numel()
+    pad, size = (win - hop_length) // 2, (frames - 1) * hop_length + win
+    window_sq = window.square().expand(1, frames, -1).transpose(1, 2)
+    return F.fold(window_sq, **_fold_args(win, hop_length, frames)).reshape(-1)[pad:size - pad]
+
+
 class ISTFT(Configurable, nn.Module):
     """Inverse STFT with Vocos' ``same`` padding (or torch's ``center``); buffer ``window`` (periodic Hann)."""
 
@@ -75,7 +88,17 @@ class ISTFT(Configurable, nn.Module):
             raise ValueError(f"padding must be 'same' or 'center', got {padding!r}")
         self.n_fft, self.hop_length, self.padding = n_fft, hop_length, padding
         self.win_length = win_length or n_fft
+        if not 0 < hop_length <= self.win_length // 2:
+            raise ValueError(f"hop_length must be in (0, win_length / 2] for overlap-add, got {hop_length} "
+                             f"with win_length {self.win_length}")
         self.register_buffer("window", torch.hann_window(self.win_length))
+        if padding == "same":  # checked once here (the official code asserts per call: a host sync)
+            frames = 2 * (self.win_length // hop_length) + 2
+            with torch.device("cpu"):  # also when the module is built on the meta device
+                envelope = window_envelope(torch.hann_window(self.win_length), hop_length, frames)
+            if not bool((envelope > 1e-11).all()):
+                raise ValueError(f"iSTFT window envelope vanishes: hop {hop_length} too large for n_fft {n_fft}")
+
 
     def forward(self, spec: Tensor) -> Tensor:
         """Complex ``(B, n_fft/2 + 1, T)`` -> waveform ``(B, T * hop)`` (same) or torch.istft's length (center)."""
@@ -85,13 +108,8 @@ class ISTFT(Configurable, nn.Module):
         frames = spec.shape[-1]
         ifft = torch.fft.irfft(spec, self.n_fft, dim=1, norm="backward") * self.window[None, :, None]
         size = (frames - 1) * self.hop_length + self.win_length
-        fold = dict(output_size=(1, size), kernel_size=(1, self.win_length), stride=(1, self.hop_length))
-        y = F.fold(ifft, **fold)[:, 0, 0, pad:size - pad]
-        window_sq = self.window.square().expand(1, frames, -1).transpose(1, 2)
-        envelope = F.fold(window_sq, **fold).squeeze()[pad:size - pad]
-        if not bool((envelope > 1e-11).all()):
-            raise ValueError(f"iSTFT window envelope vanishes: hop {self.hop_length} too large for n_fft {self.n_fft}")
-        return y / envelope
+        y = F.fold(ifft, **_fold_args(self.win_length, self.hop_length, frames))[:, 0, 0, pad:size - pad]
+        return y / window_envelope(self.window, self.hop_length, frames)
 
 
 class ISTFTHead(Configurable, nn.Module):
