@@ -92,3 +92,19 @@ def test_bf16_mixed_training_steps(shared_data: Path) -> None:
     trainer.fit(module, DataLoader([{"audio": x}] * 4, batch_size=None))
     assert trainer.global_step == 8 and int(module.generator_step) == 4
     assert all(torch.isfinite(p).all() for p in module.model.parameters())
+
+
+@torch.no_grad()
+def test_cuda_graph_capture_of_whole_calls(fixture: Path, shared_data: Path) -> None:
+    from tokenforge.tokenizers.wavtokenizer.bench import GraphedCall
+
+    model = hub.from_official("wavtokenizer", fixture).cuda().fuse_weight_norm()
+    model.encoder.model[13].lstm.flatten_parameters()
+    x = speech(shared_data, n=1).cuda()
+    bw = torch.zeros(1, dtype=torch.long, device="cuda")
+    ref_ids = model.encode_ids(x)
+    encode, decode = GraphedCall(model.encode_ids, x), GraphedCall(model.decode_ids, ref_ids, bw)
+    y = speech(shared_data, n=2)[1:].cuda()  # new data through the same graph
+    assert torch.equal(encode(y), model.encode_ids(y))
+    ids = model.encode_ids(y)
+    assert (decode(ids, bw) - model.decode_ids(ids, bw)).abs().max() < 1e-5

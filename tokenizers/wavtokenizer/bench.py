@@ -8,8 +8,9 @@ unused SEANet decoder), 10 s clips, warm-up calls, ``cuda.synchronize`` around t
 median of ``--repeats``; rows for fp32 and bf16 (autocast; the VQ distances and the iSTFT stay fp32), batch 1
 and 32; peak memory from ``torch.cuda.max_memory_allocated``. Encode = waveform -> ids
 (`WavTokenizer.encode_ids`), decode = ids -> waveform (`decode_ids`), the unchecked fast paths the checked
-`encode`/`decode` wrap. ``--compile`` measures torch.compile'd paths instead (``reduce-overhead``, i.e. CUDA graphs, at batch
-<= ``--graph-batch``); ``--fuse`` folds weight norm first.
+`encode`/`decode` wrap. ``--mode compiled`` measures the torch.compile'd paths (Dynamo does not trace
+nn.LSTM: the encoder compiles as two graphs around it); ``--mode graphed`` captures each whole call as a CUDA
+graph (fixed shapes; removes launch overhead at small batch); ``--fuse`` folds weight norm first.
 """
 
 from __future__ import annotations
@@ -38,6 +39,29 @@ def build(variant: str) -> Any:
                         VocosBackbone(512, 768, 2304, 12), ISTFTHead(768, n_fft, hop), seanet_decoder=False)
 
 
+class GraphedCall:
+    """A fixed-shape CUDA call captured once as a CUDA graph and replayed (the whole encode, LSTM included,
+    which torch.compile cannot trace). Inputs are copied into static buffers; the output buffer is reused."""
+
+    def __init__(self, fn, *example: torch.Tensor, warmup: int = 3) -> None:
+        self.inputs = [e.clone() for e in example]
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                fn(*self.inputs)
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.output = fn(*self.inputs)
+
+    def __call__(self, *args: torch.Tensor) -> torch.Tensor:
+        for buffer, value in zip(self.inputs, args):
+            buffer.copy_(value)
+        self.graph.replay()
+        return self.output
+
+
 def _time(fn, device: torch.device, warmup: int, repeats: int) -> float:
     for _ in range(warmup):
         fn()
@@ -55,17 +79,21 @@ def _time(fn, device: torch.device, warmup: int, repeats: int) -> float:
 
 @torch.inference_mode()
 def measure(model: Any, batch: int, seconds: float, device: torch.device, bf16: bool, warmup: int = 3,
-            repeats: int = 5) -> dict[str, Any]:
+            repeats: int = 5, graphed: bool = False) -> dict[str, Any]:
     """Audio seconds per second for encode and decode of ``batch`` clips of ``seconds``."""
     x = (torch.rand(batch, int(seconds * model.sample_rate), device=device) * 2 - 1) * 0.5
     bandwidth_id = torch.zeros(1, dtype=torch.long, device=device)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    # no autocast weight cache: CUDA-graph capture (graphed=True) needs the casts inside the graph
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with autocast:
-        ids = model.encode_ids(x)
-        enc = _time(lambda: model.encode_ids(x), device, warmup, repeats)
-        dec = _time(lambda: model.decode_ids(ids, bandwidth_id), device, warmup, repeats)
+        encode, decode = model.encode_ids, model.decode_ids
+        ids = encode(x)
+        if graphed:
+            encode, decode = GraphedCall(encode, x), GraphedCall(decode, ids, bandwidth_id)
+        enc = _time(lambda: encode(x), device, warmup, repeats)
+        dec = _time(lambda: decode(ids, bandwidth_id), device, warmup, repeats)
     audio = batch * seconds
     row = {"batch": batch, "dtype": "bf16" if bf16 else "fp32", "encode_s_per_s": round(audio / enc, 1),
            "decode_s_per_s": round(audio / dec, 1), "encode_ms": round(enc * 1e3, 2), "decode_ms": round(dec * 1e3, 2)}
@@ -85,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--compile", action="store_true", help="measure torch.compile'd fast paths instead of eager")
-    parser.add_argument("--graph-batch", type=int, default=1, help="use CUDA graphs (reduce-overhead) up to this batch")
+    parser.add_argument("--mode", choices=["eager", "compiled", "graphed"], default="eager",
+                        help="eager; torch.compile'd fast paths; or eager fast paths captured as CUDA graphs")
     parser.add_argument("--fuse", action="store_true", help="fold weight norm into plain weights first")
     parser.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
     args = parser.parse_args(argv)
@@ -99,22 +127,25 @@ def main(argv: list[str] | None = None) -> int:
         model.fuse_weight_norm()
     params = sum(p.numel() for p in model.parameters()) / 1e6
     rows = []
-    modes = ["compiled"] if args.compile else ["eager"]
-    for mode in modes:
-        for batch in args.batches:
-            m = model
-            if mode == "compiled":
-                m = build(args.variant).to(device).eval()  # random weights: speed does not depend on them
-                if args.fuse:
-                    m.fuse_weight_norm()
-                graphs = device.type == "cuda" and batch <= args.graph_batch
-                m.compile(mode="reduce-overhead" if graphs else None, dynamic=False)
-            for dtype in args.dtypes:
-                row = {"variant": args.variant, "mode": mode, "device": device.type,
-                       **measure(m, batch, args.seconds, device, dtype == "bf16", args.warmup, args.repeats)}
-                rows.append(row)
-                if args.json:
-                    print(json.dumps(row), flush=True)
+    if args.mode == "graphed" and device.type != "cuda":
+        parser.error("--mode graphed needs a CUDA device")
+    for module in model.modules():  # one contiguous weight block per LSTM (cuDNN; graph capture)
+        if isinstance(module, torch.nn.LSTM):
+            module.flatten_parameters()
+    for batch in args.batches:
+        m = model
+        if args.mode == "compiled":
+            m = build(args.variant).to(device).eval()  # random weights: speed does not depend on them
+            if args.fuse:
+                m.fuse_weight_norm()
+            m.compile(dynamic=False)
+        for dtype in args.dtypes:
+            row = {"variant": args.variant, "mode": args.mode, "device": device.type,
+                   **measure(m, batch, args.seconds, device, dtype == "bf16", args.warmup, args.repeats,
+                             graphed=args.mode == "graphed")}
+            rows.append(row)
+            if args.json:
+                print(json.dumps(row), flush=True)
     if not args.json:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
         print(f"WavTokenizer {args.variant} ({params:.1f} M params), {args.seconds:g} s clips, {name}")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # WavTokenizer on one H200 (~8 min): GPU tests + parity, `bench tokenizer wavtokenizer` at the released 75 tok/s
-# size (batch 1 and 32 x 10 s, fp32 and bf16, eager and compiled), and a ~4-minute training run of
+# size (batch 1 and 32 x 10 s, fp32 and bf16; eager, CUDA-graphed and compiled), and a ~4-minute training run of
 # configs/tokenizers/wavtokenizer/small_75.yaml (bf16-mixed, 2 s crops, batch 16) on shards of
 # .device/data/speech24k (90/10 split) whose held-out mel distance / PESQ / STOI curve, metrics.csv and
 # FLAC reconstructions of the held-out clips land in $OUT. Run from the repo root; the lead copies
@@ -16,11 +16,13 @@ W=/tmp/wavtokenizer_work; rm -rf "$W"; mkdir -p "$W"
 timeout 150 python -m pytest tests/test_wavtokenizer_gpu.py -q -p no:cacheprovider 2>&1 | tail -8 | tee "$OUT/tests.txt"
 timeout 60 python tools/check_parity.py .device/fixtures/wavtokenizer 2>&1 | tee "$OUT/parity.txt"
 
-# 2. benchmark table: random weights at the released size, 10 s clips (BENCHMARKS.md conditions) (~2 min)
+# 2. benchmark table: random weights at the released size, 10 s clips (BENCHMARKS.md conditions) (~2.5 min)
 timeout 100 python -m tokenforge bench tokenizer wavtokenizer --variant small_75 --batches 1 32 --repeats 10 \
   2>&1 | tail -7 | tee "$OUT/bench_eager.md"
-timeout 200 python -m tokenforge bench tokenizer wavtokenizer --variant small_75 --batches 1 32 --repeats 10 \
-  --dtypes bf16 --fuse --compile --graph-batch 1 2>&1 | tail -5 | tee "$OUT/bench_compiled.md"
+timeout 60 python -m tokenforge bench tokenizer wavtokenizer --variant small_75 --batches 1 32 --repeats 10 \
+  --fuse --mode graphed 2>&1 | tail -7 | tee "$OUT/bench_graphed.md"
+timeout 150 python -m tokenforge bench tokenizer wavtokenizer --variant small_75 --batches 1 32 --repeats 10 \
+  --dtypes bf16 --fuse --mode compiled 2>&1 | tail -5 | tee "$OUT/bench_compiled.md"
 
 # 3. short training run on real speech; held-out mel distance / PESQ every 100 batches (~5 min)
 timeout 60 python -m tokenforge shards make audio .device/data/speech24k "$W/shards" --val-fraction 0.1 \
