@@ -151,8 +151,10 @@ class ARModule(TrainingModule):
         if self.optimizer_fn is not None:
             optimizer = self.optimizer_fn(groups)
         else:
-            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas),
-                                          fused=torch.cuda.is_available() and self.device.type == "cuda")
+            # fused AdamW unscales gradients itself, which Lightning's mixed precision forbids with clipping
+            clipping = self.trainer is not None and bool(self.trainer.gradient_clip_val)
+            fused = self.device.type == "cuda" and not clipping
+            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas), fused=fused)
         total = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else None
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor(total))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -2,7 +2,7 @@
 # Autoregressive generators on one H200 (~8 min): GPU tests, `bench generator ar`, a short GPT run on token
 # shards from a real tokenizer (NLL curve + decoded samples), and 1-vs-2-GPU DDP throughput when 2 GPUs exist.
 # Run from the repo root; the lead copies ../shared/data and ../shared/fixtures to .device/.
-pip install --no-index --no-deps --target /tmp/site .whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
+source tools/gpu/env.sh   # wheels + tokenforge namespace links
 set -x
 OUT=${OUT:-/tmp/ar_out}; mkdir -p "$OUT"
 export TOKENFORGE_SHARED=$PWD/.device
