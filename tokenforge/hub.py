@@ -279,6 +279,7 @@ OFFICIAL_SOURCES: dict[str, str] = {
     "var": "tokenforge.generators.autoregressive.official",
     "wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official",
     "tokenflow": "tokenforge.tokenizers.tokenflow.official",
+    "linfusion": "tokenforge.generators.linfusion.official",
 }
 
 

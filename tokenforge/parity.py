@@ -35,6 +35,7 @@ PARITY_SOURCES: dict[str, str] = {
     "llamagen": "tokenforge.generators.autoregressive.official",
     "wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official",
     "tokenflow": "tokenforge.tokenizers.tokenflow.official",
+    "linfusion": "tokenforge.generators.linfusion.official",
     "tokenflow_siglip": "tokenforge.tokenizers.tokenflow.official",
 }
 
