@@ -280,6 +280,7 @@ OFFICIAL_SOURCES: dict[str, str] = {
     "wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official",
     "tokenflow": "tokenforge.tokenizers.tokenflow.official",
     "linfusion": "tokenforge.generators.linfusion.official",
+    "shape2vecset": "tokenforge.tokenizers.vat.official",
 }
 
 

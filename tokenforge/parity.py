@@ -37,6 +37,7 @@ PARITY_SOURCES: dict[str, str] = {
     "tokenflow": "tokenforge.tokenizers.tokenflow.official",
     "linfusion": "tokenforge.generators.linfusion.official",
     "tokenflow_siglip": "tokenforge.tokenizers.tokenflow.official",
+    "shape2vecset": "tokenforge.tokenizers.vat.official",
 }
 
 
