@@ -28,25 +28,33 @@ def swish(x: Tensor) -> Tensor:
 
 
 class ResnetBlock(nn.Module):
-    """norm1 -> swish -> conv1 -> norm2 -> swish -> dropout -> conv2, plus a 1x1 ``nin_shortcut`` when widths differ."""
+    """norm1 -> swish -> conv1 -> norm2 -> swish -> dropout -> conv2, plus a 1x1 ``nin_shortcut`` when widths differ.
 
-    def __init__(self, in_channels: int, out_channels: int | None = None, dropout: float = 0.0) -> None:
+    ``conv_bias=False, shortcut_on_h=True`` is MAGE's JAX-converted MaskGIT VQGAN (used by ENAT): bias-free
+    convs, and when widths differ the output is ``nin_shortcut(h) + h`` with an out->out bias-free 1x1 conv
+    (the input ``x`` is then dropped, a quirk of that conversion kept for weight compatibility).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int | None = None, dropout: float = 0.0,
+                 conv_bias: bool = True, shortcut_on_h: bool = False) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
         self.in_channels, self.out_channels = in_channels, out_channels
+        self.shortcut_on_h = shortcut_on_h
         self.norm1 = normalize(in_channels)
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, 1, 1, bias=conv_bias)
         self.norm2 = normalize(out_channels)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, 1, 1, bias=conv_bias)
         if in_channels != out_channels:
-            self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1, 1, 0)
+            width = out_channels if shortcut_on_h else in_channels
+            self.nin_shortcut = nn.Conv2d(width, out_channels, 1, 1, 0, bias=conv_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv1(swish(self.norm1(x)))
         h = self.conv2(self.dropout(swish(self.norm2(h))))
         if self.in_channels != self.out_channels:
-            x = self.nin_shortcut(x)
+            x = self.nin_shortcut(h if self.shortcut_on_h else x)
         return x + h
 
 
@@ -71,13 +79,18 @@ class AttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve H and W: zero-pad right/bottom by one, then a 3x3 stride-2 conv without padding."""
+    """Halve H and W: zero-pad right/bottom by one, then a 3x3 stride-2 conv without padding;
+    ``with_conv=False`` is a parameter-free 2x2 average pool (MAGE / MaskGIT VQGAN encoder)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, with_conv: bool = True) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, 2, 0)
+        self.with_conv = with_conv
+        if with_conv:
+            self.conv = nn.Conv2d(channels, channels, 3, 2, 0)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not self.with_conv:
+            return F.avg_pool2d(x, kernel_size=2, stride=2)
         return self.conv(F.pad(x, (0, 1, 0, 1), mode="constant", value=0.0))
 
 

@@ -9,6 +9,11 @@ Encoder: conv_in 3x3 -> per level ``num_res_blocks`` ResnetBlocks (AttnBlock aft
 when ``attn_last_level``) -> Downsample after every level but the last -> mid (Res, Attn, Res) -> GroupNorm,
 swish, conv_out 3x3 to ``z_channels``. Decoder mirrors it with ``num_res_blocks + 1`` blocks per level;
 its ``conv_blocks[0]`` is the deepest (widest) level, as in LlamaGen.
+
+``variant="maskgit"`` is MAGE's JAX-converted MaskGIT VQGAN (ENAT's tokenizer): no attention anywhere,
+bias-free res-block convs with the shortcut applied to ``h`` (see `ResnetBlock`), 2x2 average-pool
+downsampling, a bias-free encoder ``conv_in``, a 1x1 encoder ``conv_out``, and ``num_res_blocks`` (not +1)
+blocks per decoder level.
 """
 
 from __future__ import annotations
@@ -26,6 +31,21 @@ def _mid(channels: int, dropout: float, attn: bool) -> nn.ModuleList:
         AttnBlock(channels) if attn else nn.Identity(),
         ResnetBlock(channels, channels, dropout),
     ])
+
+
+VARIANTS = ("taming", "maskgit")
+
+
+def _res_kwargs(variant: str) -> dict:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    return {"conv_bias": False, "shortcut_on_h": True} if variant == "maskgit" else {}
+
+
+def _mid_res(channels: int, dropout: float, variant: str) -> nn.ModuleList:
+    kw = _res_kwargs(variant)
+    return nn.ModuleList([ResnetBlock(channels, channels, dropout, **kw), nn.Identity(),
+                          ResnetBlock(channels, channels, dropout, **kw)])
 
 
 def _check(ch: int, ch_mult: Sequence[int], num_res_blocks: int) -> None:
@@ -48,11 +68,14 @@ class Encoder(nn.Module):
         dropout: float = 0.0,
         attn_last_level: bool = True,
         attn_mid: bool = True,
+        variant: str = "taming",
     ) -> None:
         super().__init__()
         _check(ch, ch_mult, num_res_blocks)
+        kw, maskgit = _res_kwargs(variant), variant == "maskgit"
+        attn_last_level = attn_last_level and not maskgit
         self.downsample_factor = 2 ** (len(ch_mult) - 1)
-        self.conv_in = nn.Conv2d(in_channels, ch, 3, 1, 1)
+        self.conv_in = nn.Conv2d(in_channels, ch, 3, 1, 1, bias=not maskgit)
         widths = [ch] + [ch * m for m in ch_mult]
         self.conv_blocks = nn.ModuleList()
         block_in = ch
@@ -63,16 +86,16 @@ class Encoder(nn.Module):
             block.attn = nn.ModuleList()
             block_in = widths[level]
             for _ in range(num_res_blocks):
-                block.res.append(ResnetBlock(block_in, ch * mult, dropout))
+                block.res.append(ResnetBlock(block_in, ch * mult, dropout, **kw))
                 block_in = ch * mult
                 if last and attn_last_level:
                     block.attn.append(AttnBlock(block_in))
             if not last:
-                block.downsample = Downsample(block_in)
+                block.downsample = Downsample(block_in, with_conv=not maskgit)
             self.conv_blocks.append(block)
-        self.mid = _mid(block_in, dropout, attn_mid)
+        self.mid = _mid_res(block_in, dropout, variant) if maskgit else _mid(block_in, dropout, attn_mid)
         self.norm_out = normalize(block_in)
-        self.conv_out = nn.Conv2d(block_in, z_channels, 3, 1, 1)
+        self.conv_out = nn.Conv2d(block_in, z_channels, 1 if maskgit else 3, 1, 0 if maskgit else 1)
 
     def forward(self, x: Tensor) -> Tensor:
         size = x.shape[-2:]
@@ -107,19 +130,22 @@ class Decoder(nn.Module):
         dropout: float = 0.0,
         attn_last_level: bool = True,
         attn_mid: bool = True,
+        variant: str = "taming",
     ) -> None:
         super().__init__()
         _check(ch, ch_mult, num_res_blocks)
+        kw, maskgit = _res_kwargs(variant), variant == "maskgit"
+        attn_last_level = attn_last_level and not maskgit
         block_in = ch * ch_mult[-1]
         self.conv_in = nn.Conv2d(z_channels, block_in, 3, 1, 1)
-        self.mid = _mid(block_in, dropout, attn_mid)
+        self.mid = _mid_res(block_in, dropout, variant) if maskgit else _mid(block_in, dropout, attn_mid)
         self.conv_blocks = nn.ModuleList()
         for level in reversed(range(len(ch_mult))):
             block = nn.Module()
             block.res = nn.ModuleList()
             block.attn = nn.ModuleList()
-            for _ in range(num_res_blocks + 1):
-                block.res.append(ResnetBlock(block_in, ch * ch_mult[level], dropout))
+            for _ in range(num_res_blocks + (0 if maskgit else 1)):
+                block.res.append(ResnetBlock(block_in, ch * ch_mult[level], dropout, **kw))
                 block_in = ch * ch_mult[level]
                 if level == len(ch_mult) - 1 and attn_last_level:
                     block.attn.append(AttnBlock(block_in))
