@@ -74,6 +74,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
             "num_classes": 3},
     "VAR": {"vocab_size": 16, "cvae": 4, "patch_nums": [1, 2, 3], "depth": 2, "embed_dim": 32, "num_heads": 2,
             "num_classes": 3},
+    # tokenforge.generators.linfusion
+    "GeneralizedLinearAttention": {"dim": 8, "heads": 2, "projection_mid_dim": 4},
+    "LinFusion": {"modules_list": [{"module_name": "a.attn1", "dim_n": 8, "heads": 2, "projection_mid_dim": None}]},
     # tokenforge.tokenizers.tokenflow
     "CLIPVisionTower": {"image_size": 32, "patch_size": 8, "width": 16, "layers": 1, "heads": 2, "output_dim": 8},
     "SiglipVisionTower": {"image_size": 28, "patch_size": 14, "width": 16, "layers": 2, "heads": 2, "mlp_dim": 32},
