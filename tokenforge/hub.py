@@ -272,6 +272,7 @@ _OFFICIAL: dict[str, OfficialLoader] = {}
 
 # method name -> module that registers its loader on import (filled in as methods land)
 OFFICIAL_SOURCES: dict[str, str] = {
+    "flextok": "tokenforge.tokenizers.flextok.official",
     "var_msrq": "tokenforge.tokenizers.quantizers.official_var",
     "var_vqvae": "tokenforge.tokenizers.vqgan.official",
     "llamagen_vq": "tokenforge.tokenizers.vqgan.official",

@@ -31,12 +31,14 @@ _PARITY: dict[str, ParityFn] = {}
 
 # fixture/method name -> module that registers its parity function on import
 PARITY_SOURCES: dict[str, str] = {
+    "flextok": "tokenforge.tokenizers.flextok.official",
     "var_msrq": "tokenforge.tokenizers.quantizers.official_var",
     "llamagen": "tokenforge.generators.autoregressive.official",
     "wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official",
     "tokenflow": "tokenforge.tokenizers.tokenflow.official",
     "linfusion": "tokenforge.generators.linfusion.official",
     "tokenflow_siglip": "tokenforge.tokenizers.tokenflow.official",
+    "mar": "tokenforge.generators.ecar.official",
     "shape2vecset": "tokenforge.tokenizers.vat.official",
 }
 
