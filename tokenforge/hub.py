@@ -280,6 +280,7 @@ OFFICIAL_SOURCES: dict[str, str] = {
     "var": "tokenforge.generators.autoregressive.official",
     "wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official",
     "tokenflow": "tokenforge.tokenizers.tokenflow.official",
+    "mar": "tokenforge.generators.ecar.official",
     "linfusion": "tokenforge.generators.linfusion.official",
     "shape2vecset": "tokenforge.tokenizers.vat.official",
 }
