@@ -283,6 +283,8 @@ OFFICIAL_SOURCES: dict[str, str] = {
     "mar": "tokenforge.generators.ecar.official",
     "linfusion": "tokenforge.generators.linfusion.official",
     "shape2vecset": "tokenforge.tokenizers.vat.official",
+    "enat": "tokenforge.generators.enat.official",
+    "mage_vqgan": "tokenforge.tokenizers.vqgan.mage",
 }
 
 

@@ -39,6 +39,7 @@ PARITY_SOURCES: dict[str, str] = {
     "tokenflow_siglip": "tokenforge.tokenizers.tokenflow.official",
     "mar": "tokenforge.generators.ecar.official",
     "shape2vecset": "tokenforge.tokenizers.vat.official",
+    "enat": "tokenforge.generators.enat.official",
 }
 
 
