@@ -29,6 +29,28 @@ NOT_CHECKPOINTED = {
 
 # class name -> small constructor arguments (nested modules as class_path specs)
 EXAMPLES: dict[str, dict[str, Any]] = {
+    # E-CAR / MAR peer and the KL tokenizer
+    "KLAutoencoder": {"block_out_channels": [8, 8], "layers_per_block": 1, "norm_num_groups": 4, "latent_channels": 4},
+    "MAR": {"img_size": 32, "encoder_embed_dim": 16, "encoder_depth": 1, "encoder_num_heads": 2, "decoder_embed_dim": 16, "decoder_depth": 1, "decoder_num_heads": 2, "buffer_size": 2, "class_num": 10, "diffloss_d": 1, "diffloss_w": 16, "num_sampling_steps": "5"},
+    "DiffLoss": {"token_dim": 4, "cond_dim": 8, "width": 16, "depth": 1, "num_sampling_steps": "5"},
+    "SimpleMLPAdaLN": {"in_channels": 4, "width": 16, "depth": 1, "cond_dim": 8},
+    # FlexTok
+    "FlexTokVAE": {"kind": "autoencoder_kl", "config": {"block_out_channels": [8, 8], "layers_per_block": 1, "norm_num_groups": 4, "latent_channels": 4, "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2}},
+    "FlexTokEncoder": {"latent_channels": 4, "dim": 16, "depth": 1, "head_dim": 8, "num_registers": 4, "max_grid": 2},
+    "FlexTokDecoder": {"latent_channels": 4, "dim": 16, "depth": 1, "head_dim": 8, "num_registers": 4, "max_grid": 2},
+    "FlexTok": {"vae": {"class_path": "tokenforge.tokenizers.flextok.networks.FlexTokVAE", "init_args": {"kind": "pixel", "factor": 2}},
+                "encoder": {"class_path": "tokenforge.tokenizers.flextok.networks.FlexTokEncoder", "init_args": {"latent_channels": 12, "dim": 16, "depth": 1, "head_dim": 8, "num_registers": 4, "max_grid": 2}},
+                "decoder": {"class_path": "tokenforge.tokenizers.flextok.networks.FlexTokDecoder", "init_args": {"latent_channels": 12, "dim": 16, "depth": 1, "head_dim": 8, "num_registers": 4, "max_grid": 2}}},
+    "FlexTokPatchEmbed": {"channels": 4, "dim": 16, "max_size": 2},
+    "FlexTokTimestepEmbedder": {"dim": 8},
+    "FlexTokLinearHead": {"dim": 8, "out_dim": 6},
+    "FlexTokToPatchesHead": {"dim": 8, "channels": 4},
+    # VAT
+    "PointEmbed": {"dim": 8, "hidden_dim": 12, "extra_dim": 3},
+    "Shape2VecSet": {"depth": 1, "dim": 16, "num_inputs": 32, "num_latents": 4, "latent_dim": 4, "heads": 2, "dim_head": 8},
+    "VAT": {"dim": 16, "encoder_depth": 1, "decoder_depth": 1, "num_heads": 2, "num_latents": 4, "latent_dim": 4,
+            "codebook_size": 16, "scales": [1, 2, 4], "triplane_resolution": 4, "triplane_channels": 4,
+            "triplane_upsample": 1, "mlp_hidden": 8},
     # tokenforge.nn
     "Attention": {"dim": 16, "num_heads": 2, "qv_bias": True, "l2_norm_qk": True},
     "AttnBlock1d": {"channels": 8, "num_groups": 4},
