@@ -281,6 +281,7 @@ OFFICIAL_SOURCES: dict[str, str] = {
     "wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official",
     "tokenflow": "tokenforge.tokenizers.tokenflow.official",
     "mar": "tokenforge.generators.ecar.official",
+    "diffusers_vae": "tokenforge.tokenizers.klvae.official",
     "linfusion": "tokenforge.generators.linfusion.official",
     "shape2vecset": "tokenforge.tokenizers.vat.official",
     "enat": "tokenforge.generators.enat.official",
