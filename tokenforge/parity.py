@@ -31,6 +31,7 @@ _PARITY: dict[str, ParityFn] = {}
 
 # fixture/method name -> module that registers its parity function on import
 PARITY_SOURCES: dict[str, str] = {
+    "flextok": "tokenforge.tokenizers.flextok.official",
     "var_msrq": "tokenforge.tokenizers.quantizers.official_var",
     "llamagen": "tokenforge.generators.autoregressive.official",
     "wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official",
