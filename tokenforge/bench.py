@@ -13,6 +13,7 @@ AREAS: dict[str, tuple[str, str]] = {
     "data": ("tokenforge.data.bench:main", "shard loader samples/s per worker, per modality"),
     "generator": ("tokenforge.generators.autoregressive.bench:main", "generators: `ar` = GPT sampling/training speed"),
     "tokenflow": ("tokenforge.tokenizers.tokenflow.bench:main", "TokenFlow encode/decode images/s (bf16, fp32)"),
+    "linfusion": ("tokenforge.generators.linfusion.bench:main", "LinFusion vs SDPA UNet forward time/memory vs resolution"),
     "tokenizer": ("tokenforge.tokenizers.wavtokenizer.bench:main", "tokenizers: `wavtokenizer` = audio seconds encoded/decoded per second"),
 }
 

@@ -287,7 +287,11 @@ class ENAT(Generator):
         return logits[..., : self.codebook_size]
 
     def generate(self, n: int, condition: Tensor | None = None, **sampling: Any) -> Tokens:
-        """Sample ``n`` token grids (see `tokenforge.generators.enat.sampler.enat_generate` for the options)."""
-        from tokenforge.generators.enat.sampler import enat_generate
+        """Sample ``n`` token grids; options of `tokenforge.generators.enat.sampler.enat_generate`.
 
-        return enat_generate(self, n, condition, **sampling)
+        Also accepts the keyword set of ``tokenforge generate`` (``cfg`` = ENAT's guidance scale ``w``;
+        ``temperature`` scales ``samp_temp``); options without an ENAT meaning must be neutral.
+        """
+        from tokenforge.generators.enat.sampler import enat_generate, from_cli_options
+
+        return enat_generate(self, n, condition, **from_cli_options(sampling))

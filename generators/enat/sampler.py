@@ -45,6 +45,30 @@ def gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: to
     return -torch.log(-torch.log(u))
 
 
+# defaults `tokenforge enat-generate` sets for the ``tokenforge generate`` run it wraps (steps, reuse, mode, ...)
+CLI_DEFAULTS: dict[str, Any] = {}
+
+
+def from_cli_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Map ``tokenforge generate``'s keyword set onto `enat_generate`'s; refuse options ENAT cannot honour."""
+    options = {**CLI_DEFAULTS, **options}
+    if "cfg" in options:
+        options["cfg_scale"] = float(options.pop("cfg"))
+    if "temperature" in options:
+        options["samp_temp"] = float(options.get("samp_temp", 6.0)) * float(options.pop("temperature"))
+    if options.pop("greedy", False):
+        raise ValueError("ENAT has no greedy mode (its re-masking needs sampled tokens); drop --greedy")
+    top_p = options.pop("top_p", None)
+    if options.pop("top_k", 0) or (top_p is not None and 0.0 < float(top_p) < 1.0):
+        raise ValueError("ENAT samples without top-k / top-p filtering; drop --top-k / --top-p")
+    schedule = options.pop("cfg_schedule", None)
+    if schedule not in (None, "constant", "linear"):
+        raise ValueError(f"ENAT uses its own linear CFG ramp; cfg_schedule {schedule!r} is not supported")
+    for key in ("progress", "compile"):
+        options.pop(key, None)
+    return options
+
+
 @torch.no_grad()
 def enat_generate(
     model: Any,

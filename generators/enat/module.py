@@ -1,0 +1,149 @@
+"""Lightning side of ENAT: masked-token cross-entropy on token shards, with reuse training (spec nat_car.md §1.4).
+
+Batches are ``ShardDataModule(modality="tokens")`` dicts: ``ids`` ``[B, h, w]`` (or ``[B, L]``) and an optional
+``cls`` ``[B]`` (absent: every row uses the null class, i.e. unconditional training).
+
+Per step, as the official train.py:
+- labels are replaced by the null class with ``p_uncond`` (the official dataset does this; the model's own
+  label dropout then applies again in train mode);
+- one mask ratio ``r ~ Beta(12, 3)`` per batch, ``n = clamp(round(L r), 1, L-1)`` masked positions per row from
+  a random permutation; loss = cross-entropy with label smoothing on the masked positions only;
+- with probability ``reuse_prob`` the step trains the reuse path: a random fraction ``U(0,1)`` of the
+  visible tokens is re-masked to make a "previous step" input, the EMA model (eval mode, no grad; the live
+  model when ``ema_decay`` is off) produces its state, and the live model runs with ``prev=`` that state.
+- AdamW with betas (0.99, 0.99) and weight decay on every parameter, linear warm-up then constant LR, EMA of
+  the weights (what checkpoints export).
+
+Logged: ``train/loss``, ``train/mask_ratio``, ``train/lr``, ``val/loss`` (EMA weights, fixed ratio 0.8, no reuse).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from tokenforge.generators.enat.model import ENAT, ENATState
+from tokenforge.hub import CKPT_KEY
+from tokenforge.training import TrainingModule
+
+
+def random_mask(batch: int, length: int, count: int, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> Tensor:
+    """``[batch, length]`` bool with exactly ``count`` True per row at random positions."""
+    order = torch.rand(batch, length, generator=generator, device=device).argsort(dim=1)
+    return order < count
+
+
+class ENATModule(TrainingModule):
+    """Trains an `ENAT` on token shards; see the module docstring."""
+
+    def __init__(
+        self,
+        model: ENAT,
+        lr: float = 4e-4,
+        weight_decay: float = 0.03,
+        betas: tuple[float, float] = (0.99, 0.99),
+        warmup_steps: int = 5000,
+        ema_decay: float | None = 0.9999,
+        mask_beta: tuple[float, float] = (12.0, 3.0),
+        label_smoothing: float = 0.1,
+        p_uncond: float = 0.15,
+        reuse_prob: float = 0.5,
+    ) -> None:
+        super().__init__(model)
+        self.save_hyperparameters(ignore=["model"])
+        self.ema = copy.deepcopy(model).requires_grad_(False).eval() if ema_decay else None
+        self._beta = torch.distributions.Beta(float(mask_beta[0]), float(mask_beta[1]))
+
+    # ------------------------------------------------------------------ batches
+
+    def _inputs(self, batch: dict[str, Any], train: bool) -> tuple[Tensor, Tensor]:
+        ids = batch["ids"].reshape(batch["ids"].shape[0], -1).long()
+        model = self.model
+        if ids.shape[1] != model.seq_len:
+            raise ValueError(f"token batches hold {ids.shape[1]} ids per sample; the model expects seq_len "
+                             f"{model.seq_len}")
+        if bool((ids < 0).any()) or bool((ids >= model.codebook_size).any()):
+            raise ValueError(f"token ids must lie in [0, {model.codebook_size}); check codebook_size vs the tokenizer")
+        cls = batch.get("cls")
+        labels = (cls.reshape(-1).long() if cls is not None
+                  else torch.full((ids.shape[0],), model.null_class, dtype=torch.long, device=ids.device))
+        if train and self.hparams.p_uncond > 0:
+            drop = torch.rand(labels.shape, device=labels.device) < self.hparams.p_uncond
+            labels = torch.where(drop, torch.full_like(labels, model.null_class), labels)
+        return ids, labels
+
+    def masked_loss(self, logits: Tensor, ids: Tensor, masking: Tensor, smoothing: float) -> Tensor:
+        """Cross-entropy on the masked positions only (mean over masked tokens)."""
+        return F.cross_entropy(logits[masking].float(), ids[masking], label_smoothing=smoothing)
+
+    def step_loss(self, batch: dict[str, Any], reuse: bool | None = None) -> tuple[Tensor, float]:
+        """One training loss; ``reuse`` forces / forbids the reuse path (default: with ``reuse_prob``)."""
+        ids, labels = self._inputs(batch, train=True)
+        b, length = ids.shape
+        ratio = float(self._beta.sample())
+        count = min(max(round(length * ratio), 1), length - 1)
+        masking = random_mask(b, length, count, device=ids.device)
+        inp = ids.masked_fill(masking, self.model.mask_token_id)
+        if reuse is None:
+            reuse = bool(torch.rand(()) < self.hparams.reuse_prob)
+        prev: ENATState | None = None
+        if reuse:
+            visible = length - count
+            extra = round(float(torch.rand(())) * visible)
+            # re-mask `extra` random visible positions per row: rank the visible ones randomly
+            scores = torch.rand(b, length, device=ids.device).masked_fill(masking, 2.0)
+            remask = scores.argsort(dim=1).argsort(dim=1) < extra
+            teacher = self.ema.eval() if self.ema is not None else self.model
+            with torch.no_grad():
+                prev = teacher(inp.masked_fill(remask, self.model.mask_token_id), labels)
+                prev = ENATState(prev.logits, prev.feat.detach(), prev.masking)
+        out = self.model(inp, labels, prev=prev)
+        return self.masked_loss(out.logits, ids, masking, self.hparams.label_smoothing), count / length
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        loss, ratio = self.step_loss(batch)
+        size = batch["ids"].shape[0]
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
+        self.log("train/mask_ratio", ratio, batch_size=size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=size)
+        return loss
+
+    @torch.no_grad()
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        model = self.ema.eval() if self.ema is not None else self.model
+        ids, labels = self._inputs(batch, train=False)
+        b, length = ids.shape
+        count = min(max(round(0.8 * length), 1), length - 1)
+        gen = torch.Generator(device=ids.device).manual_seed(batch_idx)
+        masking = random_mask(b, length, count, generator=gen, device=ids.device)
+        out = model(ids.masked_fill(masking, model.mask_token_id), labels)
+        loss = self.masked_loss(out.logits, ids, masking, 0.0)
+        self.log("val/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)
+        return loss
+
+    # ------------------------------------------------------------------ EMA and export
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is None:
+            return
+        decay = float(self.hparams.ema_decay)
+        with torch.no_grad():
+            for ema, live in zip(self.ema.parameters(), self.model.parameters()):
+                ema.lerp_(live.detach().to(ema.dtype), 1.0 - decay)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.ema is not None:
+            checkpoint[CKPT_KEY]["prefix"] = "ema."
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas),
+                                      weight_decay=self.hparams.weight_decay)
+        warmup = int(self.hparams.warmup_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
