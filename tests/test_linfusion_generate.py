@@ -55,3 +55,15 @@ def test_tiny_pipeline_generates_with_mounted_linfusion(pipe, fixtures_dir: Path
     assert 32 * 48 in calls  # img2img stage ran LinFusion on the doubled latent (32x48 tokens)
     with pytest.raises(ValueError, match="multiples of 8"):
         generate(pipe, None, 30, 32, **embeds)
+
+
+def test_bench_cpu_smoke(tmp_path: Path) -> None:
+    import json
+
+    from tokenforge.generators.linfusion.bench import main
+
+    assert main(["--size", "tiny", "--resolutions", "128", "--dtype", "float32", "--warmup", "0", "--repeats", "1",
+                 "--device", "cpu", "--json", str(tmp_path / "b.json")]) == 0
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [(r["attention"], r["tokens"]) for r in rows] == [("sdpa", 256), ("linfusion", 256)]
+    assert all(r["forward_ms"] > 0 for r in rows)
