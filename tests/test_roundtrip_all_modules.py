@@ -91,6 +91,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "VQGAN": {"quantizer": {"class_path": "tokenforge.tokenizers.quantizers.vq.VectorQuantizer",
                             "init_args": {"codebook_size": 16, "dim": 4, "l2_normalize": True}},
               "ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 32},
+    "MageVQGAN": {"ch": 32, "ch_mult": [1, 2], "num_res_blocks": 1, "z_channels": 8, "codebook_size": 16},
+    "ENAT": {"seq_len": 16, "hidden_size": 32, "num_heads": 4, "enc_depth": 1, "dec_depth": 1, "codebook_size": 16,
+             "num_classes": 3},
     # tokenforge.generators.autoregressive
     "GPT": {"vocab_size": 32, "seq_len": 16, "dim": 32, "depth": 2, "num_heads": 4, "multiple_of": 32,
             "num_classes": 3},
