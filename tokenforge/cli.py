@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "reconstruct": ("tokenforge.reconstruct:main", "encode and decode files with a tokenizer, write the results"),
     "demo": ("tokenforge.demo:main", "the whole chain on bundled real data: shards, fit, reconstruct"),
     "generate": ("tokenforge.generators.autoregressive.generate:main", "sample with a generator, decode with its tokenizer"),
+    "ecar-generate": ("tokenforge.generators.ecar.generate:main", "E-CAR sampling: --stages/--steps per stage/--cfg, decoded by its KL tokenizer"),
     "enat-generate": ("tokenforge.generators.enat.generate:main", "ENAT sampling: tokenforge generate plus --steps/--no-reuse/--mode"),
     "linfusion": ("tokenforge.generators.linfusion.generate:main", "LinFusion text-to-image on a local SD folder (direct / SDEdit ladder)"),
     "tokenflow": ("tokenforge.tokenizers.tokenflow.cli:main", "TokenFlow: reconstruct images (PNG grid, ids.npy, PSNR/SSIM)"),
