@@ -43,6 +43,18 @@ def test_cosine_schedule_and_respacing_keep_alphas_cumprod():
     assert torch.allclose(torch.cumprod(1 - spaced.betas, 0), ac[spaced.timestep_map], atol=1e-12, rtol=0)
 
 
+def test_fixed_large_variance_without_learned_sigma():
+    d = GaussianDiffusion(50, "linear", "", learn_sigma=False)
+    x, t = torch.randn(2, 3), torch.tensor([0, 7])
+    p = d.p_mean_variance(torch.zeros(2, 3), x, t)
+    post_var1 = d.betas[1] * (1 - torch.cumprod(1 - d.betas, 0)[0]) / (1 - torch.cumprod(1 - d.betas, 0)[1])
+    assert torch.allclose(p["log_variance"][0], torch.log(post_var1).float().expand(3))
+    assert torch.allclose(p["log_variance"][1], torch.log(d.betas[7]).float().expand(3))
+    net = SimpleMLPAdaLN(3, 16, 1, 4, out_channels=3)
+    terms = d.training_losses(net, x, t, torch.zeros(2, 3), c=torch.zeros(2, 4))
+    assert set(terms) == {"loss", "mse"} and torch.equal(terms["loss"], terms["mse"])
+
+
 def test_timestep_embedding_is_cos_then_sin():
     e = timestep_embedding(torch.tensor([0.0, 3.0]), 8)
     assert torch.allclose(e[0], torch.tensor([1.0] * 4 + [0.0] * 4))

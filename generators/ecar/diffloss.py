@@ -111,11 +111,12 @@ class DiffLoss(Configurable, nn.Module):
     """MAR's diffusion loss on continuous tokens: ``net`` + cosine 1000-step training / respaced sampling."""
 
     def __init__(self, token_dim: int = 16, cond_dim: int = 768, width: int = 1024, depth: int = 6,
-                 num_sampling_steps: str = "100", schedule: str = "cosine", diffusion_steps: int = 1000) -> None:
+                 num_sampling_steps: str = "100", schedule: str = "cosine", diffusion_steps: int = 1000,
+                 learn_sigma: bool = True) -> None:
         super().__init__()
-        self.net = SimpleMLPAdaLN(token_dim, width, depth, cond_dim, 2 * token_dim)
-        self.train_diffusion = GaussianDiffusion(diffusion_steps, schedule, "")
-        self.gen_diffusion = GaussianDiffusion(diffusion_steps, schedule, num_sampling_steps)
+        self.net = SimpleMLPAdaLN(token_dim, width, depth, cond_dim, (2 if learn_sigma else 1) * token_dim)
+        self.train_diffusion = GaussianDiffusion(diffusion_steps, schedule, "", learn_sigma)
+        self.gen_diffusion = GaussianDiffusion(diffusion_steps, schedule, num_sampling_steps, learn_sigma)
 
     def forward(self, target: Tensor, z: Tensor, mask: Tensor | None = None, batch_mul: int = 1) -> Tensor:
         """Mean loss over tokens ``target (N,C)`` with conditions ``z (N,D)``; ``mask (N,)`` weights tokens."""

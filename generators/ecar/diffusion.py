@@ -1,4 +1,5 @@
-"""ADM/DiT Gaussian diffusion as MAR's DiffLoss uses it: cosine schedule, eps prediction, learned-range variance.
+"""ADM/DiT Gaussian diffusion as MAR's DiffLoss uses it: cosine schedule, eps prediction, learned-range variance
+(or, with ``learn_sigma=False``, ADM's fixed-large variance and an MSE-only loss).
 
 What MAR needs and nothing more: `space_timesteps` / respaced betas (``SpacedDiffusion``), ``q_sample``,
 ``p_mean_variance`` with LEARNED_RANGE variance, the training loss ``mse + vb`` (the VB term on a detached mean,
@@ -74,7 +75,8 @@ def _mean_flat(x: Tensor) -> Tensor:
 class GaussianDiffusion:
     """A (respaced) diffusion over ``len(timestep_map)`` steps of a ``num_steps`` base schedule."""
 
-    def __init__(self, num_steps: int = 1000, schedule: str = "cosine", respacing: str | list[int] = "") -> None:
+    def __init__(self, num_steps: int = 1000, schedule: str = "cosine", respacing: str | list[int] = "",
+                 learn_sigma: bool = True) -> None:
         if schedule not in ("cosine", "linear"):
             raise ValueError(f"schedule must be 'cosine' or 'linear', got {schedule!r}")
         base = cosine_betas(num_steps) if schedule == "cosine" else linear_betas(num_steps)
@@ -97,6 +99,8 @@ class GaussianDiffusion:
         self.post_coef1 = b * ac_prev.sqrt() / (1.0 - ac)
         self.post_coef2 = (1.0 - ac_prev) * (1.0 - b).sqrt() / (1.0 - ac)
         self.log_betas = torch.log(b)
+        self.learn_sigma = learn_sigma  # False: ADM's FIXED_LARGE variance, loss = MSE only
+        self.fixed_logvar = torch.log(torch.cat([post_var[1:2], b[1:]]))
 
     @staticmethod
     def _at(arr: Tensor, t: Tensor, like: Tensor) -> Tensor:
@@ -116,11 +120,16 @@ class GaussianDiffusion:
     def p_mean_variance(self, output: Tensor, x: Tensor, t: Tensor) -> dict[str, Tensor]:
         """Mean, log-variance and x0 from the network's ``(eps, v)`` output (LEARNED_RANGE, no clipping)."""
         c = x.shape[1]
-        if output.shape[1] != 2 * c:
-            raise ValueError(f"the network must output 2*C = {2 * c} channels (eps, variance), got {output.shape[1]}")
-        eps, v = output[:, :c], output[:, c:]
-        frac = (v + 1) / 2
-        logvar = frac * self._at(self.log_betas, t, x) + (1 - frac) * self._at(self.post_logvar, t, x)
+        want = 2 * c if self.learn_sigma else c
+        if output.shape[1] != want:
+            raise ValueError(f"the network must output {want} channels (eps{', variance' if self.learn_sigma else ''}),"
+                             f" got {output.shape[1]}")
+        eps = output[:, :c]
+        if self.learn_sigma:
+            frac = (output[:, c:] + 1) / 2
+            logvar = frac * self._at(self.log_betas, t, x) + (1 - frac) * self._at(self.post_logvar, t, x)
+        else:
+            logvar = self._at(self.fixed_logvar, t, x).expand_as(x)
         pred_x0 = self._at(self.sqrt_recip_ac, t, x) * x - self._at(self.sqrt_recipm1_ac, t, x) * eps
         mean, _ = self.q_posterior(pred_x0, x, t)
         return {"mean": mean, "log_variance": logvar, "pred_xstart": pred_x0}
@@ -131,13 +140,15 @@ class GaussianDiffusion:
         xt = self.q_sample(x0, t, noise)
         out = self.model_out(net, xt, t, **kwargs)
         c = x0.shape[1]
+        mse = _mean_flat((noise - out[:, :c]) ** 2)
+        if not self.learn_sigma:
+            return {"loss": mse, "mse": mse}
         frozen = torch.cat([out[:, :c].detach(), out[:, c:]], dim=1)
         true_mean, true_logvar = self.q_posterior(x0, xt, t)
         p = self.p_mean_variance(frozen, xt, t)
         kl = _mean_flat(normal_kl(true_mean, true_logvar, p["mean"], p["log_variance"])) / math.log(2.0)
         nll = -_mean_flat(discretized_gaussian_log_likelihood(x0, p["mean"], 0.5 * p["log_variance"])) / math.log(2.0)
         vb = torch.where(t == 0, nll, kl)
-        mse = _mean_flat((noise - out[:, :c]) ** 2)
         return {"loss": mse + vb, "mse": mse, "vb": vb}
 
     def p_sample(self, net: Net, x: Tensor, t: Tensor, temperature: float = 1.0, noise: Tensor | None = None,

@@ -48,6 +48,7 @@ class MAR(Configurable, nn.Module):
         decoder_num_heads: int = 12, mlp_ratio: float = 4.0, norm_eps: float = 1e-6, vae_embed_dim: int = 16,
         buffer_size: int = 64, class_num: int = 1000, label_drop_prob: float = 0.1, dropout: float = 0.1,
         diffloss_d: int = 6, diffloss_w: int = 1024, num_sampling_steps: str = "100", diffusion_batch_mul: int = 4,
+        noise_schedule: str = "cosine", diffusion_steps: int = 1000, learn_sigma: bool = True,
     ) -> None:
         super().__init__()
         side = img_size // vae_stride // patch_size
@@ -68,7 +69,8 @@ class MAR(Configurable, nn.Module):
         self.decoder_blocks = timm_blocks(dd, decoder_depth, decoder_num_heads, mlp_ratio, norm_eps, dropout)
         self.decoder_norm = nn.LayerNorm(dd, eps=norm_eps)
         self.diffusion_pos_embed_learned = nn.Parameter(torch.zeros(1, self.seq_len, dd))
-        self.diffloss = DiffLoss(self.token_dim, dd, diffloss_w, diffloss_d, num_sampling_steps)
+        self.diffloss = DiffLoss(self.token_dim, dd, diffloss_w, diffloss_d, num_sampling_steps, noise_schedule,
+                                 diffusion_steps, learn_sigma)
         for p in (self.fake_latent, self.mask_token, self.encoder_pos_embed_learned,
                   self.decoder_pos_embed_learned, self.diffusion_pos_embed_learned):
             nn.init.normal_(p, std=0.02)
