@@ -1,0 +1,112 @@
+"""FlexTok training: the flow loss falls on real images, PSNR does not drop as k grows, `tokenforge fit` runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from test_vqgan import load_images  # tests/ is on sys.path (pytest's default import mode)
+
+from tokenforge import hub
+from tokenforge.tokenizers.flextok import FlexTok, FlexTokDecoder, FlexTokEncoder, FlexTokVAE
+from tokenforge.tokenizers.flextok.module import FlexTokModule, psnr, sample_keep_k
+
+REPO = Path(__file__).resolve().parents[1]
+KS = [1, 2, 4, 8]
+
+
+def tiny(device: str = "cpu", dim: int = 64, depth: int = 1) -> FlexTok:
+    torch.manual_seed(0)
+    kw = dict(latent_channels=12, dim=dim, depth=depth, head_dim=32, num_registers=8, max_grid=4)
+    return FlexTok(FlexTokVAE(kind="pixel", factor=2), FlexTokEncoder(**kw), FlexTokDecoder(**kw), steps=8).to(device)
+
+
+def all_images(shared_data: Path, size: int = 16) -> torch.Tensor:
+    names = tuple(p.name for p in sorted((shared_data / "images").glob("*.*")) if p.is_file())
+    return load_images(shared_data / "images", size, names)
+
+
+def train(model: FlexTok, images: torch.Tensor, steps: int) -> list[float]:
+    module = FlexTokModule(model, cond_drop_prob=0.0)
+    opt = torch.optim.AdamW(module.parameters(), lr=3e-3, weight_decay=0.0)
+    losses = []
+    for _ in range(steps):
+        loss = module.flow_loss(images)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def psnr_per_k(model: FlexTok, images: torch.Tensor, repeats: int = 3) -> list[float]:
+    model.eval()
+    with torch.no_grad():
+        ids = model.encode(images).ids.repeat(repeats, 1)
+        noise = torch.randn(len(ids), 12, 8, 8, generator=torch.Generator().manual_seed(0)).to(images.device)
+        target = images.repeat(repeats, 1, 1, 1)
+        return [psnr(model.vae.decode(model.decode_latents(ids, k=k, noise=noise)).clamp(-1, 1), target).mean().item()
+                for k in KS]
+
+
+def check_monotone(scores: list[float]) -> None:
+    # same noise for every k: quality must not drop as tokens are added (slack for sampler noise)
+    assert all(b >= a - 0.02 for a, b in zip(scores, scores[1:])), scores
+    assert scores[-1] > scores[0] + 0.05, scores
+
+
+def test_flow_loss_falls_and_psnr_is_monotone_in_k(shared_data: Path) -> None:
+    torch.set_num_threads(1)
+    images = all_images(shared_data)
+    model = tiny()
+    losses = train(model, images, 150)
+    assert sum(losses[-10:]) / 10 < 0.5 * sum(losses[:10]) / 10, losses[::10]
+    check_monotone(psnr_per_k(model, images))
+
+
+@pytest.mark.gpu
+def test_psnr_monotone_in_k_gpu_few_hundred_steps(shared_data: Path) -> None:
+    images = all_images(shared_data).cuda()
+    model = tiny("cuda", dim=96, depth=2)
+    losses = train(model, images, 400)
+    assert sum(losses[-10:]) < 0.5 * sum(losses[:10])
+    scores = psnr_per_k(model, images)
+    print("psnr per k", dict(zip(KS, scores)))
+    check_monotone(scores)
+
+
+def test_keep_k_sampling() -> None:
+    gen = torch.Generator().manual_seed(0)
+    pow2 = sample_keep_k(4000, 256, "pow2", generator=gen)
+    assert set(pow2.tolist()) == {1, 2, 4, 8, 16, 32, 64, 128, 256}
+    uniform = sample_keep_k(4000, 256, "uniform", generator=gen)
+    assert uniform.min() >= 1 and uniform.max() <= 256 and len(set(uniform.tolist())) > 200
+    with pytest.raises(ValueError, match="nested dropout"):
+        sample_keep_k(2, 8, "random")
+
+
+def test_fit_tiny_config_through_the_cli(tmp_path: Path, shared_data: Path) -> None:
+    from tokenforge.cli import lightning_cli
+    from tokenforge.data.shards import make_shards
+
+    make_shards("images", str(shared_data / "images" / "*.png"), tmp_path / "shards", max_side=64,
+                val_fraction=0.25, progress=False)
+    cli = lightning_cli(args=[
+        "fit", "--config", str(REPO / "configs/tokenizers/flextok/tiny.yaml"),
+        "--data.init_args.train", str(tmp_path / "shards"), "--data.init_args.val", str(tmp_path / "shards"),
+        "--trainer.max_steps", "30", "--trainer.val_check_interval", "30", "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--trainer.enable_progress_bar", "false",
+    ])
+    assert cli.trainer.global_step == 30
+    metrics = cli.trainer.logged_metrics
+    assert "val/psnr_k1" in metrics and "val/psnr_k8" in metrics
+    rows = (next(tmp_path.rglob("metrics.csv"))).read_text().splitlines()
+    header = rows[0].split(",")
+    col = header.index("train/flow_step") if "train/flow_step" in header else header.index("train/flow")
+    flow = [float(r.split(",")[col]) for r in rows[1:] if r.split(",")[col]]
+    assert sum(flow[-5:]) / 5 < sum(flow[:5]) / 5, flow  # the flow loss falls on real shards
+    checkpoints = sorted(tmp_path.rglob("*.ckpt"))
+    restored = hub.from_pretrained(checkpoints[-1])
+    assert isinstance(restored, FlexTok) and restored.init_args == cli.model.model.init_args
