@@ -81,3 +81,18 @@ def test_autoencoder_gan_loop_lowers_reconstruction_loss(images: torch.Tensor) -
     assert len(seen) == 15 and "adversarial" in seen[-1] and "adversarial" not in seen[0]
     assert sum(l1[7:10]) / 3 < 0.8 * l1[0]
     assert all(o["aux"].item() > 0 for o in seen)  # the KL term is on
+
+
+def test_tiny_config_fits_through_the_cli(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    from tokenforge.cli import lightning_cli
+    from tokenforge.data.shards import make_shards
+
+    torch.set_num_threads(1)
+    make_shards("images", shared_data / "images", tmp_path / "raw", val_fraction=0.2, max_side=64, progress=False)
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[1] / "configs/tokenizers/klvae/tiny.yaml"
+    lightning_cli(args=["fit", "--config", str(config), "--data.init_args.train", str(tmp_path / "raw"),
+                        "--trainer.max_steps", "12", "--trainer.enable_progress_bar", "false"])
+    model = hub.from_pretrained(next((tmp_path / "logs").rglob("last.ckpt")))
+    assert isinstance(model, KLAutoencoder)
+    assert model.encode(torch.zeros(1, 3, 32, 32)).latents.shape == (1, 4, 16, 16)
