@@ -18,7 +18,7 @@ from tokenforge.generators.enat import sampler
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="tokenforge enat-generate", add_help=False)
+    p = argparse.ArgumentParser(prog="tokenforge enat-generate", add_help=False, allow_abbrev=False)
     p.add_argument("--steps", type=int, default=8, help="sampling steps (8)")
     p.add_argument("--mask-temp", type=float, default=1.5, help="Gumbel re-masking temperature (1.5)")
     p.add_argument("--samp-temp", type=float, default=6.0, help="token sampling temperature at step 0 (6)")
