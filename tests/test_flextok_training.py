@@ -110,3 +110,35 @@ def test_fit_tiny_config_through_the_cli(tmp_path: Path, shared_data: Path) -> N
     checkpoints = sorted(tmp_path.rglob("*.ckpt"))
     restored = hub.from_pretrained(checkpoints[-1])
     assert isinstance(restored, FlexTok) and restored.init_args == cli.model.model.init_args
+
+
+def test_reconstruct_cli_writes_strips_and_psnr_per_k(tmp_path: Path, shared_data: Path) -> None:
+    import json
+
+    from PIL import Image
+
+    from tokenforge.tokenizers.flextok.cli import main
+
+    hub.save_pretrained(tiny(), tmp_path / "model")
+    files = [str(shared_data / "images" / n) for n in ("astronaut.png", "coffee.png")]
+    assert main(["reconstruct", "--model", str(tmp_path / "model"), *files, "--out", str(tmp_path / "rec"),
+                 "--tokens", "1,2,8", "--size", "16", "--steps", "2", "--device", "cpu"]) == 0
+    metrics = json.loads((tmp_path / "rec" / "metrics.json").read_text())
+    assert set(metrics["mean"]) == {"psnr_k1", "psnr_k2", "psnr_k8"}
+    assert all(v > 0 for f in metrics["files"].values() for v in f.values())
+    assert Image.open(tmp_path / "rec" / "astronaut.png").size == (16 * 4, 16)  # input + 3 reconstructions
+    with pytest.raises(ValueError, match="1..8"):
+        main(["reconstruct", "--model", str(tmp_path / "model"), files[0], "--out", str(tmp_path / "bad"),
+              "--tokens", "1,9", "--size", "16", "--device", "cpu"])
+
+
+def test_bench_runs_on_cpu(capsys) -> None:
+    from tokenforge.tokenizers.flextok.bench import main
+
+    assert main(["--size", "tiny", "--device", "cpu", "--batch", "1", "--repeats", "1", "--warmup", "0",
+                 "--ks", "1", "16", "--steps", "1", "--dtypes", "fp32", "--json"]) == 0
+    import json
+
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["workload"] for r in rows] == ["encode"] + ["decode"] * 4
+    assert all(r["images_per_s"] > 0 for r in rows)

@@ -10,8 +10,10 @@ import importlib
 import sys
 
 AREAS: dict[str, tuple[str, str]] = {
+    "flextok": ("tokenforge.tokenizers.flextok.bench:main", "FlexTok encode / decode images/s at k=1,32,256 (bf16, fp32)"),
     "data": ("tokenforge.data.bench:main", "shard loader samples/s per worker, per modality"),
     "generator": ("tokenforge.generators.autoregressive.bench:main", "generators: `ar` = GPT sampling/training speed"),
+    "enat": ("tokenforge.generators.enat.bench:main", "ENAT 8-step sampling images/s + GFLOPs: reuse vs no-reuse vs MaskGIT mode"),
     "tokenflow": ("tokenforge.tokenizers.tokenflow.bench:main", "TokenFlow encode/decode images/s (bf16, fp32)"),
     "linfusion": ("tokenforge.generators.linfusion.bench:main", "LinFusion vs SDPA UNet forward time/memory vs resolution"),
     "tokenizer": ("tokenforge.tokenizers.wavtokenizer.bench:main", "tokenizers: `wavtokenizer` = audio seconds encoded/decoded per second"),

@@ -16,6 +16,7 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 # name -> ("module:function", one-line help). Method issues add their commands here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "flextok": ("tokenforge.tokenizers.flextok.cli:main", "FlexTok: coarse-to-fine reconstruction strips, PSNR per k (--tokens 1,4,16,64,256)"),
     "shards": ("tokenforge.data.cli:main", "make raw shards from files, or encode them into token shards"),
     "convert": ("tokenforge.convert:main", "convert an official checkpoint to tokenforge's format; --check runs parity"),
     "bench": ("tokenforge.bench:main", "measure throughput (data loaders, models) on this machine"),
