@@ -35,6 +35,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "DiffLoss": {"token_dim": 4, "cond_dim": 8, "width": 16, "depth": 1, "num_sampling_steps": "5"},
     "SimpleMLPAdaLN": {"in_channels": 4, "width": 16, "depth": 1, "cond_dim": 8},
     "ECAR": {"latent_channels": 4, "scales": [1, 2], "dim": 16, "depth": 1, "num_heads": 2, "num_classes": 3, "head_width": 16, "head_depth": 1},
+    "FlowDiT": {"latent_channels": 4, "latent_size": 4, "patch_size": 2, "dim": 16, "depth": 1, "num_heads": 2, "num_classes": 3},
     # FlexTok
     "FlexTokVAE": {"kind": "autoencoder_kl", "config": {"block_out_channels": [8, 8], "layers_per_block": 1, "norm_num_groups": 4, "latent_channels": 4, "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2}},
     "FlexTokEncoder": {"latent_channels": 4, "dim": 16, "depth": 1, "head_dim": 8, "num_registers": 4, "max_grid": 2},

@@ -12,6 +12,7 @@ import sys
 AREAS: dict[str, tuple[str, str]] = {
     "flextok": ("tokenforge.tokenizers.flextok.bench:main", "FlexTok encode / decode images/s at k=1,32,256 (bf16, fp32)"),
     "data": ("tokenforge.data.bench:main", "shard loader samples/s per worker, per modality"),
+    "ecar": ("tokenforge.generators.ecar.bench:main", "E-CAR vs matched DiT: GFLOPs and latency per 256 px image"),
     "generator": ("tokenforge.generators.autoregressive.bench:main", "generators: `ar` = GPT sampling/training speed"),
     "enat": ("tokenforge.generators.enat.bench:main", "ENAT 8-step sampling images/s + GFLOPs: reuse vs no-reuse vs MaskGIT mode"),
     "tokenflow": ("tokenforge.tokenizers.tokenflow.bench:main", "TokenFlow encode/decode images/s (bf16, fp32)"),
