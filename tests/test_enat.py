@@ -161,3 +161,23 @@ def test_cli_option_mapping():
     with pytest.raises(ValueError, match="greedy"):
         from_cli_options({"greedy": True})
     assert math.isclose(from_cli_options({"temperature": 1.0})["samp_temp"], 6.0)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_fixture_and_samples_in_bf16(fixtures_dir):
+    from safetensors.torch import load_file
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    folder = fixtures_dir / "enat"
+    inp, exp = load_file(str(folder / "inputs.safetensors")), load_file(str(folder / "outputs.safetensors"))
+    model = from_official("enat", folder).cuda()
+    with torch.no_grad():
+        s1 = model(inp["ids_step1"].cuda(), inp["labels"].cuda())
+        s2 = model(inp["ids_step2"].cuda(), inp["labels"].cuda(), prev=s1)
+    assert (s2.logits.cpu() - exp["step2_reuse_logits"]).abs().max() < 1e-3
+    replay = enat_generate(model, 2, inp["gen_labels"].cuda(),
+                           noise={"draws": inp["gen_sampled_ids"], "gumbel": inp["gen_gumbel"]})
+    assert torch.equal(replay.ids.reshape(2, -1).cpu(), exp["gen_final_ids"])
+    tokens = enat_generate(model.to(torch.bfloat16), 8, torch.arange(8).cuda(),
+                           generator=torch.Generator("cuda").manual_seed(0))
+    assert tokens.ids.shape == (8, 8, 8) and 0 <= int(tokens.ids.min()) and int(tokens.ids.max()) < 1024
