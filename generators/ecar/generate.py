@@ -6,6 +6,7 @@
 Writes ``latents.npy`` (N, C, H, W), ``labels.json``, ``sample_XXXX.png`` and ``grid.png``. The tokenizer comes
 from ``--tokenizer`` or the token-shard manifest (``--tokens``), as in ``tokenforge generate``. ``--steps`` is one
 Euler step count for every stage or one per stage; ``--stages`` < S stops early (a low-resolution preview).
+A `FlowDiT` checkpoint (the baseline) samples with ``--steps`` Euler steps at full resolution.
 """
 
 from __future__ import annotations
@@ -42,12 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    from tokenforge.generators.ecar.dit import FlowDiT
     from tokenforge.generators.ecar.model import ECAR
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     generator = load_module(args.generator)
-    if not isinstance(generator, ECAR):
-        raise TypeError(f"{args.generator} holds a {type(generator).__name__}, not an ECAR")
+    if not isinstance(generator, (ECAR, FlowDiT)):
+        raise TypeError(f"{args.generator} holds a {type(generator).__name__}, not an ECAR or FlowDiT")
     generator = generator.to(device).eval()
     tokenizer = load_module(tokenizer_name(args)).to(device).eval()
     rng = torch.Generator(device=device).manual_seed(args.seed)
@@ -59,7 +61,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for start in range(0, args.n, args.batch_size):
         batch = torch.tensor(labels[start: start + args.batch_size], device=device)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
-            latents = generator.generate(batch, steps=steps, cfg=args.cfg, num_stages=args.stages, generator=rng)
+            if isinstance(generator, FlowDiT):  # the baseline: one Euler schedule over the full resolution
+                latents = generator.generate(batch, steps=args.steps[0], cfg=args.cfg, generator=rng)
+            else:
+                latents = generator.generate(batch, steps=steps, cfg=args.cfg, num_stages=args.stages, generator=rng)
             images = tokenizer.decode(latents.float())
         save_images(images, out, start)
         all_latents.append(latents.float().cpu())

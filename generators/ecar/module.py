@@ -1,4 +1,4 @@
-"""`ECARModule`: trains an `ECAR` (or a `MAR`) on latent token shards (``batch["latents"]``, optional ``cls``).
+"""`ECARModule`: trains an `ECAR` (or its `FlowDiT` baseline, or a `MAR`) on latent token shards (``batch["latents"]``, optional ``cls``).
 
 Recipe (chosen where E-CAR is silent, from MAR/FlowAR): AdamW betas (0.9, 0.95), weight decay on matrices
 only (none on the diffusion/flow head, as MAR), linear warm-up then constant lr, EMA of the weights
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from tokenforge.generators.ecar.dit import FlowDiT
 from tokenforge.generators.ecar.mar import MAR
 from tokenforge.generators.ecar.model import ECAR
 from tokenforge.hub import CKPT_KEY
@@ -22,7 +23,7 @@ from tokenforge.training import TrainingModule
 
 
 class ECARModule(TrainingModule):
-    def __init__(self, model: ECAR | MAR, lr: float = 1e-4, weight_decay: float = 0.02,
+    def __init__(self, model: ECAR | FlowDiT | MAR, lr: float = 1e-4, weight_decay: float = 0.02,
                  betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 0,
                  ema_decay: float | None = 0.9999) -> None:
         super().__init__(model)
