@@ -142,3 +142,34 @@ def test_bench_runs_on_cpu(capsys) -> None:
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["workload"] for r in rows] == ["encode"] + ["decode"] * 4
     assert all(r["images_per_s"] > 0 for r in rows)
+
+
+class PatchFeatures(torch.nn.Module):
+    """A fixed random conv standing in for DINOv2: images -> [B, N, F] patch features."""
+
+    def __init__(self, stride: int = 8, dim: int = 24) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = torch.nn.Conv2d(3, dim, stride, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).flatten(2).transpose(1, 2)
+
+
+def test_repa_alignment_trains_the_projector(shared_data: Path) -> None:
+    torch.set_num_threads(1)
+    images = all_images(shared_data)[:8]
+    # stride 8 on 16 px gives a 2x2 feature grid: the loss resamples it to the decoder's 4x4 patch grid
+    module = FlexTokModule(tiny(), feature_model=PatchFeatures(), feature_dim=24, repa_layer=0, repa_weight=1.0)
+    opt = torch.optim.AdamW(module.parameters(), lr=3e-3)
+    repa = []
+    for _ in range(30):
+        out = module.flow_loss(images)
+        assert torch.allclose(out["loss"], out["flow"] + out["repa"])
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        repa.append(out["repa"].item())
+    assert -1.0 <= min(repa) and max(repa) <= 1.0
+    assert sum(repa[-5:]) / 5 < sum(repa[:5]) / 5 - 0.1, repa
+    assert all(p.grad is None for p in module.feature_model.parameters())  # the teacher stays frozen

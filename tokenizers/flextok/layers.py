@@ -52,11 +52,12 @@ def sincos_posemb_2d(dim: int, h: int, w: int, temperature: float = 10000.0) -> 
 class FlexTokPatchEmbed(Configurable, nn.Module):
     """Latents NCHW -> 2x2 patches -> ``Linear(p*p*C -> D)`` + fixed sin-cos posemb, as ``[B, h*w, D]``."""
 
-    def __init__(self, channels: int, dim: int, max_size: int, patch: int = 2) -> None:
+    def __init__(self, channels: int, dim: int, max_size: int | list[int], patch: int = 2) -> None:
         super().__init__()
         self.patch = patch
+        h, w = (max_size, max_size) if isinstance(max_size, int) else max_size
         self.patch_proj = nn.Linear(patch * patch * channels, dim)
-        self.register_buffer("posembs", sincos_posemb_2d(dim, max_size, max_size))
+        self.register_buffer("posembs", sincos_posemb_2d(dim, h, w))
 
     def forward(self, latents: Tensor) -> Tensor:
         x = self.patch_proj(patchify(latents, self.patch))

@@ -111,8 +111,8 @@ class FlexTok(Tokenizer):
         )
 
     def _default_latent_shape(self) -> tuple[int, int, int]:
-        grid = self.decoder.patch_emb.posembs.shape[-1] * self.decoder.patch
-        return (self.decoder.latent_channels, grid, grid)
+        h, w = self.decoder.patch_emb.posembs.shape[-2:]
+        return (self.decoder.latent_channels, h * self.decoder.patch, w * self.decoder.patch)
 
     def decode(self, tokens: Tokens | Tensor, k: int | list[int] | Tensor | None = None, **kwargs: Any) -> Tensor:
         """Tokens (or ids ``[B, l]``) -> images ``[B, 3, H, W]``; ``k`` keeps the first k tokens per sample."""

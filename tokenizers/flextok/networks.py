@@ -117,7 +117,7 @@ class FlexTokEncoder(Configurable, nn.Module):
 
     def __init__(
         self, latent_channels: int = 16, dim: int = 768, depth: int = 12, head_dim: int = 64,
-        num_registers: int = 256, fsq_dim: int = 6, max_grid: int = 16, patch: int = 2, eps: float = 1e-5,
+        num_registers: int = 256, fsq_dim: int = 6, max_grid: int | list[int] = 16, patch: int = 2, eps: float = 1e-5,
     ) -> None:
         super().__init__()
         _check_dims(dim, head_dim)
@@ -145,7 +145,7 @@ class FlexTokDecoder(Configurable, nn.Module):
 
     def __init__(
         self, latent_channels: int = 16, dim: int = 768, depth: int = 12, head_dim: int = 64,
-        num_registers: int = 256, fsq_dim: int = 6, max_grid: int = 16, patch: int = 2, eps: float = 1e-5,
+        num_registers: int = 256, fsq_dim: int = 6, max_grid: int | list[int] = 16, patch: int = 2, eps: float = 1e-5,
         max_timestep: float = 1.0, null_cond: str = "learned",
     ) -> None:
         super().__init__()

@@ -93,7 +93,7 @@ def build_from_config(config: Mapping[str, Any], vae_config: Mapping[str, Any] |
     channels = vae.latent_channels
     enc_t, dec_t = _entry(config, "encoder", "enc_trunk"), _entry(config, "decoder", "dec_trunk")
     registers = int(_entry(config, "encoder", "enc_registers")["n_max"])
-    grid = int(max(_entry(config, "decoder", "dec_posemb")["max_sizes"]))
+    grid = [int(v) for v in _entry(config, "decoder", "dec_posemb")["max_sizes"]]
     null = config["decoder"]["module_dict"].get(ENTRIES["dec_null"], {})
     encoder = FlexTokEncoder(channels, enc_t["dim"], enc_t["depth"], enc_t.get("head_dim", 64), registers,
                              len(levels), grid)
@@ -139,9 +139,10 @@ def parity(folder: Path) -> dict[str, Result]:
         full = model.ids_to_codes(ids[:, :k_fwd])
         keep = torch.full((b,), k_fwd)
         x_t, t = inputs["fwd_noised_latents"], inputs["fwd_timesteps"]
-        out["dec_velocity_k4"] = Result(model.decoder(x_t, t, model.decoder.condition(full, keep)), 1e-4)
+        name = f"dec_velocity_k{k_fwd}"
+        out[name] = Result(model.decoder(x_t, t, model.decoder.condition(full, keep)), 1e-4)
         drop = torch.ones(b, dtype=torch.bool)
-        out["dec_velocity_k4_uncond"] = Result(model.decoder(x_t, t, model.decoder.condition(full, keep, drop)), 1e-4)
+        out[f"{name}_uncond"] = Result(model.decoder(x_t, t, model.decoder.condition(full, keep, drop)), 1e-4)
         steps, noise = int(settings["timesteps"]), inputs["dec_noise"]
         for k in settings["decode_ks"]:
             lat = model.decode_latents(ids[:, :k], noise=noise, steps=steps, guidance_scale=1.0)
