@@ -114,3 +114,17 @@ def test_diffloss_training_lowers_the_loss():
     assert sum(losses[-20:]) / 20 < 0.7 * sum(losses[:20]) / 20
     assert head(target, z, batch_mul=2).isfinite()
     assert head.sample(z[:8]).shape == (8, 2)
+
+
+def test_released_checkpoint_layout_uses_the_ema_weights(fixtures_dir, tmp_path):
+    import json
+    import shutil
+
+    state = load_file(str(fixtures_dir / "mar" / "state_dict.safetensors"))
+    live = {k: torch.zeros_like(v) for k, v in state.items()}
+    torch.save({"model": live, "model_ema": state, "epoch": 3}, tmp_path / "checkpoint-last.pth")
+    shutil.copy(fixtures_dir / "mar" / "config.json", tmp_path / "config.json")
+    model = from_official("mar", tmp_path)
+    assert torch.equal(model.class_emb.weight, state["class_emb.weight"])
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert model.diffloss.gen_diffusion.num_timesteps == int(cfg["num_sampling_steps"])
