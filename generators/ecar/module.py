@@ -1,4 +1,4 @@
-"""`ECARModule`: trains an `ECAR` (or its `FlowDiT` baseline, or a `MAR`) on latent token shards (``batch["latents"]``, optional ``cls``).
+"""`ECARModule`: trains an `ECAR` (or its `FlowDiT` baseline, or a `MAR`) on latent token shards.
 
 Recipe (chosen where E-CAR is silent, from MAR/FlowAR): AdamW betas (0.9, 0.95), weight decay on matrices
 only (none on the diffusion/flow head, as MAR), linear warm-up then constant lr, EMA of the weights
