@@ -94,9 +94,9 @@ class FlexTokVAE(Configurable, nn.Module):
             return self.vae.decode(latents.to(self.vae.dtype) / self.scaling_factor).sample.float()
 
 
-def _block_options(dim: int, head_dim: int, eps: float, adaln: bool) -> dict[str, Any]:
+def _block_options(dim: int, head_dim: int, eps: float, adaln: bool, mlp_ratio: float = 4.0) -> dict[str, Any]:
     options: dict[str, Any] = {
-        "mlp": "swiglu", "mlp_options": {"multiple_of": 1, "prefix": "fc"},
+        "mlp": "swiglu", "mlp_hidden_dim": int(2 * mlp_ratio * dim / 3), "mlp_options": {"prefix": "fc"},
         "attn_options": {"head_dim": head_dim, "qkv": "separate", "qk_norm": "layernorm", "qk_norm_eps": eps,
                          "scale": 8.0 / head_dim},
     }
@@ -118,13 +118,14 @@ class FlexTokEncoder(Configurable, nn.Module):
     def __init__(
         self, latent_channels: int = 16, dim: int = 768, depth: int = 12, head_dim: int = 64,
         num_registers: int = 256, fsq_dim: int = 6, max_grid: int | list[int] = 16, patch: int = 2, eps: float = 1e-5,
+        mlp_ratio: float = 4.0,
     ) -> None:
         super().__init__()
         _check_dims(dim, head_dim)
         self.num_registers = num_registers
         self.patch_emb = FlexTokPatchEmbed(latent_channels, dim, max_grid, patch)
         self.registers = nn.Parameter(torch.empty(num_registers, dim))
-        self.transformer = Transformer(dim, depth, dim // head_dim, block_options=_block_options(dim, head_dim, eps, False))
+        self.transformer = Transformer(dim, depth, dim // head_dim, block_options=_block_options(dim, head_dim, eps, False, mlp_ratio))
         self.to_latents = FlexTokLinearHead(dim, fsq_dim, eps)
         xavier_init(self.transformer)
         nn.init.xavier_uniform_(self.patch_emb.patch_proj.weight)
@@ -146,7 +147,7 @@ class FlexTokDecoder(Configurable, nn.Module):
     def __init__(
         self, latent_channels: int = 16, dim: int = 768, depth: int = 12, head_dim: int = 64,
         num_registers: int = 256, fsq_dim: int = 6, max_grid: int | list[int] = 16, patch: int = 2, eps: float = 1e-5,
-        max_timestep: float = 1.0, null_cond: str = "learned",
+        max_timestep: float = 1.0, null_cond: str = "learned", mlp_ratio: float = 4.0, time_frequency_size: int = 256,
     ) -> None:
         super().__init__()
         _check_dims(dim, head_dim)
@@ -158,9 +159,9 @@ class FlexTokDecoder(Configurable, nn.Module):
         self.mask_token = nn.Parameter(torch.empty(dim))
         self.nullcond = nn.Parameter(torch.empty(dim)) if null_cond == "learned" else None
         self.patch_emb = FlexTokPatchEmbed(latent_channels, dim, max_grid, patch)
-        self.time_embedder = FlexTokTimestepEmbedder(dim, max_timestep=max_timestep)
+        self.time_embedder = FlexTokTimestepEmbedder(dim, time_frequency_size, max_timestep=max_timestep)
         self.transformer = Transformer(dim, depth, dim // head_dim, adaln=True,
-                                       block_options=_block_options(dim, head_dim, eps, True))
+                                       block_options=_block_options(dim, head_dim, eps, True, mlp_ratio))
         self.to_patches = FlexTokToPatchesHead(dim, latent_channels, patch, eps)
         xavier_init(self.transformer)
         for linear in (self.from_latents, self.patch_emb.patch_proj, self.time_embedder.mlp[0], self.time_embedder.mlp[2]):

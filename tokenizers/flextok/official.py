@@ -95,11 +95,14 @@ def build_from_config(config: Mapping[str, Any], vae_config: Mapping[str, Any] |
     registers = int(_entry(config, "encoder", "enc_registers")["n_max"])
     grid = [int(v) for v in _entry(config, "decoder", "dec_posemb")["max_sizes"]]
     null = config["decoder"]["module_dict"].get(ENTRIES["dec_null"], {})
+    time = _entry(config, "decoder", "dec_time")
     encoder = FlexTokEncoder(channels, enc_t["dim"], enc_t["depth"], enc_t.get("head_dim", 64), registers,
-                             len(levels), grid)
+                             len(levels), grid, mlp_ratio=float(enc_t.get("mlp_ratio", 4.0)))
     decoder = FlexTokDecoder(channels, dec_t["dim"], dec_t["depth"], dec_t.get("head_dim", 64), registers,
-                             len(levels), grid, max_timestep=float(_entry(config, "decoder", "dec_time").get("max_timestep", 1.0)),
-                             null_cond="learned" if "Learned" in str(null.get("_target_", "Learned")) else "zero")
+                             len(levels), grid, max_timestep=float(time.get("max_timestep", 1.0)),
+                             null_cond="learned" if "Learned" in str(null.get("_target_", "Learned")) else "zero",
+                             mlp_ratio=float(dec_t.get("mlp_ratio", 4.0)),
+                             time_frequency_size=int(time.get("frequency_embedding_size", 256)))
     return FlexTok(vae, encoder, decoder, levels)
 
 
