@@ -12,7 +12,7 @@ W=/tmp/flextok_work; rm -rf "$W"; mkdir -p "$W"
 
 # 1. parity (CPU) and GPU tests (PSNR monotone in k after 400 steps) (~1 min)
 timeout 90 python tools/check_parity.py .device/fixtures/flextok 2>&1 | tee "$OUT/parity.txt"
-timeout 120 python -m pytest tests/test_flextok_training.py -m gpu -q -s -p no:cacheprovider 2>&1 | tail -8 | tee "$OUT/tests.txt"
+timeout 120 python -m pytest tests/test_flextok.py tests/test_flextok_training.py -m gpu -q -s -p no:cacheprovider 2>&1 | tail -8 | tee "$OUT/tests.txt"
 
 # 2. benchmark table (random weights, d18-d18, BENCHMARKS.md conditions) (~2.5 min)
 timeout 100 python -m tokenforge bench flextok --size d18-d18 --batch 32 --dtypes bf16 --repeats 3 --warmup 1 2>&1 | tail -8 | tee "$OUT/bench_bf16.txt"
