@@ -7,6 +7,7 @@ import torch
 
 from tokenforge.hub import from_official
 from tokenforge.parity import check
+from tokenforge.tokenizers.base import Tokens
 from tokenforge.tokenizers.flextok import FlexTok, FlexTokDecoder, FlexTokEncoder, FlexTokVAE
 from tokenforge.tokenizers.flextok.layers import patchify, sincos_posemb_2d, unpatchify
 from tokenforge.tokenizers.flextok.sampler import apg_update, sample
@@ -85,6 +86,12 @@ def test_bad_inputs():
         model.decode(ids + model.vocab_size)
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         model.encode(torch.zeros(2, 1, 32, 32))
+    with pytest.raises(ValueError, match="float"):
+        model.encode(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="ids"):
+        model.decode(Tokens(latents=torch.zeros(2, 8, 6)))
+    with pytest.raises(ValueError, match="exceeds"):
+        model.encode(torch.zeros(1, 3, 64, 64))  # grid 8x8 patches > the 4x4 posemb table
     with pytest.raises(ValueError, match="divisible"):
         model.encode(torch.zeros(2, 3, 30, 30))
 

@@ -117,6 +117,8 @@ class FlexTok(Tokenizer):
     def decode(self, tokens: Tokens | Tensor, k: int | list[int] | Tensor | None = None, **kwargs: Any) -> Tensor:
         """Tokens (or ids ``[B, l]``) -> images ``[B, 3, H, W]``; ``k`` keeps the first k tokens per sample."""
         ids = tokens.ids if isinstance(tokens, Tokens) else tokens
+        if not isinstance(ids, Tensor):
+            raise ValueError("FlexTok.decode needs Tokens with ids [B, l] (or the ids tensor itself)")
         if k is None and isinstance(tokens, Tokens) and tokens.lengths is not None:
             k = tokens.lengths
         if isinstance(tokens, Tokens) and "latent_shape" in tokens.meta and "latent_shape" not in kwargs:

@@ -76,8 +76,8 @@ class FlexTokVAE(Configurable, nn.Module):
 
     def encode(self, images: Tensor) -> Tensor:
         """``[B, 3, H, W]`` in [-1, 1] -> scaled latents ``[B, C, H/f, W/f]`` (no gradient)."""
-        if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"images must be [B, 3, H, W] in [-1, 1], got shape {tuple(images.shape)}")
+        if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ValueError(f"images must be float [B, 3, H, W] in [-1, 1], got {tuple(images.shape)} {images.dtype}")
         if images.shape[-1] % self.factor or images.shape[-2] % self.factor:
             raise ValueError(f"image size {tuple(images.shape[-2:])} must be divisible by {self.factor}")
         with torch.no_grad():
