@@ -1,7 +1,8 @@
 """`tokenforge demo`: the main job end to end on real data, each stage a call of the library the CLI uses.
 
 Stages: raw image shards from real photos -> fit the tiny VQGAN through LightningCLI -> reconstruct the
-held-out (validation-shard) images (PNG grid + PSNR) -> encode token shards. A failed stage is reported and the stages that do not
+held-out (validation-shard) images (PNG grid + PSNR) -> encode token shards -> fit the tiny GPT on them ->
+sample new token grids and decode them to PNGs. A failed stage is reported and the stages that do not
 depend on it still run. Everything lands in ``--out`` with a ``summary.json``.
 
 The photos come from ``../shared/data/images`` when that folder exists, else from scikit-image's bundled
@@ -37,6 +38,13 @@ def default_images(workdir: Path) -> Path:
     for name in SKIMAGE_PHOTOS:
         Image.fromarray(getattr(skdata, name)()).save(folder / f"{name}.png")
     return folder
+
+
+def latest_checkpoint(logs: Path) -> Path:
+    checkpoints = sorted(logs.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not checkpoints:
+        raise RuntimeError(f"fit wrote no checkpoint under {logs}")
+    return checkpoints[-1]
 
 
 def extract_held_out(shards: Path, out: Path, count: int) -> list[Path]:
@@ -93,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=Path, help="folder of images to use instead of the bundled photos")
     parser.add_argument("--steps", type=int, default=60, help="optimiser steps for the tiny tokenizer fit")
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "tokenizers" / "vqgan" / "tiny.yaml")
+    parser.add_argument("--generator-config", type=Path,
+                        default=REPO / "configs" / "generators" / "autoregressive" / "tiny.yaml")
+    parser.add_argument("--generator-steps", type=int, default=60, help="optimiser steps for the tiny GPT fit")
     parser.add_argument("--image-size", type=int, default=32, help="image side the tiny config trains at")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
@@ -121,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             "--trainer.max_steps", str(args.steps), "--trainer.default_root_dir", str(logs),
             "--trainer.logger.init_args.save_dir", str(logs), "--trainer.accelerator", args.device,
         ])
-        checkpoints = sorted(logs.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-        if not checkpoints:
-            raise RuntimeError(f"fit wrote no checkpoint under {logs}")
-        return {"checkpoint": str(checkpoints[-1])}
+        return {"checkpoint": str(latest_checkpoint(logs))}
 
     def reconstruct() -> dict[str, Any]:
         checkpoint = stages.report["fit"]["checkpoint"]
@@ -140,10 +148,33 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"shards encode exited with {code}")
         return {"manifest": str(tokens / "manifest.json")}
 
+    def fit_generator() -> dict[str, Any]:
+        gen_logs = out / "logs_generator"
+        lightning_cli(args=[
+            "fit", "--config", str(args.generator_config), "--data.init_args.train", str(tokens),
+            "--data.init_args.val", str(tokens), "--trainer.max_steps", str(args.generator_steps),
+            "--trainer.default_root_dir", str(gen_logs), "--trainer.logger.init_args.save_dir", str(gen_logs),
+            "--trainer.accelerator", args.device,
+        ])
+        return {"checkpoint": str(latest_checkpoint(gen_logs))}
+
+    def generate() -> dict[str, Any]:
+        from tokenforge.generators.autoregressive.generate import main as generate_main
+
+        samples = out / "samples"
+        code = generate_main(["--generator", stages.report["fit_generator"]["checkpoint"], "--tokens", str(tokens),
+                              "--n", "16", "--seed", "0", "--device", args.device, "--no-progress",
+                              "--out", str(samples)])
+        if code != 0:
+            raise RuntimeError(f"generate exited with {code}")
+        return {"out": str(samples), "files": len(list(samples.glob("*.png")))}
+
     stages.run("shards", make_shards)
     stages.run("fit", fit, needs=("shards",))
     stages.run("reconstruct", reconstruct, needs=("fit",))
     stages.run("encode", encode, needs=("fit",))
+    stages.run("fit_generator", fit_generator, needs=("encode",))
+    stages.run("generate", generate, needs=("fit_generator",))
     (out / "summary.json").write_text(json.dumps(stages.report, indent=2) + "\n")
     failed = [name for name, r in stages.report.items() if r["status"] != "ok"]
     print(f"[demo] wrote {out / 'summary.json'}" + (f"; not ok: {', '.join(failed)}" if failed else "; all ok"))
