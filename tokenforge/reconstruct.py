@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 from tqdm import tqdm
+
+from tokenforge.metrics.image import psnr, to_uint8  # noqa: F401  (re-exported: reconstruct.psnr)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
@@ -36,16 +37,6 @@ def load_image(path: Path, size: int) -> torch.Tensor:
         image = image.crop((left, top, left + size, top + size))
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
     return torch.from_numpy(array).permute(2, 0, 1)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    return ((image.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in [-1, 1] after 8-bit quantisation (what a viewer sees)."""
-    mse = float(np.mean((to_uint8(a).astype(np.float64) - to_uint8(b).astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 @torch.no_grad()
