@@ -29,6 +29,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "tokenflow": ("tokenforge.tokenizers.tokenflow.cli:main", "TokenFlow: reconstruct images (PNG grid, ids.npy, PSNR/SSIM)"),
     "encode": ("tokenforge.tokenizers.wavtokenizer.cli:encode_main", "audio files -> token codes (.npy) with an audio tokenizer"),
     "decode": ("tokenforge.tokenizers.wavtokenizer.cli:decode_main", "token codes (.npy) -> audio files with an audio tokenizer"),
+    "evaluate": ("tokenforge.evaluate:main", "tokenizer/generator metrics on held-out shards -> metrics.json"),
     "vat": ("tokenforge.tokenizers.vat.cli:main", "VAT 3D tokenizer: reconstruct meshes (PLY, tokens, preview PNG, bytes/Chamfer/F-score/IoU)"),
 }
 

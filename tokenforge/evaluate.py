@@ -1,0 +1,461 @@
+"""`tokenforge evaluate`: a tokenizer or generator on held-out shards -> ``metrics.json``.
+
+    tokenforge evaluate --model CKPT|DIR|NAME --shards DIR [--split val] [--kind tokenizer|generator]
+                        [--out DIR] [--device cpu] [--max-items N] [--lpips-weights F] [--fid-weights F]
+
+Tokenizers (raw shards of the tokenizer's modality, decoded without augmentation, in shard order):
+- image: centre crop to ``image_size`` (default 256), encode/decode, PSNR and SSIM per image (8-bit, see
+  `tokenforge.metrics.image`) as mean/std; LPIPS with ``lpips_weights`` and rFID (real vs reconstructed)
+  with ``fid_weights``, otherwise ``"skipped: no weights"``.
+- audio: whole clips at the model's sample rate (one clip per batch: clips differ in length), mel distance,
+  multi-resolution STFT distance, SI-SNR, PESQ-WB, STOI (`tokenforge.metrics.audio`), bytes per second.
+- mesh (VAT): surface points -> tokens -> triplanes; IoU of the decoded occupancy on the shard's stored
+  queries (volume + near-surface), and Chamfer / F-score between the stored surface points and points
+  sampled on the marching-cubes surface at ``resolution`` (default 64; NaN and counted when the field has no
+  surface).
+Bytes per item: discrete ids packed at ceil(log2 vocab) bits; a tokenizer with only continuous latents is
+counted at 16 bits per latent value (float16, as token shards store them).
+
+Generators (token shards, ``ids``/``latents``): GPT: teacher-forced next-token cross-entropy; VAR: its
+next-scale cross-entropy (the quantizer comes from the tokenizer named in the token manifest, or
+``tokenizer=``); ENAT: masked-token cross-entropy at a fixed mask ratio (``mask_ratio``, default 0.8 as its
+validation) with a mask seeded per batch (``seed + batch index``) — an estimate of the masked-token NLL,
+not a sequence likelihood; E-CAR / MAR / DiT: their training (diffusion / flow) loss with the RNG seeded per
+batch, reported as ``loss`` because it is no likelihood. NLL is reported as nats/token and bits/token,
+averaged over all tokens. FID of generated samples needs ``fid_weights`` and ``reference`` (raw image shards);
+otherwise it is ``"skipped: ..."``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from tokenforge.metrics.image import FIDMetric, LPIPSMetric, mean_std, psnr, ssim
+
+SKIPPED = "skipped: no weights"
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_model(model: nn.Module | str | Path, device: str = "cpu") -> nn.Module:
+    """A module as given, or restored with `hub.from_pretrained` (folder, fit .ckpt or name)."""
+    if isinstance(model, (str, Path)):
+        from tokenforge.hub import from_pretrained
+
+        model = from_pretrained(model)
+    return model.to(device).eval()
+
+
+def infer_kind(model: nn.Module) -> str:
+    from tokenforge.generators.base import Generator
+    from tokenforge.tokenizers.base import Tokenizer
+
+    if isinstance(model, Tokenizer) or getattr(model, "modality", None) in ("image", "audio", "mesh"):
+        return "tokenizer"
+    if isinstance(model, Generator):
+        return "generator"
+    raise TypeError(f"{type(model).__name__} is neither a tokenizer nor a generator; pass --kind")
+
+
+def batches(shards: str | Path, split: str, modality: str, batch_size: int, **options: Any) -> Any:
+    """Deterministic batches of ``split`` (shard order, no augmentation) through `ShardDataModule`'s decoders."""
+    from tokenforge.data.datamodule import ShardDataModule
+    from tokenforge.data.shards import shard_urls
+
+    urls = shard_urls(shards, split)
+    dm = ShardDataModule(train="", val=str(shards), modality=modality, batch_size=batch_size,
+                         val_batch_size=batch_size, **options)
+    return dm.loader(urls, train=False)
+
+
+def check_modality(shards: str | Path, want: str, who: str) -> dict[str, Any] | None:
+    from tokenforge.data.shards import read_manifest
+
+    manifest = read_manifest(shards) if Path(str(shards)).is_dir() else None
+    if manifest is not None and manifest.get("modality") != want:
+        raise ValueError(f"{who} needs {want} shards but {shards} holds {manifest.get('modality')} shards "
+                         f"(kind {manifest.get('kind')!r}); point --shards at matching data")
+    return manifest
+
+
+def _limited(loader: Any, max_items: int | None, desc: str, progress: bool) -> Any:
+    seen = 0
+    bar = tqdm(total=max_items, desc=desc, unit="item", disable=not progress)
+    for batch in loader:
+        first = next(v for k, v in batch.items() if isinstance(v, torch.Tensor))
+        size = len(first)
+        if max_items is not None:
+            size = min(size, max_items - seen)
+            batch = {k: v[:size] for k, v in batch.items()}
+        yield batch
+        seen += size
+        bar.update(size)
+        if max_items is not None and seen >= max_items:
+            break
+    bar.close()
+
+
+def _finish(out_dir: str | Path, metrics: dict[str, Any], started: float) -> dict[str, Any]:
+    if metrics["protocol"]["n_items"] == 0:
+        raise ValueError(f"split {metrics['protocol']['split']!r} of {metrics['protocol']['shards']} is empty: "
+                         "nothing to evaluate")
+    metrics["protocol"]["seconds"] = round(time.perf_counter() - started, 3)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def ids_per_item(tokens: Any) -> list[int]:
+    """Number of token values per batch item (ids if any, else latent values)."""
+    ids = tokens.ids if tokens.ids is not None else tokens.latents
+    if isinstance(ids, (list, tuple)):
+        sizes = [sum(int(t[i].numel()) for t in ids) for i in range(len(ids[0]))]
+    else:
+        sizes = [int(ids[i].numel()) for i in range(len(ids))]
+    if tokens.lengths is not None and tokens.ids is not None and not isinstance(ids, (list, tuple)):
+        sizes = [int(n) for n in tokens.lengths]
+    return sizes
+
+
+def bits_per_token(model: nn.Module, tokens: Any) -> int:
+    if tokens.ids is None:
+        return 16
+    return max(1, math.ceil(math.log2(int(model.vocab_size))))
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+
+@torch.no_grad()
+def evaluate_tokenizer(model: nn.Module | str, shards: str | Path, out_dir: str | Path, *, split: str = "val",
+                       batch_size: int = 8, device: str = "cpu", max_items: int | None = None,
+                       **opts: Any) -> dict[str, Any]:
+    """Reconstruction metrics of a tokenizer on held-out raw shards; writes and returns ``metrics.json``.
+
+    ``opts``: image_size, lpips_weights, lpips_lin_weights, fid_weights (images); num_points, num_queries,
+    resolution, taus (meshes); progress (default True).
+    """
+    started = time.perf_counter()
+    name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
+    model = load_model(model, device)
+    modality = getattr(model, "modality", None)
+    if modality not in ("image", "audio", "mesh"):
+        raise ValueError(f"{type(model).__name__} has modality {modality!r}; evaluate_tokenizer handles image, "
+                         "audio and mesh tokenizers")
+    check_modality(shards, modality, f"a {modality} tokenizer")
+    protocol = {"kind": "tokenizer", "model": name, "class": type(model).__name__, "modality": modality,
+                "shards": str(shards), "split": split, "device": device, "batch_size": batch_size,
+                "max_items": max_items, "vocab_size": int(getattr(model, "vocab_size", 0) or 0)}
+    run = {"image": _images, "audio": _audio, "mesh": _meshes}[modality]
+    metrics = run(model, shards, split, batch_size, device, max_items, protocol, dict(opts))
+    return _finish(out_dir, {"protocol": protocol, **metrics}, started)
+
+
+def _images(model, shards, split, batch_size, device, max_items, protocol, opts) -> dict[str, Any]:
+    size = int(opts.get("image_size") or 256)
+    progress = opts.get("progress", True)
+    lpips = (LPIPSMetric(opts["lpips_weights"], opts.get("lpips_lin_weights"), device)
+             if opts.get("lpips_weights") else None)
+    fid, fid_note = None, SKIPPED
+    if opts.get("fid_weights"):
+        try:
+            fid = FIDMetric(opts["fid_weights"], device)
+        except ImportError as error:
+            fid_note = f"skipped: {error}"
+    values: dict[str, list[float]] = {"psnr": [], "ssim": [], "lpips": [], "tokens": [], "bytes": []}
+    loader = batches(shards, split, "image", batch_size, image_size=size, random_crop=False, hflip=False)
+    for batch in _limited(loader, max_items, "evaluate images", progress):
+        x = batch["image"].to(device)
+        tokens = model.encode(x)
+        x_hat = model.decode(tokens).float()
+        values["psnr"] += psnr(x_hat, x)
+        values["ssim"] += ssim(x_hat, x)
+        if lpips is not None:
+            values["lpips"] += lpips(x_hat, x)
+        if fid is not None:
+            fid.update(x, real=True)
+            fid.update(x_hat, real=False)
+        per = ids_per_item(tokens)
+        values["tokens"] += per
+        values["bytes"] += [n * bits_per_token(model, tokens) / 8 for n in per]
+    protocol.update(n_items=len(values["psnr"]), sizes={"image": [3, size, size]},
+                    weights={"lpips": opts.get("lpips_weights"), "fid": opts.get("fid_weights")})
+    return {"psnr_db": mean_std(values["psnr"]), "ssim": mean_std(values["ssim"]),
+            "lpips": mean_std(values["lpips"]) if lpips is not None else SKIPPED,
+            "rfid": (fid.compute() if fid is not None and len(values["psnr"]) > 1 else fid_note),
+            "tokens_per_item": float(np.mean(values["tokens"])) if values["tokens"] else None,
+            "bytes_per_item": float(np.mean(values["bytes"])) if values["bytes"] else None,
+            "per_item": {"psnr_db": values["psnr"], "ssim": values["ssim"]}}
+
+
+def _audio(model, shards, split, batch_size, device, max_items, protocol, opts) -> dict[str, Any]:
+    from tokenforge.metrics.audio import mel_distance, pesq_stoi, si_snr, stft_distance
+
+    rate = int(getattr(model, "sample_rate", opts.get("sample_rate") or 24000))
+    values: dict[str, list[float]] = {k: [] for k in ("mel", "stft", "si_snr", "pesq", "stoi", "seconds", "bytes")}
+    # whole clips differ in length, so one clip per batch
+    loader = batches(shards, split, "audio", 1, sample_rate=rate, segment_samples=None)
+    for batch in _limited(loader, max_items, "evaluate audio", opts.get("progress", True)):
+        x = batch["audio"].to(device).float()
+        tokens = model.encode(x)
+        x_hat = model.decode(tokens).float().reshape(len(x), -1)
+        values["mel"].append(float(mel_distance(x_hat, x, rate)))
+        values["stft"].append(float(stft_distance(x_hat, x)))
+        values["si_snr"].append(float(si_snr(x_hat, x)))
+        scores = pesq_stoi(x_hat.cpu(), x.cpu(), rate)
+        for key in ("pesq", "stoi"):
+            values[key].append(scores.get(key, float("nan")))
+        seconds = x.shape[-1] / rate
+        values["seconds"].append(seconds)
+        values["bytes"].append(ids_per_item(tokens)[0] * bits_per_token(model, tokens) / 8 / seconds)
+    protocol.update(n_items=len(values["mel"]), sizes={"sample_rate": rate, "seconds_total": sum(values["seconds"])},
+                    weights={})
+    return {"mel_distance": mean_std(values["mel"]), "stft_distance": mean_std(values["stft"]),
+            "si_snr_db": mean_std(values["si_snr"]), "pesq": mean_std(values["pesq"]),
+            "stoi": mean_std(values["stoi"]),
+            "bytes_per_second": float(np.mean(values["bytes"])) if values["bytes"] else None}
+
+
+def _meshes(model, shards, split, batch_size, device, max_items, protocol, opts) -> dict[str, Any]:
+    import trimesh
+
+    from tokenforge.metrics.mesh import DEFAULT_TAU, chamfer_distance, f_score, occupancy_iou
+    from tokenforge.tokenizers.vat.extract import logit_grid, marching_cubes
+    from tokenforge.tokenizers.vat.module import mesh_inputs
+
+    points, queries = int(opts.get("num_points") or 2048), int(opts.get("num_queries") or 2048)
+    resolution, tau = int(opts.get("resolution") or 64), float(opts.get("tau") or DEFAULT_TAU)
+    values: dict[str, list[float]] = {k: [] for k in ("iou", "chamfer", "f_score", "bytes", "tokens")}
+    no_surface = 0
+    loader = batches(shards, split, "mesh", batch_size, num_points=points, num_queries=queries)
+    for batch in _limited(loader, max_items, "evaluate meshes", opts.get("progress", True)):
+        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        tokens = model.encode(mesh_inputs(batch, getattr(model, "use_normals", False)))
+        planes = model.decode(tokens)
+        logits = model.occupancy(planes, batch["queries"])
+        values["iou"] += [float(v) for v in occupancy_iou(logits >= 0, batch["occupancy"] > 0.5)]
+        for i in range(len(logits)):
+            try:
+                rec = marching_cubes(logit_grid(lambda q: model.occupancy(planes[i:i + 1], q), resolution,
+                                                device=device))
+                rec_pts = trimesh.sample.sample_surface(rec, len(batch["points"][i]), seed=np.random.default_rng(i))[0]
+                values["chamfer"].append(chamfer_distance(rec_pts, batch["points"][i]))
+                values["f_score"].append(float(f_score(rec_pts, batch["points"][i], tau)))
+            except ValueError:
+                no_surface += 1
+                values["chamfer"].append(float("nan"))
+                values["f_score"].append(0.0)
+        per = ids_per_item(tokens)
+        values["tokens"] += per
+        values["bytes"] += [math.ceil(n * bits_per_token(model, tokens) / 8) for n in per]
+    protocol.update(n_items=len(values["iou"]), sizes={"points": points, "queries": queries,
+                                                       "resolution": resolution, "tau": tau}, weights={})
+    return {"iou": mean_std(values["iou"]), "chamfer": mean_std(values["chamfer"]),
+            "f_score": mean_std(values["f_score"]), "no_surface": no_surface,
+            "tokens_per_item": float(np.mean(values["tokens"])) if values["tokens"] else None,
+            "bytes_per_item": float(np.mean(values["bytes"])) if values["bytes"] else None}
+
+
+# ----------------------------------------------------------------------------- generators
+
+
+def _condition(model: nn.Module, batch: dict[str, Any]) -> Any:
+    """The condition a generator was trained with (as `ARModule`): caption features, class ids or None."""
+    if getattr(model, "caption_embedding", None) is not None:
+        return batch["caption"]
+    if getattr(model, "num_classes", 0) == 0:
+        return None
+    return batch.get("cls")
+
+
+def _var_quantizer(manifest: dict[str, Any] | None, opts: dict[str, Any], device: str) -> nn.Module:
+    from tokenforge.generators.autoregressive.module import load_tokenizer
+
+    name = opts.get("tokenizer") or ((manifest or {}).get("tokenizer") or {}).get("name")
+    if not name:
+        raise ValueError("a VAR needs its tokenizer's quantizer: pass tokenizer=<checkpoint> (the token manifest "
+                         "names none)")
+    return load_tokenizer(str(name)).quantizer.to(device).eval()
+
+
+def token_loss(model: nn.Module, batch: dict[str, Any], index: int, opts: dict[str, Any],
+               quantizer: nn.Module | None = None) -> tuple[float, int]:
+    """(summed loss, number of tokens it covers) of one batch; see the module docstring per generator."""
+    from tokenforge.generators.autoregressive.gpt import GPT, IGNORE
+    from tokenforge.generators.autoregressive.var import VAR
+
+    if isinstance(model, GPT):
+        ids = batch["ids"].long()
+        logits = model(ids, _condition(model, batch))
+        targets = model.targets(ids, batch.get("lengths")).flatten()
+        total = F.cross_entropy(logits.flatten(0, 1), targets, ignore_index=IGNORE, reduction="sum")
+        return float(total), int((targets != IGNORE).sum())
+    if isinstance(model, VAR):
+        from tokenforge.generators.autoregressive.module import split_scales
+
+        ids = batch["ids"].long().reshape(len(batch["ids"]), -1)
+        scales = split_scales(ids, model.lengths)
+        logits = model(_condition(model, batch), quantizer.idx_to_var_input(scales))
+        target = torch.cat(scales, dim=1).flatten()
+        return float(F.cross_entropy(logits.flatten(0, 1), target, reduction="sum")), int(target.numel())
+    from tokenforge.generators.enat.model import ENAT
+
+    if isinstance(model, ENAT):
+        from tokenforge.generators.enat.module import random_mask
+
+        ids = batch["ids"].reshape(len(batch["ids"]), -1).long()
+        cls = batch.get("cls")
+        labels = (cls.reshape(-1).long() if cls is not None
+                  else torch.full((len(ids),), model.null_class, dtype=torch.long, device=ids.device))
+        count = min(max(round(float(opts.get("mask_ratio", 0.8)) * ids.shape[1]), 1), ids.shape[1] - 1)
+        gen = torch.Generator(device=ids.device).manual_seed(int(opts.get("seed", 0)) + index)
+        masking = random_mask(len(ids), ids.shape[1], count, generator=gen, device=ids.device)
+        logits = model(ids.masked_fill(masking, model.mask_token_id), labels).logits
+        return float(F.cross_entropy(logits[masking].float(), ids[masking], reduction="sum")), int(masking.sum())
+    if "latents" in batch:  # E-CAR / MAR / DiT: the training loss, seeded per batch
+        from tokenforge.generators.ecar.module import ECARModule
+
+        state = torch.random.get_rng_state()
+        torch.manual_seed(int(opts.get("seed", 0)) + index)
+        try:
+            loss = ECARModule.loss(None, model, batch)  # loss() reads only its arguments
+        finally:
+            torch.random.set_rng_state(state)
+        return float(loss) * len(batch["latents"]), len(batch["latents"])
+    raise TypeError(f"no token likelihood for {type(model).__name__} on a batch with {sorted(batch)}")
+
+
+@torch.no_grad()
+def evaluate_generator(model: nn.Module | str, shards: str | Path, out_dir: str | Path, *, split: str = "val",
+                       batch_size: int = 8, device: str = "cpu", max_items: int | None = None,
+                       **opts: Any) -> dict[str, Any]:
+    """Token NLL (or the training loss for continuous generators) on held-out token shards; ``metrics.json``.
+
+    ``opts``: mask_ratio / seed (ENAT, E-CAR), tokenizer (VAR's quantizer, FID decoding), fid_weights +
+    reference (raw image shards) + fid_samples for FID, progress.
+    """
+    from tokenforge.generators.autoregressive.var import VAR
+
+    started = time.perf_counter()
+    name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
+    model = load_model(model, device)
+    manifest = check_modality(shards, "tokens", f"the generator {type(model).__name__}")
+    quantizer = _var_quantizer(manifest, opts, device) if isinstance(model, VAR) else None
+    total, count, items = 0.0, 0, 0
+    loader = batches(shards, split, "tokens", batch_size)
+    for index, batch in enumerate(_limited(loader, max_items, "evaluate tokens", opts.get("progress", True))):
+        batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        loss, n = token_loss(model, batch, index, opts, quantizer)
+        total, count = total + loss, count + n
+        items += len(next(v for v in batch.values() if isinstance(v, torch.Tensor)))
+    protocol = {"kind": "generator", "model": name, "class": type(model).__name__, "shards": str(shards),
+                "split": split, "device": device, "batch_size": batch_size, "max_items": max_items,
+                "n_items": items, "tokens": count, "seed": int(opts.get("seed", 0)),
+                "weights": {"fid": opts.get("fid_weights")}}
+    metrics: dict[str, Any] = {"protocol": protocol}
+    mean = total / max(count, 1)
+    if not _discrete(model):
+        metrics["loss"] = mean
+        metrics["note"] = "training (diffusion/flow) loss with a seeded RNG per batch; not a likelihood"
+    else:
+        metrics.update(nll_nats_per_token=mean, nll_bits_per_token=mean / math.log(2))
+        if type(model).__name__ == "ENAT":
+            protocol["mask_ratio"] = float(opts.get("mask_ratio", 0.8))
+            metrics["note"] = "masked-token cross-entropy at a fixed mask ratio with a seeded mask per batch"
+    metrics["fid"] = _generator_fid(model, manifest, device, opts) if items else SKIPPED
+    return _finish(out_dir, metrics, started)
+
+
+def _discrete(model: nn.Module) -> bool:
+    return type(model).__name__ in ("GPT", "VAR", "ENAT")
+
+
+def _generator_fid(model: nn.Module, manifest: dict[str, Any] | None, device: str, opts: dict[str, Any]) -> Any:
+    """FID of ``fid_samples`` generated images (decoded by the manifest's tokenizer) against ``reference``."""
+    if not opts.get("fid_weights"):
+        return SKIPPED
+    if not opts.get("reference"):
+        return "skipped: no reference image shards (reference=DIR)"
+    try:
+        fid = FIDMetric(opts["fid_weights"], device)
+    except ImportError as error:
+        return f"skipped: {error}"
+    from tokenforge.generators.autoregressive.module import load_tokenizer
+
+    tokenizer = load_tokenizer(str(opts.get("tokenizer") or manifest["tokenizer"]["name"])).to(device).eval()
+    size = int((manifest or {}).get("input", {}).get("image_size") or 256)
+    wanted = int(opts.get("fid_samples") or 1000)
+    seen = 0
+    for batch in batches(opts["reference"], opts.get("reference_split", "val"), "image", 16, image_size=size,
+                         random_crop=False, hflip=False):
+        fid.update(batch["image"].to(device), real=True)
+        seen += len(batch["image"])
+    torch.manual_seed(int(opts.get("seed", 0)))
+    for start in range(0, wanted, 16):
+        tokens = model.generate(min(16, wanted - start))
+        fid.update(tokenizer.decode(tokens).float(), real=False)
+    return fid.compute()
+
+
+
+# ----------------------------------------------------------------------------- command
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tokenforge evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="folder, fit .ckpt or name in $TOKENFORGE_HOME")
+    parser.add_argument("--shards", required=True, type=Path, help="shard folder (raw shards for tokenizers, "
+                        "token shards for generators)")
+    parser.add_argument("--split", default="val", help="split to evaluate (default val)")
+    parser.add_argument("--kind", choices=("tokenizer", "generator"), default=None, help="default: inferred")
+    parser.add_argument("--out", type=Path, default=Path("outputs/evaluate"), help="folder for metrics.json")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-items", type=int, default=None, help="evaluate only the first N items")
+    parser.add_argument("--image-size", type=int, default=256, help="image side after centre crop (default 256)")
+    parser.add_argument("--lpips-weights", default=None, help="local LPIPS file (VGG trunk, or trunk + heads)")
+    parser.add_argument("--lpips-lin-weights", default=None, help="local LPIPS linear heads (lpips' vgg.pth)")
+    parser.add_argument("--fid-weights", default=None, help="local Inception weights for FID / rFID")
+    parser.add_argument("--reference", default=None, help="raw image shards: the real set of a generator's FID")
+    parser.add_argument("--tokenizer", default=None, help="generator's tokenizer (default: the token manifest's)")
+    parser.add_argument("--resolution", type=int, default=64, help="mesh extraction grid (default 64)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    if not args.shards.exists():
+        parser.error(f"--shards {args.shards} does not exist")
+    if args.max_items is not None and args.max_items < 1:
+        parser.error("--max-items must be >= 1")
+    try:
+        model = load_model(args.model, args.device)
+        kind = args.kind or infer_kind(model)
+        common = dict(split=args.split, batch_size=args.batch_size, device=args.device, max_items=args.max_items,
+                      progress=not args.no_progress, fid_weights=args.fid_weights, seed=args.seed)
+        if kind == "tokenizer":
+            metrics = evaluate_tokenizer(model, args.shards, args.out, image_size=args.image_size,
+                                         lpips_weights=args.lpips_weights, lpips_lin_weights=args.lpips_lin_weights,
+                                         resolution=args.resolution, **common)
+        else:
+            metrics = evaluate_generator(model, args.shards, args.out, reference=args.reference,
+                                         tokenizer=args.tokenizer, **common)
+    except (ValueError, FileNotFoundError, TypeError) as error:
+        parser.error(str(error))
+    metrics["protocol"]["model"] = args.model
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in metrics.items() if k != "per_item"}, indent=2))
+    print(f"wrote {args.out / 'metrics.json'}")
+    return 0
