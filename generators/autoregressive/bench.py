@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
-from typing import Any
 
 import torch
 
 from tokenforge.generators.autoregressive.gpt import GPT
+from tokenforge.benchmarking import timed
 
 SIZES = {
     "B": dict(dim=768, depth=12, num_heads=12, vocab_size=16384, seq_len=256, num_classes=1000),
@@ -28,27 +26,8 @@ SIZES = {
 }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
-def timed(fn: Any, device: torch.device, warmup: int, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``fn()`` after ``warmup`` calls, and peak memory in GiB (CUDA)."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return statistics.median(times), peak
 
 
 def sampling_rows(model: GPT, device: torch.device, args: argparse.Namespace, dtype_name: str) -> list[dict]:

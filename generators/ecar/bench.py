@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from typing import Any
 
 import torch
@@ -24,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from tokenforge.generators.ecar.dit import FlowDiT
 from tokenforge.generators.ecar.model import ECAR
+from tokenforge.benchmarking import timed
 
 SIZES = {
     "B": {"c": 16, "scales": [1, 2, 4, 8, 16], "dim": 768, "depth": 12, "heads": 12, "head_w": 1024, "head_d": 6},
@@ -40,26 +39,8 @@ def build(size: str, dit_patch: int) -> tuple[ECAR, FlowDiT]:
     return ecar, dit
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
-def timed(fn: Any, device: torch.device, warmup: int, repeats: int) -> tuple[float, float]:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return statistics.median(times), peak
 
 
 def flops(fn: Any) -> int:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
-from typing import Any
 
 import torch
 
 from tokenforge.generators.linfusion.linfusion import LinFusion
+from tokenforge.benchmarking import timed
 
 SIZES = {
     "sd15": dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8),  # diffusers defaults = SD-1.5 blocks
@@ -28,27 +26,8 @@ SIZES = {
 }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
-def timed(fn: Any, device: torch.device, warmup: int, repeats: int) -> tuple[float, float]:
-    """Median seconds of ``fn()`` after ``warmup`` calls, and peak memory in GiB (CUDA; NaN on CPU)."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
-    return statistics.median(times), peak
 
 
 def _is_oom(error: BaseException) -> bool:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from typing import Any
 
@@ -22,6 +21,7 @@ import torch
 
 from tokenforge.tokenizers.flextok.model import FlexTok
 from tokenforge.tokenizers.flextok.networks import FlexTokDecoder, FlexTokEncoder, FlexTokVAE
+from tokenforge.benchmarking import median_seconds
 
 SIZES: dict[str, dict[str, Any]] = {
     "d12-d12": {"dim": 768, "enc": 12, "dec": 12, "image": 256, "registers": 256, "vae": None},
@@ -43,19 +43,6 @@ def build(size: str) -> FlexTok:
     return FlexTok(vae, enc, dec)
 
 
-def _time(fn, device: torch.device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @torch.no_grad()
@@ -72,7 +59,7 @@ def measure(model: FlexTok, batch: int, image: int, device: torch.device, bf16: 
             first = time.perf_counter()
             fn()
             first = time.perf_counter() - first
-            seconds = _time(fn, device, warmup, repeats)
+            seconds = median_seconds(fn, device, warmup, repeats)
         row = {"workload": name, "dtype": "bf16" if bf16 else "fp32", "batch": batch, **extra,
                "images_per_s": round(batch / seconds, 2), "first_call_s": round(first, 2)}
         if device.type == "cuda":

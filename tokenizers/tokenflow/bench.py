@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from typing import Any
 
 import torch
+from tokenforge.benchmarking import median_seconds
 
 VARIANTS = ("clipb_256", "clipb_224", "siglip_384", "tiny")
 
@@ -37,19 +36,6 @@ def build(variant: str) -> Any:
     return release_model(variant)
 
 
-def _time(fn, device: torch.device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @torch.inference_mode()
@@ -63,8 +49,8 @@ def measure(model: Any, batch: int, device: torch.device, dtype: torch.dtype, wa
         torch.cuda.reset_peak_memory_stats(device)
     with torch.autocast(**autocast):
         tokens = model.encode(x)
-        encode = _time(lambda: model.encode(x), device, warmup, repeats)
-        decode = _time(lambda: model.decode(tokens), device, warmup, repeats)
+        encode = median_seconds(lambda: model.encode(x), device, warmup, repeats)
+        decode = median_seconds(lambda: model.decode(tokens), device, warmup, repeats)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"dtype": "bf16" if dtype == torch.bfloat16 else "fp32", "batch": batch, "image_size": size,
             "tokens": int(sum(model.quantizer.tokens_per_scale)), "encode_images_s": round(batch / encode, 2),

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from typing import Any
 
 import torch
+from tokenforge.benchmarking import median_seconds
 
 VARIANTS = ("small_75", "small_40", "tiny")
 
@@ -62,19 +61,6 @@ class GraphedCall:
         return self.output
 
 
-def _time(fn, device: torch.device, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 @torch.inference_mode()
@@ -92,8 +78,8 @@ def measure(model: Any, batch: int, seconds: float, device: torch.device, bf16: 
         ids = encode(x)
         if graphed:
             encode, decode = GraphedCall(encode, x), GraphedCall(decode, ids, bandwidth_id)
-        enc = _time(lambda: encode(x), device, warmup, repeats)
-        dec = _time(lambda: decode(ids, bandwidth_id), device, warmup, repeats)
+        enc = median_seconds(lambda: encode(x), device, warmup, repeats)
+        dec = median_seconds(lambda: decode(ids, bandwidth_id), device, warmup, repeats)
     audio = batch * seconds
     row = {"batch": batch, "dtype": "bf16" if bf16 else "fp32", "encode_s_per_s": round(audio / enc, 1),
            "decode_s_per_s": round(audio / dec, 1), "encode_ms": round(enc * 1e3, 2), "decode_ms": round(dec * 1e3, 2)}
