@@ -124,3 +124,33 @@ def test_command_end_to_end_and_refusals(setup: dict, capsys: pytest.CaptureFixt
         main(["--model", str(root / "vqgan"), "--shards", str(root / "raw"), "--split", "test", "--no-progress",
               "--out", str(out)])
     assert "no test-*.tar" in capsys.readouterr().err
+
+
+def test_enat_masked_nll_is_seeded_and_equals_a_direct_computation(setup: dict) -> None:
+    import torch.nn.functional as F
+
+    from tokenforge.generators.enat.model import ENAT
+    from tokenforge.generators.enat.module import random_mask
+
+    root = setup["root"]
+    torch.manual_seed(0)
+    enat = ENAT(seq_len=64, hidden_size=32, num_heads=4, enc_depth=1, dec_depth=1, codebook_size=CODES,
+                num_classes=2).eval()
+    first = evaluate_generator(enat, root / "tokens", root / "eval_enat", batch_size=4, progress=False)
+    again = evaluate_generator(enat, root / "tokens", root / "eval_enat2", batch_size=4, progress=False)
+    assert first["nll_nats_per_token"] == again["nll_nats_per_token"]  # seeded masks
+    decode = TokenDecoder()
+    samples = list(wds.WebDataset(sorted(glob.glob(str(root / "tokens" / "val-*.tar"))), shardshuffle=False))
+    ids = torch.stack([decode(s)["ids"] for s in samples]).long().reshape(len(samples), -1)
+    cls = torch.tensor([int(s["cls"]) for s in samples])
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for index, start in enumerate(range(0, len(ids), 4)):  # the batches evaluate reads, seed = batch index
+            chunk, labels = ids[start:start + 4], cls[start:start + 4]
+            mask = random_mask(len(chunk), 64, round(0.8 * 64), generator=torch.Generator().manual_seed(index))
+            logits = enat(chunk.masked_fill(mask, enat.mask_token_id), labels).logits
+            total += float(F.cross_entropy(logits[mask], chunk[mask], reduction="sum"))
+            count += int(mask.sum())
+    assert first["protocol"]["tokens"] == count == 10 * 51 and first["protocol"]["mask_ratio"] == 0.8
+    assert first["nll_nats_per_token"] == pytest.approx(total / count, rel=1e-5)
+    assert "mask ratio" in first["note"]
