@@ -154,3 +154,32 @@ def test_enat_masked_nll_is_seeded_and_equals_a_direct_computation(setup: dict) 
     assert first["protocol"]["tokens"] == count == 10 * 51 and first["protocol"]["mask_ratio"] == 0.8
     assert first["nll_nats_per_token"] == pytest.approx(total / count, rel=1e-5)
     assert "mask ratio" in first["note"]
+
+
+def test_lpips_from_local_files_and_fid_without_its_package(setup: dict, tmp_path: Path) -> None:
+    from torchvision.models.vgg import cfgs, make_layers
+
+    from tokenforge.tokenizers.losses.perceptual import LPIPS
+
+    root, val = setup["root"], setup["val"]
+    torch.manual_seed(1)
+    features = make_layers(cfgs["D"])
+    torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, tmp_path / "vgg16.pth")
+    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 128, 256, 512, 512))},
+               tmp_path / "vgg.pth")
+    (tmp_path / "inception.pth").write_bytes(b"not used: torch-fidelity is checked first")
+    metrics = evaluate_tokenizer(setup["tokenizer"], root / "raw", tmp_path / "eval", batch_size=4, image_size=SIZE,
+                                 lpips_weights=str(tmp_path / "vgg16.pth"), lpips_lin_weights=str(tmp_path / "vgg.pth"),
+                                 fid_weights=str(tmp_path / "inception.pth"), progress=False)
+    with torch.no_grad():
+        x_hat = setup["tokenizer"].decode(setup["tokenizer"].encode(val))
+        expected = LPIPS(str(tmp_path / "vgg16.pth"), str(tmp_path / "vgg.pth"))(x_hat, val)
+    assert metrics["lpips"]["n"] == 10 and metrics["lpips"]["mean"] == pytest.approx(float(expected.mean()), rel=1e-4)
+    assert metrics["protocol"]["weights"]["lpips"] == str(tmp_path / "vgg16.pth")
+    try:
+        import torch_fidelity  # noqa: F401
+    except ImportError:
+        assert metrics["rfid"].startswith("skipped:") and "torch-fidelity" in metrics["rfid"]
+    with pytest.raises(FileNotFoundError, match="LPIPS weights"):
+        evaluate_tokenizer(setup["tokenizer"], root / "raw", tmp_path / "e2", image_size=SIZE,
+                           lpips_weights=str(tmp_path / "missing.pth"), progress=False)
