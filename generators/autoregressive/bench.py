@@ -85,9 +85,6 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] != "ar":
-        print("usage: tokenforge bench generator ar [--size B|L|tiny] [--device cuda] ...  (see --help)")
-        return 2
     p = argparse.ArgumentParser(prog="tokenforge bench generator ar", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=sorted(SIZES), default=None, help="B on CUDA, tiny on CPU by default")
     p.add_argument("--device", default=None)
@@ -102,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-train", action="store_true")
     p.add_argument("--all", action="store_true", help="also time recomputation without cache at every batch")
     p.add_argument("--json", default=None)
-    args = p.parse_args(argv[1:])
+    args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     size = args.size or ("B" if device.type == "cuda" else "tiny")
     if device.type == "cuda":

@@ -89,9 +89,8 @@ def measure(model: Any, batch: int, seconds: float, device: torch.device, bf16: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tokenforge bench tokenizer", description=__doc__,
+    parser = argparse.ArgumentParser(prog="tokenforge bench tokenizer wavtokenizer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("method", choices=["wavtokenizer"], help="tokenizer to measure")
     parser.add_argument("--variant", choices=VARIANTS, default="small_75")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
