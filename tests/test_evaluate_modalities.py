@@ -108,3 +108,33 @@ def test_mesh_tokenizer(shared_data: Path, tmp_path: Path) -> None:
     assert metrics["no_surface"] + chamfer["n"] == n and chamfer["n"] >= 1
     assert 0 < chamfer["mean"] < 2 and 0 <= metrics["f_score"]["mean"] <= 1
     assert metrics["iou"]["mean"] > 0
+
+
+def test_ecar_reports_its_seeded_training_loss(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from tokenforge.data.shards import npy_bytes
+    from tokenforge.evaluate import evaluate_generator
+    from tokenforge.generators.ecar.model import ECAR
+
+    rng = np.random.default_rng(0)
+    latents = rng.normal(size=(6, 4, 8, 8)).astype(np.float16)
+    with wds.TarWriter(str(tmp_path / "val-000000.tar")) as sink:
+        for i, lat in enumerate(latents):
+            sink.write({"__key__": f"k{i}", "latents.npy": npy_bytes(lat), "cls": str(i % 3).encode()})
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "tokens", "modality": "tokens", "latents": True}))
+    torch.manual_seed(0)
+    model = ECAR(latent_channels=4, scales=[2, 4, 8], dim=32, depth=2, num_heads=2, num_classes=3, head_width=32,
+                 head_depth=2, batch_mul=2).eval()
+    metrics = evaluate_generator(model, tmp_path, tmp_path / "eval", batch_size=4, seed=5, progress=False)
+    x = torch.from_numpy(latents.astype(np.float32))
+    labels = torch.tensor([i % 3 for i in range(6)])
+    expected = 0.0
+    with torch.no_grad():
+        for index, start in enumerate(range(0, 6, 4)):
+            torch.manual_seed(5 + index)
+            expected += float(model(x[start:start + 4], labels[start:start + 4])) * len(x[start:start + 4])
+    assert metrics["protocol"]["n_items"] == 6 and "nll_nats_per_token" not in metrics
+    assert metrics["loss"] == pytest.approx(expected / 6, rel=1e-4) and "not a likelihood" in metrics["note"]
