@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tokenforge.generators.autoregressive.gpt import GPT, IGNORE
-from tokenforge.generators.autoregressive.sampling import cfg_weight, filter_logits, guide, logits_to_probs, sample
+from tokenforge.generators.sampling import cfg_weight, filter_logits, guide, logits_to_probs, sample
 from tokenforge.hub import from_official, from_pretrained, save_pretrained
 from tokenforge.parity import check
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tokenforge.generators.autoregressive.sampling import CFG_SCHEDULES
+from tokenforge.generators.sampling import CFG_SCHEDULES
 
 
 def build_parser() -> argparse.ArgumentParser:

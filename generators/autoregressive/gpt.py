@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tokenforge.generators.autoregressive.sampling import cfg_weight, guide, sample
+from tokenforge.generators.sampling import cfg_weight, guide, sample
 from tokenforge.generators.base import Generator
 from tokenforge.nn.mlp import GeluMLP, find_multiple
 from tokenforge.nn.rope import rope_table_1d, rope_table_2d

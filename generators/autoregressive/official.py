@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from tokenforge.generators.autoregressive.gpt import GPT
-from tokenforge.generators.autoregressive.sampling import guide, logits_to_probs
+from tokenforge.generators.sampling import guide, logits_to_probs
 from tokenforge.generators.autoregressive.var import VAR
 from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, register_official
 from tokenforge.nn.mlp import swiglu_hidden_dim

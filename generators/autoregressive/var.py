@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tokenforge.generators.autoregressive.sampling import cfg_weight, guide, sample
+from tokenforge.generators.sampling import cfg_weight, guide, sample
 from tokenforge.generators.base import Generator
 from tokenforge.nn.attention import block_causal_mask
 from tokenforge.nn.norms import AdaLNModulation, LayerNorm, modulate

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tokenforge.generators.autoregressive.sampling import sample as sample_tokens
+from tokenforge.generators.sampling import sample as sample_tokens
 from tokenforge.tokenizers.base import Tokens
 
 MODES = ("enat", "maskgit")

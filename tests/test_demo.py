@@ -1,0 +1,109 @@
+"""`tokenforge demo`: the stage plan, failure handling, metric selection, and a real reduced run (vqgan -> gpt)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tokenforge.demo import METHODS, STEPS, Stages, main, plan, results_table
+from tokenforge.demo_stages import SAMPLES, Run, config, headline
+
+
+def test_samples_ship_with_attribution() -> None:
+    manifest = json.loads((SAMPLES / "manifest.json").read_text())
+    listed = {entry["path"] for entry in manifest["files"]}
+    on_disk = {p.relative_to(SAMPLES).as_posix() for p in SAMPLES.rglob("*") if p.is_file()
+               and p.suffix in {".png", ".jpg", ".flac", ".ply"}}
+    assert listed == on_disk and len(on_disk) > 200
+    attribution = (SAMPLES / "ATTRIBUTION.md").read_text()
+    assert all(f"`{path}`" in attribution for path in listed)
+    assert all(entry["license"] for entry in manifest["files"])
+    kinds = {path.split("/")[0] for path in listed}
+    assert kinds == {"images", "speech24k", "meshes"}
+
+
+def test_plan_pulls_in_what_each_method_needs() -> None:
+    names = [name for name, _, _ in plan(["ecar"])]
+    assert names == ["data/photos", "data/faces", "klvae/fit", "klvae/reconstruct", "klvae/evaluate",
+                     "encode/klvae", "ecar/fit", "ecar/generate", "ecar/evaluate"]
+    everything = [name for name, _, _ in plan(list(METHODS))]
+    for method in METHODS:  # every landed method has a fit stage and a visible result stage
+        assert f"{method}/fit" in everything
+        assert any(n.startswith(f"{method}/") and n.split("/")[1] in ("reconstruct", "generate") for n in everything)
+    assert len(everything) == len(set(everything))
+    assert config("gpt", "tiny").parts[-2:] == ("autoregressive", "tiny.yaml")
+    assert config("flextok", "small").name == "small.yaml" and config("vqgan", "small").name == "tiny.yaml"
+    assert set(STEPS["default"]) == set(METHODS)
+
+
+def test_failed_stage_skips_dependents_and_others_run(tmp_path: Path, capsys) -> None:
+    run = Run(out=tmp_path, device="cpu", steps={}, preset="tiny")
+    stages = Stages(run)
+
+    def boom(_: Run) -> dict:
+        raise ValueError("broken input")
+
+    stages.run("a/fit", boom)
+    stages.run("a/generate", lambda r: {"x": 1}, needs=("a/fit",))
+    stages.run("b/fit", lambda r: {"x": 2})
+    assert run.results["a/fit"]["status"] == "failed" and "broken input" in run.results["a/fit"]["error"]
+    assert run.results["a/generate"] == {"status": "skipped", "reason": "needs a/fit"}
+    assert run.results["b/fit"]["status"] == "ok" and run.results["b/fit"]["x"] == 2
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[demo]")]
+    assert any("a/fit" in line and "FAILED" in line for line in lines)
+
+
+def test_headline_picks_scalar_metrics() -> None:
+    metrics = {"protocol": {"psnr": 1}, "psnr_db": {"mean": 20.123456, "std": 1.0, "n": 4}, "ssim": {"mean": 0.5},
+               "seconds": 3.0, "nll_bits_per_token": 7.25, "files": {"a.png": {"psnr_db": 1}}, "flag": True}
+    assert headline(metrics) == {"psnr_db/mean": 20.1235, "ssim/mean": 0.5, "nll_bits_per_token": 7.25}
+
+
+def test_reduced_demo_runs_vqgan_then_gpt(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    out = tmp_path / "demo"
+    assert main(["--out", str(out), "--methods", "vqgan,gpt", "--steps", "small"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"] == ["vqgan", "gpt"]
+    stages = summary["stages"]
+    assert list(stages) == ["data/photos", "data/faces", "vqgan/fit", "vqgan/reconstruct", "vqgan/evaluate",
+                            "encode/vqgan", "gpt/fit", "gpt/generate", "gpt/evaluate"]
+    assert all(result["status"] == "ok" for result in stages.values()), stages
+    assert stages["data/faces"]["splits"] == {"train": 150, "val": 50}
+    assert stages["vqgan/fit"]["steps"] == STEPS["small"]["vqgan"] and Path(stages["vqgan/fit"]["checkpoint"]).is_file()
+    rows = list(csv.DictReader(open(stages["vqgan/fit"]["metrics_csv"])))
+    assert any(row.get("train/loss_g") for row in rows)
+
+    # held-out reconstructions: input | output pairs of the 32 px crops, PSNR in a sane range for a 3-step model
+    pictures = stages["vqgan/reconstruct"]["pictures"]
+    assert len(pictures) == 4 and Image.open(pictures[0]).size == (64, 32)
+    psnr = stages["vqgan/evaluate"]["metrics"]["psnr_db/mean"]
+    assert 5 < psnr < 40
+    assert stages["vqgan/evaluate"]["metrics"]["bytes_per_item"] == 64  # 8x8 ids at 8 bits
+
+    # samples: 8 decoded 32 px images, labels cycling 0, 1; ids in the VQGAN's vocabulary
+    samples = stages["gpt/generate"]["samples"]
+    assert len(samples) == 8 and Image.open(samples[0]).size == (32, 32)
+    assert stages["gpt/generate"]["labels"] == [0, 1] * 4
+    ids = np.load(Path(stages["gpt/generate"]["out"]) / "ids.npy")
+    assert ids.shape == (8, 64) and 0 <= ids.min() and ids.max() < 256
+    nll = stages["gpt/evaluate"]["metrics"]["nll_nats_per_token"]
+    assert 0 < nll < 2 * np.log(256)
+
+    table = (out / "results.md").read_text()
+    assert table == results_table(summary)
+    assert f"| vqgan | image | evaluate: psnr_db/mean | {psnr:g} |" in table
+    assert f"| gpt | image tokens | evaluate: nll_nats_per_token | {nll:g} |" in table
+    page = (out / "index.html").read_text()
+    assert "id='method-vqgan'" in page and "id='method-gpt'" in page and (out / "curves" / "vqgan.png").is_file()
+
+
+def test_unknown_method_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path), "--methods", "vqgan,dalle"])
