@@ -25,6 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-reuse", action="store_true", help="re-encode every visible token at every step")
     p.add_argument("--mode", choices=sampler.MODES, default="enat", help="enat | maskgit (compute baseline)")
     own, rest = p.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if "-h" in rest or "--help" in rest:
+        print(p.format_help().replace("usage: tokenforge enat-generate", "ENAT options of tokenforge enat-generate"))
     if own.steps < 1:
         print("tokenforge enat-generate: --steps must be >= 1", file=sys.stderr)
         return 2
