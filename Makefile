@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) tools/check_parity.py --all
 
 demo: $(STAMP)
-	$(PY) -m tokenforge demo --out demo_out
+	$(PY) -m tokenforge demo --out outputs/demo
 
 clean:
-	rm -rf demo_out logs .pytest_cache
+	rm -rf outputs/demo demo_out logs .pytest_cache

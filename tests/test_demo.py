@@ -76,7 +76,7 @@ def test_reduced_demo_runs_vqgan_then_gpt(tmp_path: Path) -> None:
                             "encode/vqgan", "gpt/fit", "gpt/generate", "gpt/evaluate"]
     assert all(result["status"] == "ok" for result in stages.values()), stages
     assert stages["data/faces"]["splits"] == {"train": 150, "val": 50}
-    assert stages["vqgan/fit"]["steps"] == STEPS["small"]["vqgan"] and Path(stages["vqgan/fit"]["checkpoint"]).is_file()
+    assert stages["vqgan/fit"]["steps"] >= STEPS["small"]["vqgan"] and Path(stages["vqgan/fit"]["checkpoint"]).is_file()
     rows = list(csv.DictReader(open(stages["vqgan/fit"]["metrics_csv"])))
     assert any(row.get("train/loss_g") for row in rows)
 

@@ -1,181 +1,174 @@
-"""`tokenforge demo`: the main job end to end on real data, each stage a call of the library the CLI uses.
+"""`tokenforge demo`: the main job end to end on the bundled real data, for every landed method.
 
-Stages: raw image shards from real photos -> fit the tiny VQGAN through LightningCLI -> reconstruct the
-held-out (validation-shard) images (PNG grid + PSNR) -> encode token shards -> fit the tiny GPT on them ->
-sample new token grids and decode them to PNGs. A failed stage is reported and the stages that do not
-depend on it still run. Everything lands in ``--out`` with a ``summary.json``.
+    tokenforge demo [--out outputs/demo] [--methods vqgan,gpt,...] [--steps small|default] [--device cuda --preset small]
 
-The photos come from ``../shared/data/images`` when that folder exists, else from scikit-image's bundled
-sample images (real photographs shipped inside the scikit-image wheel, public domain / CC0).
+Bundled samples (``tokenforge/samples``: photos, labelled face crops, 24 kHz speech, meshes; sources and
+licences in its ATTRIBUTION.md) -> raw shards -> fit the tiny config of every tokenizer (vqgan, tokenflow,
+flextok, klvae on photos; wavtokenizer on speech; vat on meshes) -> reconstruct held-out files with each
+method's command -> evaluate on the validation shards -> encode the faces into VQGAN token shards and KL
+latent shards -> fit the generators (gpt, enat on tokens; ecar on latents; linfusion distillation on photos)
+-> sample and decode -> ``summary.json``, ``results.md`` and the HTML report ``index.html``.
+Each stage prints one line; a failed stage is reported and the stages that do not need it still run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import tarfile
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right", "ihc",
-                  "hubble_deep_field", "camera", "moon", "coins", "brick", "grass", "gravel")
+from tokenforge.demo_generators import linfusion, token_generator
+from tokenforge.demo_stages import Run, encode, image_tokenizer, make_data, vat, wavtokenizer
+
+MODALITY = {"vqgan": "image", "tokenflow": "image", "flextok": "image", "klvae": "image", "wavtokenizer": "audio",
+            "vat": "mesh", "gpt": "image tokens", "enat": "image tokens", "ecar": "image latents",
+            "linfusion": "text-to-image"}
+METHODS = tuple(MODALITY)
+
+# optimiser steps per method: "default" fits 2 idle CPU cores in ~10 minutes, "small" is a smoke test,
+# "long" is for --device cuda --preset small (not timed here).
+STEPS: dict[str, dict[str, int]] = {
+    "small": {m: 3 for m in METHODS},
+    "default": {"vqgan": 150, "tokenflow": 300, "flextok": 400, "klvae": 300, "wavtokenizer": 100, "vat": 500,
+                "gpt": 200, "enat": 300, "ecar": 300, "linfusion": 100},
+    "long": {"vqgan": 2000, "tokenflow": 2000, "flextok": 2000, "klvae": 2000, "wavtokenizer": 1000, "vat": 2000,
+             "gpt": 3000, "enat": 3000, "ecar": 3000, "linfusion": 1000},
+}
 
 
-def default_images(workdir: Path) -> Path:
-    """Real photos: ../shared/data/images if present, else scikit-image's bundled ones written as PNG."""
-    shared = REPO.parent / "shared" / "data" / "images"
-    if shared.is_dir():
-        return shared
-    from PIL import Image
-    from skimage import data as skdata
-
-    folder = workdir / "skimage_photos"
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in SKIMAGE_PHOTOS:
-        Image.fromarray(getattr(skdata, name)()).save(folder / f"{name}.png")
-    return folder
-
-
-def latest_checkpoint(logs: Path) -> Path:
-    checkpoints = sorted(logs.rglob("*.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not checkpoints:
-        raise RuntimeError(f"fit wrote no checkpoint under {logs}")
-    return checkpoints[-1]
-
-
-def extract_held_out(shards: Path, out: Path, count: int) -> list[Path]:
-    """Write the largest images of the validation shards to ``out``: data the tokenizer never trained on."""
-    out.mkdir(parents=True, exist_ok=True)
-    members = []
-    for tar_path in sorted(shards.glob("val-*.tar")):
-        with tarfile.open(tar_path) as tar:
-            for member in tar.getmembers():
-                if member.isfile() and member.name.rsplit(".", 1)[-1] in {"jpg", "png"}:
-                    members.append((member.size, tar_path, member.name))
-    paths = []
-    for _, tar_path, name in sorted(members, reverse=True)[:count]:
-        with tarfile.open(tar_path) as tar:
-            target = out / name
-            target.write_bytes(tar.extractfile(name).read())
-            paths.append(target)
-    if not paths:
-        raise RuntimeError(f"no validation images in {shards}; make shards with --val-fraction > 0")
-    return sorted(paths)
+def plan(methods: list[str]) -> list[tuple[str, Callable[[Run], Any], tuple[str, ...]]]:
+    """The stages for ``methods`` plus the data and encode stages they need, in run order."""
+    wanted = set(methods)
+    needs_vq = wanted & {"vqgan", "gpt", "enat"}
+    needs_kl = wanted & {"klvae", "ecar"}
+    stages: list[tuple[str, Callable[[Run], Any], tuple[str, ...]]] = []
+    data = []
+    if wanted & {"vqgan", "tokenflow", "flextok", "klvae", "linfusion"} or needs_vq or needs_kl:
+        data.append("photos")
+    if wanted & {"gpt", "enat", "ecar"}:
+        data.append("faces")
+    if "wavtokenizer" in wanted:
+        data.append("speech")
+    if "vat" in wanted:
+        data.append("meshes")
+    for kind in data:
+        stages.append((f"data/{kind}", lambda run, kind=kind: make_data(run, kind), ()))
+    for method, size in (("vqgan", 32), ("tokenflow", 32), ("flextok", 16), ("klvae", 32)):
+        if method in wanted or (method == "vqgan" and needs_vq) or (method == "klvae" and needs_kl):
+            stages += image_tokenizer(method, size)
+    if "wavtokenizer" in wanted:
+        stages += wavtokenizer()
+    if "vat" in wanted:
+        stages += vat()
+    if wanted & {"gpt", "enat"}:
+        stages.append(("encode/vqgan", encode("vqgan", "faces_vqgan", 32), ("vqgan/fit", "data/faces")))
+    if "ecar" in wanted:  # tiny E-CAR's last scale is 8x8: 16 px faces through the x2 KL autoencoder
+        stages.append(("encode/klvae", encode("klvae", "faces_klvae", 16, latents=True), ("klvae/fit", "data/faces")))
+    for method, tokens in (("gpt", "encode/vqgan"), ("enat", "encode/vqgan"), ("ecar", "encode/klvae")):
+        if method in wanted:
+            stages += token_generator(method, tokens)
+    if "linfusion" in wanted:
+        stages += linfusion()
+    return stages
 
 
 class Stages:
     """Runs named stages, prints a line per stage, records results and failures for summary.json."""
 
-    def __init__(self) -> None:
-        self.report: dict[str, Any] = {}
+    def __init__(self, run: Run) -> None:
+        self.run_state = run
+        self.report: dict[str, Any] = run.results
 
-    def run(self, name: str, fn: Callable[[], Any], needs: tuple[str, ...] = ()) -> Any:
+    def run(self, name: str, fn: Callable[[Run], Any], needs: tuple[str, ...] = ()) -> Any:
         missing = [n for n in needs if self.report.get(n, {}).get("status") != "ok"]
         if missing:
             self.report[name] = {"status": "skipped", "reason": f"needs {', '.join(missing)}"}
-            print(f"[demo] {name:<12} skipped (needs {', '.join(missing)})", flush=True)
+            print(f"[demo] {name:<22} skipped (needs {', '.join(missing)})", flush=True)
             return None
-        print(f"[demo] {name:<12} ...", flush=True)
+        print(f"[demo] {name:<22} ...", flush=True)
         start = time.perf_counter()
         try:
-            result = fn()
+            result = fn(self.run_state)
         except Exception as error:  # report and go on: later stages that can run still run
             traceback.print_exc()
-            self.report[name] = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
-            print(f"[demo] {name:<12} FAILED: {error}", flush=True)
+            self.report[name] = {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                                 "seconds": round(time.perf_counter() - start, 1)}
+            print(f"[demo] {name:<22} FAILED: {error}", flush=True)
             return None
         seconds = time.perf_counter() - start
         self.report[name] = {"status": "ok", "seconds": round(seconds, 1), **(result or {})}
-        print(f"[demo] {name:<12} ok in {seconds:.1f} s {json.dumps(result or {})}", flush=True)
+        shown = {k: v for k, v in (result or {}).items()
+                 if k in ("metrics", "splits", "steps", "unigram_entropy_nats", "codes_used")}
+        print(f"[demo] {name:<22} ok in {seconds:.1f} s {json.dumps(shown)}", flush=True)
         return result
+
+
+def results_table(summary: dict[str, Any]) -> str:
+    """Markdown: method, modality, metric, value, from each method's evaluate (else reconstruct/generate) stage."""
+    lines = [f"Produced by `{summary['command']}` ({summary['device']}, steps={summary['steps_preset']}, "
+             f"wall time {summary['wall_seconds']:.0f} s).", "",
+             "| method | modality | metric | value |", "|---|---|---|---|"]
+    for method in summary["methods"]:
+        shown = False
+        for stage in ("evaluate", "reconstruct", "generate"):
+            result = summary["stages"].get(f"{method}/{stage}", {})
+            for key, value in (result.get("metrics") or {}).items():
+                lines.append(f"| {method} | {MODALITY[method]} | {stage}: {key} | {value:g} |")
+                shown = True
+        if not shown:
+            statuses = {k: v["status"] for k, v in summary["stages"].items() if k.startswith(method + "/")}
+            lines.append(f"| {method} | {MODALITY[method]} | status | {statuses or 'not run'} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tokenforge demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
-    parser.add_argument("--images", type=Path, help="folder of images to use instead of the bundled photos")
-    parser.add_argument("--steps", type=int, default=60, help="optimiser steps for the tiny tokenizer fit")
-    parser.add_argument("--config", type=Path, default=REPO / "configs" / "tokenizers" / "vqgan" / "tiny.yaml")
-    parser.add_argument("--generator-config", type=Path,
-                        default=REPO / "configs" / "generators" / "autoregressive" / "tiny.yaml")
-    parser.add_argument("--generator-steps", type=int, default=60, help="optimiser steps for the tiny GPT fit")
-    parser.add_argument("--image-size", type=int, default=32, help="image side the tiny config trains at")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (outputs/demo)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    parser.add_argument("--steps", choices=tuple(STEPS), default=None,
+                        help="step table: small (smoke test), default (CPU, ~10 min), long (GPU; default with --preset small)")
+    parser.add_argument("--preset", choices=("tiny", "small"), default="tiny",
+                        help="config size: tiny (CPU) or small (configs' small.yaml where it exists, GPU)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: tiny models gain little more)")
+    parser.add_argument("--no-report", action="store_true", help="skip index.html")
     args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    steps_name = args.steps or ("long" if args.preset == "small" else "default")
 
-    from tokenforge.cli import lightning_cli
-    from tokenforge.data.cli import main as shards_main
-    from tokenforge.reconstruct import reconstruct_images
+    import torch
 
+    if args.device == "cpu":  # tiny models: more threads than free cores make them many times slower
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    stages = Stages()
-    images = (args.images or default_images(out)).resolve()
-    shards, tokens, logs = out / "shards" / "images", out / "tokens" / "images", out / "logs"
+    run = Run(out=out, device=args.device, steps=STEPS[steps_name], preset=args.preset)
+    stages = Stages(run)
+    for name, fn, needs in plan(methods):
+        stages.run(name, fn, needs)
+    wall = time.perf_counter() - started
+    summary = {"command": "tokenforge demo " + " ".join(argv if argv is not None else []),
+               "device": args.device, "preset": args.preset, "steps_preset": steps_name, "steps": STEPS[steps_name],
+               "methods": methods, "wall_seconds": round(wall, 1), "stages": run.results}
+    summary["command"] = summary["command"].strip()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "results.md").write_text(results_table(summary))
+    if not args.no_report:
+        from tokenforge.report import write_report
 
-    def make_shards() -> dict[str, Any]:
-        code = shards_main(["make", "images", str(images), str(shards), "--val-fraction", "0.2", "--seed", "0"])
-        if code != 0:
-            raise RuntimeError(f"shards make exited with {code}")
-        manifest = json.loads((shards / "manifest.json").read_text())
-        splits = {name: split["count"] for name, split in manifest["splits"].items()}
-        return {"source": str(images), "count": manifest["count"], "splits": splits}
-
-    def fit() -> dict[str, Any]:
-        lightning_cli(args=[
-            "fit", "--config", str(args.config), "--data.init_args.train", str(shards),
-            "--trainer.max_steps", str(args.steps), "--trainer.default_root_dir", str(logs),
-            "--trainer.logger.init_args.save_dir", str(logs), "--trainer.accelerator", args.device,
-        ])
-        return {"checkpoint": str(latest_checkpoint(logs))}
-
-    def reconstruct() -> dict[str, Any]:
-        checkpoint = stages.report["fit"]["checkpoint"]
-        held_out = extract_held_out(shards, out / "held_out", count=8)
-        return reconstruct_images(checkpoint, held_out, out / "reconstructions", size=args.image_size,
-                                  device=args.device)
-
-    def encode() -> dict[str, Any]:
-        checkpoint = stages.report["fit"]["checkpoint"]
-        code = shards_main(["encode", "--tokenizer", checkpoint, str(shards), str(tokens),
-                            "--image-size", str(args.image_size), "--device", args.device, "--no-progress"])
-        if code != 0:
-            raise RuntimeError(f"shards encode exited with {code}")
-        return {"manifest": str(tokens / "manifest.json")}
-
-    def fit_generator() -> dict[str, Any]:
-        gen_logs = out / "logs_generator"
-        lightning_cli(args=[
-            "fit", "--config", str(args.generator_config), "--data.init_args.train", str(tokens),
-            "--data.init_args.val", str(tokens), "--trainer.max_steps", str(args.generator_steps),
-            "--trainer.default_root_dir", str(gen_logs), "--trainer.logger.init_args.save_dir", str(gen_logs),
-            "--trainer.accelerator", args.device,
-        ])
-        return {"checkpoint": str(latest_checkpoint(gen_logs))}
-
-    def generate() -> dict[str, Any]:
-        from tokenforge.generators.autoregressive.generate import main as generate_main
-
-        samples = out / "samples"
-        code = generate_main(["--generator", stages.report["fit_generator"]["checkpoint"], "--tokens", str(tokens),
-                              "--n", "16", "--seed", "0", "--device", args.device, "--no-progress",
-                              "--out", str(samples)])
-        if code != 0:
-            raise RuntimeError(f"generate exited with {code}")
-        return {"out": str(samples), "files": len(list(samples.glob("*.png")))}
-
-    stages.run("shards", make_shards)
-    stages.run("fit", fit, needs=("shards",))
-    stages.run("reconstruct", reconstruct, needs=("fit",))
-    stages.run("encode", encode, needs=("fit",))
-    stages.run("fit_generator", fit_generator, needs=("encode",))
-    stages.run("generate", generate, needs=("fit_generator",))
-    (out / "summary.json").write_text(json.dumps(stages.report, indent=2) + "\n")
-    failed = [name for name, r in stages.report.items() if r["status"] != "ok"]
-    print(f"[demo] wrote {out / 'summary.json'}" + (f"; not ok: {', '.join(failed)}" if failed else "; all ok"))
+        page = write_report(out)
+        print(f"[demo] report: {page}")
+    failed = [name for name, r in run.results.items() if r["status"] != "ok"]
+    print(f"[demo] {len(run.results)} stages in {wall:.0f} s; wrote {out / 'summary.json'}, {out / 'results.md'}"
+          + (f"; not ok: {', '.join(failed)}" if failed else "; all ok"), flush=True)
     return 1 if failed else 0
+

@@ -1,0 +1,134 @@
+"""The demo's static HTML report: ``index.html`` next to ``summary.json`` in the demo's output folder.
+
+Per method, a ``<section id="method-NAME">`` with: the config used (inlined YAML), loss curves (PNG drawn with
+matplotlib from the fit's CSV log), originals vs reconstructions (image pairs/strips, ``<audio controls>``
+WAV players, mesh previews), generated samples, the metrics table and every stage's status. All links are
+relative to the page, so the folder can be copied or served as is.
+
+    python -m tokenforge.report outputs/demo      # rebuild the page from an existing run
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
+h1{margin-bottom:4px}section{border-top:2px solid #ccc;margin-top:28px;padding-top:8px}
+table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
+img.pic{image-rendering:pixelated;height:96px;margin:2px;border:1px solid #ddd}img.curve{width:480px}
+.ok{color:#080}.failed{color:#b00}.skipped{color:#a60}details pre{font-size:12px;background:#f6f6f6;padding:8px}
+.audio{display:flex;gap:12px;align-items:center;font-size:13px}"""
+
+
+def loss_curves(metrics_csv: Path, png: Path) -> Path | None:
+    """Plot every ``*loss*`` / ``*nll*`` column of a Lightning CSV log against the step; None when nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(open(metrics_csv)))
+    columns = [c for c in (rows[0].keys() if rows else []) if c != "step" and ("loss" in c or "nll" in c)]
+    series = {}
+    for column in columns:
+        points = [(int(r["step"]), float(r[column])) for r in rows if r.get(column) and r.get("step")]
+        if points:
+            series[column] = points
+    if not series:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=80)
+    for column, points in sorted(series.items()):
+        ax.plot(*zip(*points), marker="." if len(points) < 30 else None, label=column)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(metrics_csv.parent.parent.name)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
+def _rel(path: str | Path, root: Path) -> str:
+    return html.escape(Path(path).resolve().relative_to(root).as_posix(), quote=True)
+
+
+def _metrics_table(rows: list[tuple[str, str, Any]]) -> str:
+    if not rows:
+        return "<p>no metrics</p>"
+    body = "".join(f"<tr><td>{html.escape(s)}</td><td>{html.escape(k)}</td><td>{v:g}</td></tr>" for s, k, v in rows)
+    return f"<table class='metrics'><tr><th>stage</th><th>metric</th><th>value</th></tr>{body}</table>"
+
+
+def method_section(method: str, modality: str, stages: dict[str, dict[str, Any]], root: Path) -> str:
+    """One method's section; ``stages`` holds that method's stage results (keyed 'fit', 'reconstruct', ...)."""
+    parts = [f"<section id='method-{method}'><h2>{method} <small>({html.escape(modality)})</small></h2>"]
+    status = " ".join(f"<span class='{r['status']}'>{html.escape(name)}: {r['status']}"
+                      f"{' (' + html.escape(r.get('error') or r.get('reason') or '') + ')' if r['status'] != 'ok' else ''}"
+                      f"{' ' + str(r['seconds']) + ' s' if 'seconds' in r else ''}</span>;" for name, r in stages.items())
+    parts.append(f"<p class='stages'>{status}</p>")
+    fit = stages.get("fit", {})
+    if fit.get("config"):
+        text = Path(fit["config"]).read_text() if Path(fit["config"]).is_file() else ""
+        parts.append(f"<details><summary>config: {html.escape(Path(fit['config']).name)} "
+                     f"({fit.get('steps', '?')} steps)</summary><pre>{html.escape(text)}</pre></details>")
+    if fit.get("metrics_csv") and Path(fit["metrics_csv"]).is_file():
+        png = loss_curves(Path(fit["metrics_csv"]), root / "curves" / f"{method}.png")
+        if png:
+            parts.append(f"<h3>loss curves</h3><img class='curve' src='{_rel(png, root)}' alt='{method} loss'>")
+    rec = stages.get("reconstruct", {})
+    if rec.get("pictures"):
+        parts.append("<h3>originals | reconstructions (held-out)</h3><div>" + "".join(
+            f"<img class='pic' src='{_rel(p, root)}' alt='{html.escape(Path(p).stem)}' title='{html.escape(Path(p).stem)}'>"
+            for p in rec["pictures"]) + "</div>")
+    if rec.get("audio"):
+        parts.append("<h3>originals | reconstructions (held-out)</h3>" + "".join(
+            f"<div class='audio'>{html.escape(Path(o).stem)}: original <audio controls src='{_rel(o, root)}'></audio>"
+            f" reconstruction <audio controls src='{_rel(r, root)}'></audio></div>" for o, r in rec["audio"]))
+    gen = stages.get("generate", {})
+    if gen.get("samples"):
+        caption = f"<p>{html.escape(gen['caption'])}</p>" if gen.get("caption") else ""
+        labels = gen.get("labels") or gen.get("prompts") or []
+        parts.append("<h3>generated samples</h3>" + caption + "<div>" + "".join(
+            f"<img class='pic' src='{_rel(p, root)}' title='{html.escape(str(labels[i]) if i < len(labels) else '')}'"
+            f" alt='sample {i}'>" for i, p in enumerate(gen["samples"])) + "</div>")
+    rows = [(stage, key, value) for stage in ("evaluate", "reconstruct", "generate")
+            for key, value in (stages.get(stage, {}).get("metrics") or {}).items()]
+    parts.append("<h3>metrics</h3>" + _metrics_table(rows))
+    return "".join(parts) + "</section>"
+
+
+def write_report(out: str | Path) -> Path:
+    """Build ``out/index.html`` (and ``out/curves/*.png``) from ``out/summary.json``; return the page's path."""
+    from tokenforge.demo import MODALITY
+
+    root = Path(out).resolve()
+    summary = json.loads((root / "summary.json").read_text())
+    stages: dict[str, dict[str, Any]] = summary["stages"]
+    data = "".join(f"<li>{html.escape(name)}: <span class='{r['status']}'>{r['status']}</span> "
+                   f"{html.escape(json.dumps(r.get('splits', r.get('error', ''))))}</li>"
+                   for name, r in stages.items() if name.startswith(("data/", "encode/")))
+    toc = " · ".join(f"<a href='#method-{m}'>{m}</a>" for m in summary["methods"])
+    results = (root / "results.md").read_text() if (root / "results.md").is_file() else ""
+    sections = "".join(method_section(m, MODALITY.get(m, ""), {k.split("/", 1)[1]: v for k, v in stages.items()
+                                                                if k.split("/", 1)[0] == m}, root)
+                       for m in summary["methods"])
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tokenforge demo</title>"
+            f"<style>{STYLE}</style></head><body><h1>tokenforge demo</h1>"
+            f"<p><code>{html.escape(summary['command'])}</code> on {html.escape(summary['device'])}, "
+            f"steps preset {html.escape(summary['steps_preset'])}, wall time {summary['wall_seconds']:.0f} s.</p>"
+            f"<p>{toc}</p><section id='data'><h2>data and token shards</h2><ul>{data}</ul>"
+            f"<details><summary>results.md</summary><pre>{html.escape(results)}</pre></details></section>"
+            f"{sections}</body></html>\n")
+    (root / "index.html").write_text(page)
+    return root / "index.html"
+
+
+if __name__ == "__main__":
+    print(write_report(sys.argv[1] if len(sys.argv) > 1 else "outputs/demo"))
