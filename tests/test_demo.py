@@ -76,6 +76,7 @@ def test_reduced_demo_runs_vqgan_then_gpt(tmp_path: Path) -> None:
                             "encode/vqgan", "gpt/fit", "gpt/generate", "gpt/evaluate"]
     assert all(result["status"] == "ok" for result in stages.values()), stages
     assert stages["data/faces"]["splits"] == {"train": 150, "val": 50}
+    assert stages["encode/vqgan"]["codes_used"] > 16 and stages["encode/vqgan"]["unigram_entropy_nats"] > 2
     assert stages["vqgan/fit"]["steps"] >= STEPS["small"]["vqgan"] and Path(stages["vqgan/fit"]["checkpoint"]).is_file()
     rows = list(csv.DictReader(open(stages["vqgan/fit"]["metrics_csv"])))
     assert any(row.get("train/loss_g") for row in rows)
@@ -100,6 +101,7 @@ def test_reduced_demo_runs_vqgan_then_gpt(tmp_path: Path) -> None:
     assert table == results_table(summary)
     assert f"| vqgan | image | evaluate: psnr_db/mean | {psnr:g} |" in table
     assert f"| gpt | image tokens | evaluate: nll_nats_per_token | {nll:g} |" in table
+    assert f"| gpt | image tokens | baseline: unigram_entropy_nats | {stages['encode/vqgan']['unigram_entropy_nats']:g} |" in table
     page = (out / "index.html").read_text()
     assert "id='method-vqgan'" in page and "id='method-gpt'" in page and (out / "curves" / "vqgan.png").is_file()
 

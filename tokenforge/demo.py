@@ -119,6 +119,10 @@ def results_table(summary: dict[str, Any]) -> str:
             for key, value in (result.get("metrics") or {}).items():
                 lines.append(f"| {method} | {MODALITY[method]} | {stage}: {key} | {value:g} |")
                 shown = True
+        tokens = summary["stages"].get({"gpt": "encode/vqgan", "enat": "encode/vqgan"}.get(method, ""), {})
+        if "unigram_entropy_nats" in tokens:  # the NLL a generator must beat: the token shards' unigram entropy
+            lines.append(f"| {method} | {MODALITY[method]} | baseline: unigram_entropy_nats | "
+                         f"{tokens['unigram_entropy_nats']:g} |")
         if not shown:
             statuses = {k: v["status"] for k, v in summary["stages"].items() if k.startswith(method + "/")}
             lines.append(f"| {method} | {MODALITY[method]} | status | {statuses or 'not run'} |")
