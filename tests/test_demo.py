@@ -109,3 +109,14 @@ def test_reduced_demo_runs_vqgan_then_gpt(tmp_path: Path) -> None:
 def test_unknown_method_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--methods", "vqgan,dalle"])
+
+
+def test_rerun_gives_the_same_numbers(tmp_path: Path) -> None:
+    """results.md must be reproducible: two runs of the same command agree exactly (seeded fits, no time seeds)."""
+    torch.set_num_threads(1)
+    runs = []
+    for name in ("a", "b"):
+        assert main(["--out", str(tmp_path / name), "--methods", "flextok", "--steps", "small", "--no-report"]) == 0
+        runs.append(json.loads((tmp_path / name / "summary.json").read_text())["stages"])
+    for stage in ("flextok/reconstruct", "flextok/evaluate"):
+        assert runs[0][stage]["metrics"] == runs[1][stage]["metrics"], stage

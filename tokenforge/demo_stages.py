@@ -125,7 +125,9 @@ def fit(run: Run, method: str, train: str, val: str | None = None, extra: tuple[
             "--trainer.max_steps", str(run.steps[method]), "--trainer.default_root_dir", str(logs),
             "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir", str(logs),
             "--trainer.logger.init_args.name", method, "--trainer.accelerator", run.device,
-            *FIT_OVERRIDES.get(method, ()), *extra]
+            # webdataset's shuffle buffer seeds itself from pid + time: off, so a rerun gives the same numbers
+            # (the raw shards are already shuffled with a fixed seed when made, and shards are detshuffled)
+            "--data.init_args.shuffle_buffer", "0", *FIT_OVERRIDES.get(method, ()), *extra]
     if val:
         args += ["--data.init_args.val", val]
     cli = lightning_cli(args=args)
