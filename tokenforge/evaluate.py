@@ -118,21 +118,27 @@ def _finish(out_dir: str | Path, metrics: dict[str, Any], started: float) -> dic
     return metrics
 
 
+def has_ids(tokens: Any) -> bool:
+    """Discrete ids present (continuous tokenizers may return an empty ``[B, 0]`` ids tensor)."""
+    ids = tokens.ids
+    return ids is not None and (isinstance(ids, (list, tuple)) or ids.numel() > 0)
+
+
 def ids_per_item(tokens: Any) -> list[int]:
     """Number of token values per batch item (ids if any, else latent values)."""
-    ids = tokens.ids if tokens.ids is not None else tokens.latents
+    ids = tokens.ids if has_ids(tokens) else tokens.latents
     if isinstance(ids, (list, tuple)):
         sizes = [sum(int(t[i].numel()) for t in ids) for i in range(len(ids[0]))]
     else:
         sizes = [int(ids[i].numel()) for i in range(len(ids))]
-    if tokens.lengths is not None and tokens.ids is not None and not isinstance(ids, (list, tuple)):
+    if tokens.lengths is not None and has_ids(tokens) and not isinstance(ids, (list, tuple)):
         sizes = [int(n) for n in tokens.lengths]
     return sizes
 
 
 def bits_per_token(model: nn.Module, tokens: Any) -> int:
-    if tokens.ids is None:
-        return 16
+    if not has_ids(tokens):
+        return 16  # continuous latents, counted as float16
     return max(1, math.ceil(math.log2(int(model.vocab_size))))
 
 
