@@ -34,7 +34,7 @@ METHODS = tuple(MODALITY)
 STEPS: dict[str, dict[str, int]] = {
     "small": {m: 3 for m in METHODS},
     "default": {"vqgan": 400, "tokenflow": 300, "flextok": 400, "klvae": 300, "wavtokenizer": 100, "vat": 500,
-                "gpt": 200, "enat": 300, "ecar": 300, "linfusion": 100},
+                "gpt": 80, "enat": 300, "ecar": 300, "linfusion": 100},
     "long": {"vqgan": 2000, "tokenflow": 2000, "flextok": 2000, "klvae": 2000, "wavtokenizer": 1000, "vat": 2000,
              "gpt": 3000, "enat": 3000, "ecar": 3000, "linfusion": 1000},
 }
