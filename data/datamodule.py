@@ -28,7 +28,7 @@ import lightning.pytorch as pl
 import webdataset as wds
 
 from tokenforge.data.collate import collate, with_extras
-from tokenforge.data.shards import SkipCounter, read_manifest, shard_urls
+from tokenforge.data.shards import SkipCounter, WorkerRandom, read_manifest, shard_urls
 
 MODALITIES = ("image", "audio", "mesh", "tokens")
 
@@ -141,7 +141,9 @@ class ShardDataModule(pl.LightningDataModule):
             stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
         stages.append(wds.tarfile_to_samples(handler=self.counter.handler))
         if train and self.shuffle_buffer > 1:
-            stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100)))
+            # seeded per rank and worker: webdataset's default seeds itself from pid and time, so runs would not repeat
+            stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100),
+                                      rng=WorkerRandom(self.seed + 1)))
         decode = with_extras(self.decoder(train))
         stages += [wds.map(self.counter.guard(decode)), wds.select(_not_none),
                    wds.batched(self.batch_size if train else self.val_batch_size, collation_fn=collate,
