@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
+from torch import nn
 
 from tokenforge.config import Configurable
 from tokenforge.hub import CKPT_KEY
@@ -29,3 +31,12 @@ class TrainingModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[CKPT_KEY] = {"spec": self.model.spec(), "prefix": MODEL_PREFIX}
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, live: nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * live`` for parameters; buffers are copied as they are."""
+    for average, current in zip(ema.parameters(), live.parameters()):
+        average.lerp_(current.detach().to(average.dtype), 1.0 - decay)
+    for average, current in zip(ema.buffers(), live.buffers()):
+        average.copy_(current)

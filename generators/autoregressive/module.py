@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from tokenforge.generators.autoregressive.gpt import GPT, IGNORE
 from tokenforge.generators.autoregressive.var import VAR
 from tokenforge.hub import CKPT_KEY
-from tokenforge.training import TrainingModule
+from tokenforge.training import TrainingModule, update_ema
 
 
 def load_tokenizer(name: str) -> nn.Module:
@@ -127,14 +127,8 @@ class ARModule(TrainingModule):
     # ------------------------------------------------------------------ EMA and export
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is None:
-            return
-        decay = float(self.hparams.ema_decay)
-        with torch.no_grad():
-            for ema, live in zip(self.ema.parameters(), self.model.parameters()):
-                ema.lerp_(live.detach().to(ema.dtype), 1.0 - decay)
-            for ema, live in zip(self.ema.buffers(), self.model.buffers()):
-                ema.copy_(live)
+        if self.ema is not None:
+            update_ema(self.ema, self.model, float(self.hparams.ema_decay))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

@@ -19,7 +19,7 @@ from tokenforge.generators.ecar.dit import FlowDiT
 from tokenforge.generators.ecar.mar import MAR
 from tokenforge.generators.ecar.model import ECAR
 from tokenforge.hub import CKPT_KEY
-from tokenforge.training import TrainingModule
+from tokenforge.training import TrainingModule, update_ema
 
 
 class ECARModule(TrainingModule):
@@ -56,12 +56,8 @@ class ECARModule(TrainingModule):
         return loss
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is None:
-            return
-        decay = float(self.hparams.ema_decay)
-        with torch.no_grad():
-            for ema, live in zip(self.ema.parameters(), self.model.parameters()):
-                ema.lerp_(live.detach().to(ema.dtype), 1.0 - decay)
+        if self.ema is not None:
+            update_ema(self.ema, self.model, float(self.hparams.ema_decay))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)

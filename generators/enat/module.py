@@ -28,7 +28,7 @@ from torch import Tensor
 
 from tokenforge.generators.enat.model import ENAT, ENATState
 from tokenforge.hub import CKPT_KEY
-from tokenforge.training import TrainingModule
+from tokenforge.training import TrainingModule, update_ema
 
 
 def random_mask(batch: int, length: int, count: int, generator: torch.Generator | None = None,
@@ -129,12 +129,8 @@ class ENATModule(TrainingModule):
     # ------------------------------------------------------------------ EMA and export
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is None:
-            return
-        decay = float(self.hparams.ema_decay)
-        with torch.no_grad():
-            for ema, live in zip(self.ema.parameters(), self.model.parameters()):
-                ema.lerp_(live.detach().to(ema.dtype), 1.0 - decay)
+        if self.ema is not None:
+            update_ema(self.ema, self.model, float(self.hparams.ema_decay))
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
