@@ -8,7 +8,6 @@ non-faces, two classes) give 160 training and 40 held-out 8x8 token grids.
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 from pathlib import Path
@@ -20,7 +19,6 @@ import webdataset as wds
 
 from tokenforge.cli import lightning_cli
 from tokenforge.data.image import Decoder as ImageDecoder
-from tokenforge.data.shards import make_shards
 from tokenforge.data.tokens import Decoder as TokenDecoder
 from tokenforge.data.tokens import encode_shards
 from tokenforge.generators.autoregressive.generate import main as generate_main
@@ -28,6 +26,7 @@ from tokenforge.generators.autoregressive.gpt import GPT
 from tokenforge.hub import from_pretrained, save_pretrained
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
 from tokenforge.tokenizers.vqgan.model import VQGAN
+from conftest import make_face_shards
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/generators/autoregressive/tiny.yaml"
@@ -56,14 +55,8 @@ def unigram_entropy(ids: torch.Tensor) -> float:
 
 
 def test_images_to_tokens_to_gpt_to_pngs(shared_data, tmp_path, monkeypatch, one_thread):
-    faces = sorted((shared_data / "images" / "faces").glob("*.png"))
+    faces = make_face_shards(shared_data, tmp_path)
     assert len(faces) == 200
-    with open(tmp_path / "faces.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        for path in faces:
-            writer.writerow([str(path), "face" if path.name.startswith("face") else "nonface"])
-    make_shards("images", tmp_path / "faces.csv", tmp_path / "raw", val_fraction=0.2, format="png", progress=False)
 
     # tokenizer: tiny VQGAN, codebook fitted by k-means on the training images
     tokenizer = VQGAN(VectorQuantizer(CODES, 8, kmeans_init=True), ch=32, ch_mult=[1, 2, 2], num_res_blocks=1,

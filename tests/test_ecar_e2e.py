@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from tokenforge.cli import lightning_cli
-from tokenforge.data.shards import make_shards
 from tokenforge.data.tokens import encode_shards
 from tokenforge.generators.ecar.generate import main as generate_main
 from tokenforge.generators.ecar.model import ECAR
 from tokenforge.hub import from_pretrained, save_pretrained
 from tokenforge.tokenizers.klvae import KLAutoencoder
+from conftest import make_face_shards
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/generators/ecar/tiny.yaml"
@@ -32,13 +32,7 @@ def one_thread():
 
 
 def test_faces_to_latents_to_ecar_to_pngs(shared_data, tmp_path, monkeypatch, one_thread):
-    faces = sorted((shared_data / "images" / "faces").glob("*.png"))
-    with open(tmp_path / "faces.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        for path in faces:
-            writer.writerow([str(path), "face" if path.name.startswith("face") else "nonface"])
-    make_shards("images", tmp_path / "faces.csv", tmp_path / "raw", val_fraction=0.2, format="png", progress=False)
+    make_face_shards(shared_data, tmp_path)
     torch.manual_seed(0)
     kl = KLAutoencoder([16, 16], 1, 4, 8, scaling_factor=1.0, mid_block_add_attention=False).eval()
     save_pretrained(kl, tmp_path / "kl")

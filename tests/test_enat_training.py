@@ -19,7 +19,6 @@ import webdataset as wds
 
 from tokenforge.cli import lightning_cli
 from tokenforge.data.image import Decoder as ImageDecoder
-from tokenforge.data.shards import make_shards
 from tokenforge.data.tokens import Decoder as TokenDecoder
 from tokenforge.data.tokens import encode_shards
 from tokenforge.generators.enat.generate import main as enat_generate_main
@@ -28,6 +27,7 @@ from tokenforge.generators.enat.module import ENATModule, random_mask
 from tokenforge.hub import from_pretrained, save_pretrained
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
 from tokenforge.tokenizers.vqgan.model import VQGAN
+from conftest import make_face_shards
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/generators/enat/tiny.yaml"
@@ -72,14 +72,8 @@ def test_reuse_training_step_uses_the_ema_state():
 
 
 def test_tokens_to_enat_fit_to_pngs(shared_data, tmp_path, monkeypatch, one_thread):
-    faces = sorted((shared_data / "images" / "faces").glob("*.png"))
+    faces = make_face_shards(shared_data, tmp_path)
     assert len(faces) == 200
-    with open(tmp_path / "faces.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        for path in faces:
-            writer.writerow([str(path), "face" if path.name.startswith("face") else "nonface"])
-    make_shards("images", tmp_path / "faces.csv", tmp_path / "raw", val_fraction=0.2, format="png", progress=False)
     torch.manual_seed(0)
     tokenizer = VQGAN(VectorQuantizer(CODES, 8, kmeans_init=True), ch=32, ch_mult=[1, 2, 2], num_res_blocks=1,
                       z_channels=32, attn_last_level=False, attn_mid=False)

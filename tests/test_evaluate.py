@@ -4,7 +4,6 @@ to end and its refusals (modality mismatch, empty split)."""
 
 from __future__ import annotations
 
-import csv
 import glob
 import json
 import math
@@ -16,7 +15,6 @@ import torch
 import webdataset as wds
 
 from tokenforge.data.image import Decoder as ImageDecoder
-from tokenforge.data.shards import make_shards
 from tokenforge.data.tokens import Decoder as TokenDecoder
 from tokenforge.data.tokens import encode_shards
 from tokenforge.evaluate import evaluate_generator, evaluate_tokenizer, main
@@ -25,6 +23,7 @@ from tokenforge.hub import save_pretrained
 from tokenforge.metrics.image import psnr, ssim
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
 from tokenforge.tokenizers.vqgan.model import VQGAN
+from conftest import make_face_shards
 
 CODES, SIZE = 16, 32
 
@@ -34,13 +33,7 @@ def setup(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("evaluate")
-    faces = sorted((shared_data / "images" / "faces").glob("*.png"))[::5]  # 40 crops, both classes
-    with open(root / "faces.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        for path in faces:
-            writer.writerow([str(path), "face" if path.name.startswith("face") else "nonface"])
-    make_shards("images", root / "faces.csv", root / "raw", val_fraction=0.25, format="png", progress=False)
+    make_face_shards(shared_data, root, val_fraction=0.25, every=5)  # 40 crops, both classes
     torch.manual_seed(0)
     tokenizer = VQGAN(VectorQuantizer(CODES, 8, kmeans_init=True), ch=32, ch_mult=[1, 2, 2], num_res_blocks=1,
                       z_channels=32, attn_last_level=False, attn_mid=False)
