@@ -10,3 +10,7 @@ export TOKENFORGE_SHARED="$PWD/.device" PYTHONUNBUFFERED=1
 tokenforge() { python3 -m tokenforge "$@"; }
 export -f tokenforge
 python3 -c "import tokenforge.tokenizers.base, tokenforge.data.shards, torch; print('tokenforge importable; torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+# Phases: scripts wrap their sections in `if want tests|bench|train; then ...; fi`; PHASES picks which run.
+want() { [[ " ${PHASES:-tests bench train} " == *" $1 "* ]]; }
+export -f want
+export ACCEL=${ACCEL:-gpu}
