@@ -1,10 +1,17 @@
 """`tokenforge bench linfusion`: UNet forward time and peak memory vs resolution, SDPA self-attention vs LinFusion.
 
 The paper's claim measured: an SD-1.5-sized random-weight UNet (``--size sd15``; ``tiny`` for CPU smoke runs),
-batch 1, text context 77 tokens, one forward per row (and, with ``--steps N``, an N-step DDIM loop at batch 2 =
-CFG), bf16 and/or fp32. Conditions of shared/BENCHMARKS.md: warm-up, ``torch.cuda.synchronize`` around the
-timed region, median of ``--repeats``, peak memory. A resolution that runs out of memory is reported as OOM and
-larger ones are skipped for that attention. Prints a Markdown table; ``--json PATH`` writes the rows.
+batch 1, text context 77 tokens, one forward per cell (and, with ``--steps N``, an N-step CFG DDIM loop at
+batch 2), bf16 by default. Conditions of shared/BENCHMARKS.md: warm-up, ``torch.cuda.synchronize`` around the
+timed region, median of ``--repeats``, peak memory (``max_memory_allocated``).
+
+Per cell: an out-of-memory error is caught and reported (larger sizes of that series are then skipped); a cell
+whose extrapolated time (quadratic in pixels for SDPA, linear for LinFusion, from the previous measured size)
+exceeds ``--max-predicted-s`` is reported as "skipped (predicted N s)"; a cell predicted above ``--slow-s`` runs
+once without warm-up. ``--json PATH --append`` merges into an existing result file, so a script can run each
+resolution in its own process under ``timeout`` and record a kill with ``--mark ATTENTION RESOLUTION TEXT``.
+Options for speed: ``--channels-last`` (UNet and input), ``--compile`` (``torch.compile`` of the UNet after
+mounting; labels get ``+compile``), ``--chunk-size`` (LinFusion token chunks, bounds activation memory).
 """
 
 from __future__ import annotations
@@ -12,11 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from tokenforge.generators.linfusion.linfusion import LinFusion
 from tokenforge.benchmarking import timed
+from tokenforge.generators.linfusion.bench_table import Row, blocked, merge, predict_seconds, render
+from tokenforge.generators.linfusion.linfusion import LinFusion
 
 SIZES = {
     "sd15": dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8),  # diffusers defaults = SD-1.5 blocks
@@ -26,62 +36,110 @@ SIZES = {
 }
 
 
-
-
-
-
 def _is_oom(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
-def rows_for(unet, attention: str, dtype_name: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
-    from diffusers import DDIMScheduler
+def label(attention: str, args: argparse.Namespace) -> str:
+    return (attention + ("+channels_last" if args.channels_last else "") + ("+ffchunk" if args.ff_chunk_size else "")
+            + ("+compile" if args.compile else ""))
 
-    rows: list[dict] = []
-    ctx_dim = unet.config.cross_attention_dim
+
+def build_unet(size: str, dtype: torch.dtype, device: torch.device, channels_last: bool, ff_chunk_size: int = 0):
+    """Random-weight UNet (seed 0) built directly on ``device``, SDPA processors everywhere; ``ff_chunk_size``
+    runs every transformer feed-forward over token chunks of that size (official low-VRAM 16K recipe)."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        unet = UNet2DConditionModel(**SIZES[size])
+    unet = unet.to(dtype=dtype).eval().requires_grad_(False)
+    unet.set_attn_processor(AttnProcessor2_0())
+    if ff_chunk_size:
+        for module in unet.modules():
+            if hasattr(module, "set_chunk_feed_forward") and hasattr(module, "ff"):
+                module.set_chunk_feed_forward(ff_chunk_size, 1)
+    return unet.to(memory_format=torch.channels_last) if channels_last else unet
+
+
+def measure(model, unet_config, res: int, dtype: torch.dtype, device: torch.device, warmup: int, repeats: int,
+            channels_last: bool, steps: int) -> dict[str, Any]:
+    """Forward (and optionally CFG-loop) time and peak memory at one resolution."""
+    latent = res // 8
+    x = torch.randn(1, unet_config.in_channels, latent, latent, device=device, dtype=dtype)
+    if channels_last:
+        x = x.to(memory_format=torch.channels_last)
+    ctx = torch.randn(1, 77, unet_config.cross_attention_dim, device=device, dtype=dtype)
+    t = torch.tensor([500], device=device)
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model(x, t, ctx)
+
+    seconds, peak = timed(forward, device, warmup, repeats)
+    out: dict[str, Any] = {"forward_ms": seconds * 1000, "peak_gib": peak}
+    if steps:
+        from diffusers import DDIMScheduler
+
+        sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                              beta_end=0.012)
+
+        def loop() -> None:
+            sched.set_timesteps(steps)
+            z = x.clone()
+            with torch.inference_mode():
+                for step in sched.timesteps:
+                    eps = model(torch.cat([z, z]), step.to(device), torch.cat([ctx, ctx])).sample
+                    uncond, cond = eps.chunk(2)
+                    z = sched.step(uncond + 7.5 * (cond - uncond), step, z).prev_sample
+
+        out["steps"] = steps
+        out["generation_s"], out["generation_peak_gib"] = timed(loop, device, 0, 1)
+    return out
+
+
+def run_series(unet, attention: str, dtype_name: str, args: argparse.Namespace, device: torch.device,
+               rows: list[Row]) -> list[Row]:
+    """All resolutions for one attention; appends to and returns ``rows``."""
     dtype = getattr(torch, dtype_name)
-    for res in args.resolutions:
-        latent = res // 8
-        row = {"attention": attention, "dtype": dtype_name, "resolution": res, "tokens": latent * latent}
-        try:
-            x = torch.randn(1, unet.config.in_channels, latent, latent, device=device, dtype=dtype)
-            ctx = torch.randn(1, 77, ctx_dim, device=device, dtype=dtype)
-            t = torch.tensor([500], device=device)
-
-            def forward() -> None:
-                with torch.inference_mode():
-                    unet(x, t, ctx)
-
-            row["forward_ms"], row["forward_peak_gib"] = (v * s for v, s in zip(
-                timed(forward, device, args.warmup, args.repeats), (1000, 1)))
-            if args.steps:
-                sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
-                                      beta_end=0.012)
-
-                def loop() -> None:
-                    sched.set_timesteps(args.steps)
-                    z = x.clone()
-                    with torch.inference_mode():
-                        for step in sched.timesteps:
-                            eps = unet(torch.cat([z, z]), step.to(device), torch.cat([ctx, ctx])).sample
-                            uncond, cond = eps.chunk(2)
-                            z = sched.step(uncond + 7.5 * (cond - uncond), step, z).prev_sample
-
-                row["steps"] = args.steps
-                row["generation_s"], row["generation_peak_gib"] = timed(loop, device, 0, 1)
-        except (RuntimeError, torch.OutOfMemoryError) as error:
-            if not _is_oom(error):
-                raise
-            row["forward_ms"] = "OOM"
-            rows.append(row)
+    name = label(attention, args)
+    lin = LinFusion.construct_for(unet, chunk_size=args.chunk_size) if attention == "linfusion" else None
+    model = unet
+    if args.compile:
+        torch._dynamo.reset()
+        model = torch.compile(unet)
+    try:
+        for res in args.resolutions:
+            row: Row = {"attention": name, "dtype": dtype_name, "resolution": res, "tokens": (res // 8) ** 2}
+            reason = blocked(rows, name, dtype_name, res, args.max_predicted_s)
+            if reason is not None:
+                rows.append({**row, "status": reason})
+                continue
+            predicted = predict_seconds(rows, name, dtype_name, res)
+            slow = predicted is not None and predicted > args.slow_s
+            warmup, repeats = (0, 1) if slow else (args.warmup, args.repeats)
+            try:
+                row.update(measure(model, unet.config, res, dtype, device, warmup, repeats, args.channels_last,
+                                   args.steps if res <= args.steps_max_res else 0))
+                row["status"] = "ok"
+                if slow:
+                    row["note"] = f"single run (predicted {predicted:.0f} s)"
+            except Exception as error:  # noqa: BLE001 - only OOM is recorded, the rest re-raised
+                if not _is_oom(error):
+                    raise
+                row["status"] = "OOM"
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            break  # larger resolutions will not fit either
-        rows.append(row)
+            rows.append(row)
+            print(f"bench linfusion: {row}", file=sys.stderr, flush=True)
+    finally:
+        if lin is not None:
+            lin.unmount()
     return rows
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tokenforge bench linfusion", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=sorted(SIZES), default="sd15")
@@ -89,31 +147,62 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", nargs="+", default=["bfloat16"], choices=["bfloat16", "float16", "float32"])
     p.add_argument("--attention", nargs="+", default=["sdpa", "linfusion"], choices=["sdpa", "linfusion"])
     p.add_argument("--chunk-size", type=int, default=None, help="LinFusion token chunk (bounds activation memory)")
+    p.add_argument("--channels-last", action="store_true", help="UNet weights and input in channels_last")
+    p.add_argument("--ff-chunk-size", type=int, default=0,
+                   help="feed-forward token chunk (must divide every level's token count, e.g. 65536 at 16384 px)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the UNet (after mounting LinFusion)")
     p.add_argument("--steps", type=int, default=0, help="also time an N-step CFG DDIM loop (e.g. 25)")
+    p.add_argument("--steps-max-res", type=int, default=1024, help="run the --steps loop only up to this size")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--max-predicted-s", type=float, default=60.0, help="skip a cell predicted slower than this")
+    p.add_argument("--slow-s", type=float, default=10.0, help="a cell predicted slower than this runs once, no warm-up")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--json", help="write the rows here")
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    from diffusers import UNet2DConditionModel
+    p.add_argument("--json", help="write the rows here (with --append: merge into the rows already there)")
+    p.add_argument("--append", action="store_true", help="read earlier rows from --json first (skip rules use them)")
+    p.add_argument("--table", action="store_true", help="only print the table of the rows in --json")
+    p.add_argument("--mark", nargs=3, metavar=("ATTENTION", "RESOLUTION", "TEXT"),
+                   help="only record a note row (e.g. 'timeout after 120 s') for the first --dtype, then print")
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    bad = [r for r in args.resolutions if r % 64 or r <= 0]
+    if bad:
+        print(f"tokenforge bench linfusion: resolutions must be positive multiples of 64, got {bad}", file=sys.stderr)
+        return 2
+    path = Path(args.json) if args.json else None
+    previous: list[Row] = []
+    if args.append and path is not None and path.is_file():
+        previous = json.loads(path.read_text())["rows"]
     device = torch.device(args.device)
-    rows: list[dict] = []
-    for dtype_name in args.dtype:
-        torch.manual_seed(0)
-        unet = UNet2DConditionModel(**SIZES[args.size]).to(device=device, dtype=getattr(torch, dtype_name)).eval()
-        unet.set_attn_processor(__import__("diffusers").models.attention_processor.AttnProcessor2_0())
-        for attention in args.attention:
-            lin = LinFusion.construct_for(unet, chunk_size=args.chunk_size) if attention == "linfusion" else None
-            rows += rows_for(unet, attention, dtype_name, args, device)
-            if lin is not None:
-                lin.unmount()
-        del unet
-    cols = ["attention", "dtype", "resolution", "tokens", "forward_ms", "forward_peak_gib", "generation_s"]
-    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
-    for r in rows:
-        print("| " + " | ".join(f"{r[c]:.3g}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols) + " |")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": str(device), "size": args.size, "rows": rows}, f, indent=2)
+    if args.table:
+        if path is None or not path.is_file():
+            print(f"tokenforge bench linfusion: --table needs an existing --json file, got {path}", file=sys.stderr)
+            return 2
+        print(render(json.loads(path.read_text())["rows"]))
+        return 0
+    if args.mark:
+        attention, res, text = args.mark
+        new = [{"attention": attention, "dtype": args.dtype[0], "resolution": int(res), "tokens": (int(res) // 8) ** 2,
+                "status": text}]
+    else:
+        rows = list(previous)
+        for dtype_name in args.dtype:
+            unet = build_unet(args.size, getattr(torch, dtype_name), device, args.channels_last, args.ff_chunk_size)
+            for attention in args.attention:
+                run_series(unet, attention, dtype_name, args, device, rows)
+            del unet
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        new = rows[len(previous):]
+    rows = merge(previous, new)
+    print(render(rows))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+                "size": args.size, "torch": torch.__version__}
+        clean = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]  # NaN
+        path.write_text(json.dumps({**info, "rows": clean}, indent=2) + "\n")
     return 0
