@@ -1,7 +1,7 @@
 """`tokenforge bench <area> [<method>] ...`: throughput measurements, one module per method.
 
     tokenforge bench data ...                        shard loaders, per modality and worker count
-    tokenforge bench tokenizer wavtokenizer ...      (also tokenflow, flextok)
+    tokenforge bench tokenizer wavtokenizer ...      (also tokenflow, flextok, vat)
     tokenforge bench generator ar ...                (also enat, ecar, linfusion)
     tokenforge bench tokenflow ...                   shorthand: a method name alone
 
@@ -21,6 +21,7 @@ METHODS: dict[str, dict[str, tuple[str, str]]] = {
         "wavtokenizer": ("tokenforge.tokenizers.wavtokenizer.bench:main", "audio seconds encoded/decoded per second"),
         "tokenflow": ("tokenforge.tokenizers.tokenflow.bench:main", "encode/decode images/s (bf16, fp32)"),
         "flextok": ("tokenforge.tokenizers.flextok.bench:main", "encode / decode images/s at k=1,32,256"),
+        "vat": ("tokenforge.tokenizers.vat.bench:main", "encode shapes/s, decode meshes/s at 128^3 and 256^3"),
     },
     "generator": {
         "ar": ("tokenforge.generators.autoregressive.bench:main", "GPT sampling and training speed"),

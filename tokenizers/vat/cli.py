@@ -1,11 +1,14 @@
 """``tokenforge vat reconstruct --model DIR|CKPT mesh.obj ... --out DIR``: VAT's compactness report per shape.
 
 For each mesh: load + repair + normalise as the mesh shards do (`tokenforge.data.mesh`), sample surface points
-with face normals, encode to per-scale ids, decode (optionally only the first ``--scales`` scales), extract the
-mesh on a ``--resolution`` grid and write ``NAME.ply``, ``NAME.tokens.npz`` (ids per scale), ``NAME.png``
-(input | reconstruction preview) and an entry of ``metrics.json``: bytes per shape (ids packed at
-ceil(log2 V) bits), Chamfer, F-score at 0.01/0.02/0.05, volume IoU on uniform points. Malformed meshes are
-refused with the loader's reason and the run continues (exit code 1 if any failed).
+with face normals, encode to per-scale ids, decode (all scales, or only the first K of ``--scales K|K1,K2|all``:
+one reconstruction per K, coarse-to-fine), extract the mesh on a ``--resolution`` grid and write ``NAME.ply``
+(``NAME.kK.ply`` when several K; ``--format glb`` for GLB), ``NAME.tokens.npz`` (ids per scale), ``NAME.png``
+(input | reconstruction at the largest K) and entries of ``metrics.json``: bytes per shape (ids packed at
+ceil(log2 V) bits), Chamfer, F-score at 0.01/0.02/0.05, volume IoU on uniform points, watertightness (a K
+whose field is empty is recorded with ``empty`` = the reason, F-score 0 and no Chamfer).
+``summary.md`` / ``summary.json``: the per-K means over the shapes (the coarse-to-fine table). Malformed
+meshes are refused with the loader's reason and the run continues (exit code 1 if any failed).
 """
 
 from __future__ import annotations
@@ -46,32 +49,90 @@ def load_surface(path: Path, num_points: int, margin: float = 0.05) -> tuple[Any
     return mesh, torch.from_numpy(x)[None]
 
 
+def parse_scales(text: str | None, total: int) -> list[int]:
+    """``None`` -> [S]; ``"all"`` -> 1..S; ``"3"`` -> [3]; ``"1,2,4"`` -> [1, 2, 4] (each in 1..S)."""
+    if text is None:
+        return [total]
+    ks = list(range(1, total + 1)) if text == "all" else [int(k) for k in str(text).split(",") if k.strip()]
+    bad = [k for k in ks if not 1 <= k <= total]
+    if not ks or bad:
+        raise ValueError(f"--scales {text!r}: each K must be in 1..{total} (this VAT has {total} scales), or 'all'")
+    return sorted(set(ks))
+
+
 @torch.no_grad()
-def reconstruct_one(model: VAT, path: Path, out: Path, num_points: int, resolution: int, scales: int | None,
-                    device: str, eval_points: int = 100_000) -> dict[str, Any]:
+def reconstruct_one(model: VAT, path: Path, out: Path, num_points: int, resolution: int,
+                    scales: int | list[int] | None, device: str, eval_points: int = 100_000, fmt: str = "ply",
+                    largest_component: bool = False) -> list[dict[str, Any]]:
+    """One mesh -> one entry per number of scales kept (coarse-to-fine prefixes of the same encoding)."""
     import trimesh
 
     mesh, x = load_surface(path, num_points)
     tokens = model.encode(x.to(device) if model.use_normals else x[..., :3].to(device))
-    ids = tokens.ids[:scales] if scales else tokens.ids
-    planes = model.decode(ids)
-    rec = marching_cubes(logit_grid(lambda q: model.occupancy(planes, q), resolution, device=device))
+    total = len(tokens.ids)
+    ks = [total] if scales is None else [scales] if isinstance(scales, int) else list(scales)
     stem = path.stem
-    rec.export(out / f"{stem}.ply")
-    np.savez(out / f"{stem}.tokens.npz", **{f"scale_{i}": t[0].cpu().numpy() for i, t in enumerate(ids)})
+    np.savez(out / f"{stem}.tokens.npz", **{f"scale_{i}": t[0].cpu().numpy() for i, t in enumerate(tokens.ids)})
     rng = np.random.default_rng(0)
     gt_pts = trimesh.sample.sample_surface(mesh, eval_points, seed=rng)[0]
-    rec_pts = trimesh.sample.sample_surface(rec, eval_points, seed=rng)[0]
     uniform = rng.uniform(-1, 1, size=(eval_points, 3)).astype(np.float32)
     gt_occ = torch.from_numpy(mesh.contains(uniform))[None]
-    pred_occ = model.occupancy(planes, torch.from_numpy(uniform)[None].to(device)).cpu() >= 0
-    render_pair(mesh, rec, out / f"{stem}.png")
-    counts = [int(t.shape[1]) for t in ids]
-    return {"file": path.name, "scales_kept": len(ids), "tokens": sum(counts), "tokens_per_scale": counts,
-            "bytes": packed_bytes(counts, model.vocab_size), "vocab_size": model.vocab_size,
-            "chamfer": chamfer_distance(rec_pts, gt_pts),
-            "f_score": dict(zip(map(str, TAUS), f_score(rec_pts, gt_pts, TAUS))),
-            "iou": float(occupancy_iou(pred_occ, gt_occ)[0]), "watertight": bool(rec.is_watertight)}
+    entries = []
+    for k in ks:
+        ids = tokens.ids[:k]
+        planes = model.decode(ids)
+        counts = [int(t.shape[1]) for t in ids]
+        pred_occ = model.occupancy(planes, torch.from_numpy(uniform)[None].to(device)).cpu() >= 0
+        name = stem if len(ks) == 1 else f"{stem}.k{k}"
+        entry = {"file": path.name, "scales_kept": len(ids), "tokens": sum(counts), "tokens_per_scale": counts,
+                 "bytes": packed_bytes(counts, model.vocab_size), "vocab_size": model.vocab_size,
+                 "iou": float(occupancy_iou(pred_occ, gt_occ)[0])}
+        try:
+            rec = marching_cubes(logit_grid(lambda q: model.occupancy(planes, q), resolution, device=device),
+                                 largest_component=largest_component)
+        except ValueError as error:  # an empty/full field at this K is a result (F = 0), not a crash
+            entries.append({**entry, "mesh": None, "empty": str(error), "chamfer": None,
+                            "f_score": {str(t): 0.0 for t in TAUS}, "watertight": False, "components": 0})
+            continue
+        rec.export(out / f"{name}.{fmt}")
+        rec_pts = trimesh.sample.sample_surface(rec, eval_points, seed=np.random.default_rng(1))[0]
+        if k == ks[-1]:
+            render_pair(mesh, rec, out / f"{stem}.png")
+        entries.append({**entry, "mesh": f"{name}.{fmt}", "chamfer": chamfer_distance(rec_pts, gt_pts),
+                        "f_score": dict(zip(map(str, TAUS), f_score(rec_pts, gt_pts, TAUS))),
+                        "watertight": bool(rec.is_watertight), "components": len(rec.split(only_watertight=False))})
+    return entries
+
+
+def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean F-score/IoU/Chamfer and bytes per shape for each number of scales kept (refused files left out).
+
+    A K whose decoded field is empty counts F = 0 and its IoU; Chamfer (undefined) averages the non-empty ones
+    and ``empty`` says how many were left out of it.
+    """
+    rows = []
+    for k in sorted({r["scales_kept"] for r in results if "error" not in r}):
+        group = [r for r in results if r.get("scales_kept") == k]
+        row = {"scales_kept": k, "shapes": len(group), "tokens": group[0]["tokens"],
+               "bytes_per_shape": group[0]["bytes"]}
+        for tau in TAUS:
+            row[f"f_score@{tau}"] = round(float(np.mean([r["f_score"][str(tau)] for r in group])), 4)
+        chamfers = [r["chamfer"] for r in group if r["chamfer"] is not None]
+        row["chamfer"] = round(float(np.mean(chamfers)), 5) if chamfers else None
+        row["iou"] = round(float(np.mean([r["iou"] for r in group])), 4)
+        row["watertight"] = sum(r["watertight"] for r in group)
+        row["empty"] = sum(r["chamfer"] is None for r in group)
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(no shape was reconstructed)\n"
+    keys = list(rows[0])
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(row[k]) for k in keys) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,26 +145,43 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--out", required=True, type=Path)
     rec.add_argument("--points", type=int, default=4096, help="surface points fed to the encoder")
     rec.add_argument("--resolution", type=int, default=128, help="marching-cubes grid (cells per axis)")
-    rec.add_argument("--scales", type=int, default=None, help="keep only the first K scales (coarse-to-fine)")
+    rec.add_argument("--scales", default=None,
+                     help="scales kept (coarse-to-fine): K, a list 'K1,K2,...' or 'all' (1..S); default all S")
+    rec.add_argument("--format", choices=("ply", "glb"), default="ply", help="mesh file format (ply)")
+    rec.add_argument("--largest-component", action="store_true",
+                     help="keep only the largest connected piece of each reconstruction")
     rec.add_argument("--eval-points", type=int, default=100_000, help="surface/volume samples for the metrics")
     rec.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    if args.points < 1 or args.resolution < 2 or args.eval_points < 1:
+        parser.error("--points and --eval-points must be >= 1 and --resolution >= 2")
     from tokenforge.hub import from_pretrained
 
     model = from_pretrained(args.model)
     if not isinstance(model, VAT):
         parser.error(f"{args.model} holds a {type(model).__name__}, not a VAT")
+    try:
+        ks = parse_scales(args.scales, len(model.scales))
+    except ValueError as error:
+        parser.error(str(error))
     model = model.to(args.device).eval()
     args.out.mkdir(parents=True, exist_ok=True)
     results, failed = [], 0
     for path in args.meshes:
         try:
-            results.append(reconstruct_one(model, path, args.out, args.points, args.resolution, args.scales,
-                                           args.device, args.eval_points))
-            print(json.dumps(results[-1]))
+            entries = reconstruct_one(model, path, args.out, args.points, args.resolution,
+                                      ks if args.scales else None, args.device, args.eval_points, args.format,
+                                      args.largest_component)
+            results += entries
+            for entry in entries:
+                print(json.dumps(entry))
         except Exception as error:  # one refused mesh must not stop the others; its reason is reported
             failed += 1
             results.append({"file": path.name, "error": f"{type(error).__name__}: {error}"})
             print(f"{path.name}: refused: {results[-1]['error']}")
     (args.out / "metrics.json").write_text(json.dumps(results, indent=1))
+    table = summarise(results)
+    (args.out / "summary.json").write_text(json.dumps(table, indent=1))
+    (args.out / "summary.md").write_text(markdown_table(table))
+    print(markdown_table(table), end="")
     return 1 if failed else 0
