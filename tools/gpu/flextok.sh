@@ -3,22 +3,26 @@
 # encode and decode at k=1/32/256, 25 steps, unguided and APG 7.5), and a <=5-minute training run of
 # configs/tokenizers/flextok/small.yaml on the real photos of .device/data/images (80/20 split) whose held-out
 # PSNR-vs-k curve, metrics.csv and coarse-to-fine strips land in $OUT. Run from the repo root.
-pip install --no-index --no-deps --target /tmp/site .whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
-[ -f tools/gpu/env.sh ] && source tools/gpu/env.sh   # namespace links for tokenforge.tokenizers etc.
+source tools/gpu/env.sh   # namespace links for tokenforge.tokenizers etc.
 set -x
 OUT=${OUT:-/tmp/flextok_out}; mkdir -p "$OUT"
 export TOKENFORGE_SHARED=$PWD/.device
 W=/tmp/flextok_work; rm -rf "$W"; mkdir -p "$W"
 
 # 1. parity (CPU) and GPU tests (PSNR monotone in k after 400 steps) (~1 min)
+if want tests; then
 timeout 90 python tools/check_parity.py .device/fixtures/flextok 2>&1 | tee "$OUT/parity.txt"
 timeout 120 python -m pytest tests/test_flextok.py tests/test_flextok_training.py -m gpu -q -s -p no:cacheprovider 2>&1 | tail -8 | tee "$OUT/tests.txt"
 
+fi
 # 2. benchmark table (random weights, d18-d18, BENCHMARKS.md conditions) (~2.5 min)
+if want bench; then
 timeout 100 python -m tokenforge bench flextok --size d18-d18 --batch 32 --dtypes bf16 --repeats 3 --warmup 1 2>&1 | tail -8 | tee "$OUT/bench_bf16.txt"
 timeout 60 python -m tokenforge bench flextok --size d18-d18 --batch 32 --dtypes fp32 --ks 32 --steps 5 --repeats 2 --warmup 1 2>&1 | tail -4 | tee "$OUT/bench_fp32_5steps.txt"
 
+fi
 # 3. short training run: shards of the photos, <=5 minutes of fit, held-out PSNR per k every 500 steps
+if want train; then
 timeout 60 python -m tokenforge shards make images ".device/data/images/*.*" "$W/shards" --max-side 128 \
   --val-fraction 0.2 --labels none --no-progress 2>&1 | tail -2 | tee "$OUT/shards.txt"
 timeout 300 python -m tokenforge fit --config configs/tokenizers/flextok/small.yaml \
@@ -41,4 +45,5 @@ CKPT=$(find "$W" -name last.ckpt | head -1)
 timeout 60 python -m tokenforge flextok reconstruct --model "$CKPT" .device/data/images/astronaut.png \
   .device/data/images/coffee.png .device/data/images/chelsea.png --size 64 --tokens 1,2,4,8,16,32 \
   --out "$OUT/strips" 2>&1 | tail -3 | tee "$OUT/reconstruct.txt"
+fi
 ls -la "$OUT"

@@ -26,7 +26,7 @@ if want tests; then
   timeout 300 python -m pytest $tests -q -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/tests.txt"
   for f in "$FIX"/linfusion*/; do
     [[ -f "$f/config.json" ]] || continue
-    timeout 120 python tools/check_parity.py "$f" 2>&1 | tee "$OUT/parity_$(basename "$f").txt"
+    timeout 120 python tools/check_parity.py "$f" --method linfusion 2>&1 | tee "$OUT/parity_$(basename "$f").txt"
   done
 fi
 

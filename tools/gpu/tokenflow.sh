@@ -3,24 +3,28 @@
 # SigLIP 384 px; bf16 and fp32), and a <=6-minute training run of configs/tokenizers/tokenflow/small.yaml on
 # the real photos of .device/data/images (80/20 split) whose held-out PSNR curve, metrics.csv and
 # reconstruction grids land in $OUT. Run from the repo root; the lead copies ../shared data/fixtures to .device/.
-pip install --no-index --no-deps --target /tmp/site .whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
-[ -f tools/gpu/env.sh ] && source tools/gpu/env.sh   # namespace links for tokenforge.tokenizers etc.
+source tools/gpu/env.sh   # namespace links for tokenforge.tokenizers etc.
 set -x
 OUT=${OUT:-/tmp/tokenflow_out}; mkdir -p "$OUT"
 export TOKENFORGE_SHARED=$PWD/.device
 W=/tmp/tokenflow_work; rm -rf "$W"; mkdir -p "$W"
 
 # 1. GPU tests and CPU-side parity of both fixtures (~1 min)
+if want tests; then
 timeout 150 python -m pytest tests/test_tokenflow_gpu.py -q -p no:cacheprovider 2>&1 | tail -8 | tee "$OUT/tests.txt"
 for f in tokenflow tokenflow_siglip; do
   timeout 60 python tools/check_parity.py .device/fixtures/$f 2>&1 | tee "$OUT/parity_$f.txt"
 done
 
+fi
 # 2. benchmark table (random weights, released sizes; BENCHMARKS.md conditions) (~2 min)
+if want bench; then
 timeout 150 python -m tokenforge bench tokenflow --variant clipb_256 --batch 32 --repeats 5 2>&1 | tail -4 | tee "$OUT/bench_clipb_256.md"
 timeout 90 python -m tokenforge bench tokenflow --variant siglip_384 --batch 16 --repeats 3 2>&1 | tail -4 | tee "$OUT/bench_siglip_384.md"
 
+fi
 # 3. short training run: shards of the 25 photos, 6 minutes of fit, held-out PSNR every 100 steps (~7 min)
+if want train; then
 timeout 60 python -m tokenforge shards make images ".device/data/images/*.*" "$W/shards" --max-side 256 \
   --val-fraction 0.2 --labels none --no-progress 2>&1 | tail -2 | tee "$OUT/shards.txt"
 timeout 420 python -m tokenforge fit --config configs/tokenizers/tokenflow/small.yaml \
@@ -41,4 +45,5 @@ CKPT=$(find "$W" -name last.ckpt | head -1)
 mkdir -p "$W/val_images" && (cd "$W/val_images" && tar -xf "$W/shards"/val-000000.tar)
 timeout 60 python -m tokenforge tokenflow reconstruct --model "$CKPT" "$W/val_images" --out "$OUT/recon_val" --bf16 \
   2>&1 | tail -3 | tee "$OUT/recon_val.txt"
+fi
 ls -la "$OUT"

@@ -39,10 +39,10 @@ fi
 if want train; then
   if [ "$QUICK" = 1 ]; then
     SHARDS="--num-surface 1024 --num-vol 512 --num-near 512 --workers 0"
-    FIT=(--trainer.max_steps 30 --trainer.max_time 00:00:02:00 --trainer.log_every_n_steps 2
-         --trainer.val_check_interval 15 --model.init_args.quantize_start 10
+    FIT=(--trainer.max_steps 80 --trainer.max_time 00:00:02:00 --trainer.log_every_n_steps 4
+         --trainer.val_check_interval 40 --model.init_args.quantize_start 40
          --model.init_args.model.init_args.dim 64 --model.init_args.model.init_args.encoder_depth 1
-         --model.init_args.model.init_args.decoder_depth 1 --data.init_args.batch_size 4
+         --model.init_args.model.init_args.decoder_depth 1 --model.init_args.optimizer.init_args.lr 0.002 --data.init_args.batch_size 4
          --data.init_args.num_workers 0 --data.init_args.num_points 512 --data.init_args.num_queries 512)
     REC="--points 512 --resolution 32 --eval-points 5000"; HELD=3
   else
