@@ -2,8 +2,10 @@
 
 The parity function rebuilds the base UNet from ``FIXTURE/unet`` with diffusers, recomputes the base and
 LinFusion UNet outputs, each module's attn1 input/outputs (forward hooks), the standalone module-0 calls and
-one distillation-loss step (scheduler settings and loss weights from ``config.json``; v-prediction and
-SDXL-style added conditions supported when the fixture provides them).
+one distillation-loss step (scheduler from ``config.json``'s ``scheduler`` or ``scheduler/scheduler_config.json``,
+loss weights from ``config.json``; v-prediction and SDXL-style added conditions, ``text_embeds`` / ``time_ids``
+inputs, supported when the fixture provides them). Nothing is specific to one fixture: sub-folders, module
+names, sizes and the prediction type all come from the folder.
 """
 
 from __future__ import annotations
@@ -24,8 +26,22 @@ MODULE_TOL, UNET_TOL, LOSS_REL = 1e-5, 1e-4, 1e-5
 
 
 def load_official(path: Path, config: dict[str, Any] | None = None) -> LinFusion:
-    folder = path / "linfusion" if (path / "linfusion" / "config.json").is_file() else path
-    return LinFusion.load_official(folder, chunk_size=(config or {}).get("chunk_size"))
+    """A released LinFusion folder, or a fixture folder (its ``linfusion_config_file``, default ``linfusion/``)."""
+    config = config or {}
+    sub = Path(config.get("linfusion_config_file", "linfusion/config.json")).parent
+    folder = path / sub if (path / sub / "config.json").is_file() else path
+    return LinFusion.load_official(folder, chunk_size=config.get("chunk_size"))
+
+
+def fixture_scheduler(folder: Path, config: dict[str, Any]):
+    """DDPM scheduler of a fixture: ``config["scheduler"]``, else ``scheduler/scheduler_config.json``, else
+    diffusers' defaults; unknown keys (``_class_name`` ...) are ignored by ``from_config``."""
+    from diffusers import DDPMScheduler
+
+    if "scheduler" in config:
+        return DDPMScheduler.from_config(config["scheduler"])
+    file = folder / config.get("scheduler_config_file", "scheduler/scheduler_config.json")
+    return DDPMScheduler.from_config(json.loads(file.read_text()) if file.is_file() else {})
 
 
 register_official("linfusion", load_official)
@@ -41,14 +57,14 @@ def _added_cond(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | No
 
 @torch.no_grad()
 def parity(folder: Path) -> dict[str, Result]:
-    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
 
     config = json.loads((folder / "config.json").read_text())
     inputs = load_inputs(folder)
     unet = UNet2DConditionModel.from_pretrained(str((folder / config.get("unet_config_file", "unet/config.json")).parent))
     unet = unet.eval()
     teacher = copy.deepcopy(unet)
-    lin = load_official(folder).eval()
+    lin = load_official(folder, {k: v for k, v in config.items() if k == "linfusion_config_file"}).eval()
     names = [m["module_name"] for m in lin.modules_list]
     added = _added_cond(inputs)
     kw = {"added_cond_kwargs": added} if added else {}
@@ -76,7 +92,7 @@ def parity(folder: Path) -> dict[str, Result]:
             out[key.replace("hidden_states", "out")] = Result(module0(inputs[key]), MODULE_TOL)
 
     if "clean_latents" in inputs:
-        sched = DDPMScheduler(**config.get("scheduler", {}))
+        sched = fixture_scheduler(folder, config)
         weights = config.get("loss_weights", WEIGHTS)
         d = distill_losses(unet, teacher, names, sched, inputs["clean_latents"], inputs["noise"], t, ctx, added, weights)
         out["noisy_latents"] = Result(d.noisy, UNET_TOL)
