@@ -19,7 +19,7 @@ set -x
 
 if want tests; then
   tests=""
-  for t in tests/test_linfusion.py tests/test_linfusion_sdxl.py tests/test_linfusion_generate.py; do
+  for t in tests/test_linfusion.py tests/test_linfusion_sdxl.py tests/test_linfusion_generate.py tests/test_linfusion_bench.py; do
     [[ -f $t ]] && tests="$tests $t"; done
   [[ $ACCEL == gpu ]] && tests="$tests tests/test_linfusion_gpu.py"
   [[ $QUICK == 1 ]] || tests="$tests tests/test_linfusion_training.py"
