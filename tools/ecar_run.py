@@ -33,7 +33,10 @@ def fit(config: str, logs: Path, name: str, overrides: list[str]) -> Path:
 
 
 def curve(logs: Path, name: str, key: str) -> list[float]:
-    path = max((logs / name).rglob("metrics.csv"), key=lambda p: p.stat().st_mtime)
+    paths = list((logs / name).rglob("metrics.csv"))
+    if not paths:  # nothing logged yet (fewer steps than log_every_n_steps)
+        return []
+    path = max(paths, key=lambda p: p.stat().st_mtime)
     return [float(r[key]) for r in csv.DictReader(open(path)) if r.get(key)]
 
 
@@ -48,6 +51,8 @@ def main() -> int:
     p.add_argument("--dim", type=int, default=256)
     p.add_argument("--depth", type=int, default=6)
     p.add_argument("--samples", type=int, default=16)
+    p.add_argument("--kl-minutes", type=int, default=2, help="time cap of the autoencoder fit")
+    p.add_argument("--gen-minutes", type=int, default=2, help="time cap of each generator fit")
     args = p.parse_args()
     from tokenforge.data.shards import make_shards
     from tokenforge.data.tokens import encode_shards
@@ -72,7 +77,8 @@ def main() -> int:
     kl_ckpt = fit("configs/tokenizers/klvae/tiny.yaml", out / "logs", "kl", [
         *trainer, "--trainer.precision", "32-true", "--data.init_args.train", str(work / "raw"),
         "--data.init_args.batch_size", "32", "--data.init_args.epoch_samples", "3200",
-        "--trainer.max_steps", str(args.kl_steps), "--model.init_args.disc_start", str(args.kl_steps // 2),
+        "--trainer.max_steps", str(args.kl_steps),
+        "--trainer.max_time", f"00:00:{args.kl_minutes:02d}:00", "--model.init_args.disc_start", str(args.kl_steps // 2),
         "--model.init_args.model.init_args.block_out_channels", "[64, 128]",
         "--model.init_args.model.init_args.norm_num_groups", "32"])
     summary["kl_seconds"] = time.time() - t
@@ -102,7 +108,8 @@ def main() -> int:
     summary["latent_scale"] = 1.0 / std
 
     common = [*trainer, "--data.init_args.train", str(work / "latents"), "--data.init_args.val", str(work / "latents"),
-              "--trainer.max_steps", str(args.gen_steps), "--data.init_args.batch_size", "64",
+              "--trainer.max_steps", str(args.gen_steps),
+              "--trainer.max_time", f"00:00:{args.gen_minutes:02d}:00", "--data.init_args.batch_size", "64",
               "--data.init_args.epoch_samples", "6400", "--model.init_args.lr", "5e-4",
               "--model.init_args.ema_decay", "0.995", "--model.init_args.warmup_steps", "100",
               "--trainer.check_val_every_n_epoch", "1"]

@@ -6,11 +6,11 @@ source tools/gpu/env.sh   # wheels + tokenforge namespace links
 set -x
 OUT=${OUT:-/tmp/ar_out}; mkdir -p "$OUT"
 export TOKENFORGE_SHARED=$PWD/.device
-W=/tmp/ar_work; rm -rf "$W"; mkdir -p "$W"
+W=$(mktemp -d /tmp/ar_work.XXXX)
 
 # 1. GPU tests + parity (1 min)
 if want tests; then
-timeout 120 python -m pytest tests/test_autoregressive_gpt.py -q -x -p no:cacheprovider 2>&1 | tail -5 | tee "$OUT/tests.txt"
+timeout 120 python -m pytest tests/test_autoregressive_gpt.py -q -p no:cacheprovider 2>&1 | tail -40 | tee "$OUT/tests.txt"
 timeout 60 python tools/check_parity.py .device/fixtures/llamagen | tee "$OUT/parity_llamagen.txt"
 
 fi

@@ -10,7 +10,7 @@ export TOKENFORGE_SHARED=$PWD/.device
 
 # 1. GPU tests + parity (<1 min)
 if want tests; then
-timeout 120 python -m pytest tests/test_ecar_gpu.py tests/test_ecar_mar_parity.py tests/test_ecar_model.py -q -x \
+timeout 120 python -m pytest tests/test_ecar_gpu.py tests/test_ecar_mar_parity.py tests/test_ecar_model.py -q \
   -p no:cacheprovider 2>&1 | tail -5 | tee "$OUT/tests.txt"
 timeout 60 python tools/check_parity.py .device/fixtures/mar | tee "$OUT/parity_mar.txt"
 
@@ -25,7 +25,7 @@ timeout 60 python -m tokenforge.cli bench ecar --size B --batch 64 --dtype bf16 
 fi
 # 3. same latents, two generators: KL autoencoder (~1 min) -> E-CAR (~2 min) and FlowDiT (~2 min), grids (~5 min)
 if want train; then
-timeout 330 python tools/ecar_run.py --data .device/data --work /tmp/ecar_work --out "$OUT" --device cuda \
+timeout 480 python tools/ecar_run.py --data .device/data --work /tmp/ecar_work --out "$OUT" --device $([ "$ACCEL" = gpu ] && echo cuda || echo cpu) \
   --kl-steps 600 --gen-steps 1500 --dim 256 --depth 6 2>&1 | grep -v Warning | tail -40 | tee "$OUT/train_run.txt"
 fi
 ls -R "$OUT" | head -40

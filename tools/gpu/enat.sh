@@ -7,11 +7,11 @@ source tools/gpu/env.sh   # wheels + tokenforge namespace links
 set -x
 OUT=${OUT:-/tmp/enat_out}; mkdir -p "$OUT"
 export TOKENFORGE_SHARED=$PWD/.device
-W=/tmp/enat_work; rm -rf "$W"; mkdir -p "$W"
+W=$(mktemp -d /tmp/enat_work.XXXX)
 
 # 1. tests (incl. the gpu-marked CUDA parity) + fixture parity (~1 min)
 if want tests; then
-timeout 120 python -m pytest tests/test_enat.py -q -x -p no:cacheprovider 2>&1 | tail -5 | tee "$OUT/tests.txt"
+timeout 120 python -m pytest tests/test_enat.py -q -p no:cacheprovider 2>&1 | tail -40 | tee "$OUT/tests.txt"
 timeout 60 python tools/check_parity.py .device/fixtures/enat | tee "$OUT/parity_enat.txt"
 
 fi

@@ -7,12 +7,12 @@ source tools/gpu/env.sh   # namespace links for tokenforge.tokenizers etc.
 set -x
 OUT=${OUT:-/tmp/flextok_out}; mkdir -p "$OUT"
 export TOKENFORGE_SHARED=$PWD/.device
-W=/tmp/flextok_work; rm -rf "$W"; mkdir -p "$W"
+W=$(mktemp -d /tmp/flextok_work.XXXX)
 
 # 1. parity (CPU) and GPU tests (PSNR monotone in k after 400 steps) (~1 min)
 if want tests; then
 timeout 90 python tools/check_parity.py .device/fixtures/flextok 2>&1 | tee "$OUT/parity.txt"
-timeout 120 python -m pytest tests/test_flextok.py tests/test_flextok_training.py -m gpu -q -s -p no:cacheprovider 2>&1 | tail -8 | tee "$OUT/tests.txt"
+timeout 120 python -m pytest tests/test_flextok.py tests/test_flextok_training.py -m gpu -q -s -p no:cacheprovider 2>&1 | tail -40 | tee "$OUT/tests.txt"
 
 fi
 # 2. benchmark table (random weights, d18-d18, BENCHMARKS.md conditions) (~2.5 min)

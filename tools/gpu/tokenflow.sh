@@ -7,11 +7,11 @@ source tools/gpu/env.sh   # namespace links for tokenforge.tokenizers etc.
 set -x
 OUT=${OUT:-/tmp/tokenflow_out}; mkdir -p "$OUT"
 export TOKENFORGE_SHARED=$PWD/.device
-W=/tmp/tokenflow_work; rm -rf "$W"; mkdir -p "$W"
+W=$(mktemp -d /tmp/tokenflow_work.XXXX)
 
 # 1. GPU tests and CPU-side parity of both fixtures (~1 min)
 if want tests; then
-timeout 150 python -m pytest tests/test_tokenflow_gpu.py -q -p no:cacheprovider 2>&1 | tail -8 | tee "$OUT/tests.txt"
+timeout 150 python -m pytest tests/test_tokenflow_gpu.py -q -p no:cacheprovider 2>&1 | tail -40 | tee "$OUT/tests.txt"
 for f in tokenflow tokenflow_siglip; do
   timeout 60 python tools/check_parity.py .device/fixtures/$f 2>&1 | tee "$OUT/parity_$f.txt"
 done
