@@ -12,7 +12,7 @@ source tools/gpu/env.sh   # wheels, tokenforge namespace, want(), ACCEL
 OUT=${OUT:-/tmp/linfusion_out}; mkdir -p "$OUT"
 DATA=${DATA:-.device/data}; FIX=${FIX:-.device/fixtures}
 export TOKENFORGE_SHARED=$PWD/.device
-W=${W:-/tmp/linfusion_work}; rm -rf "$W"; mkdir -p "$W"
+W=${W:-$(mktemp -d /tmp/linfusion_work.XXXX)}; mkdir -p "$W"
 QUICK=${QUICK:-0}
 if [[ $ACCEL == cpu ]]; then DEV=cpu; else DEV=cuda; fi
 set -x
@@ -23,7 +23,7 @@ if want tests; then
     [[ -f $t ]] && tests="$tests $t"; done
   [[ $ACCEL == gpu ]] && tests="$tests tests/test_linfusion_gpu.py"
   [[ $QUICK == 1 ]] || tests="$tests tests/test_linfusion_training.py"
-  timeout 300 python -m pytest $tests -q -p no:cacheprovider 2>&1 | tail -15 | tee "$OUT/tests.txt"
+  timeout 300 python -m pytest $tests -q -p no:cacheprovider 2>&1 | tail -40 | tee "$OUT/tests.txt"
   for f in "$FIX"/linfusion*/; do
     [[ -f "$f/config.json" ]] || continue
     timeout 120 python tools/check_parity.py "$f" --method linfusion 2>&1 | tee "$OUT/parity_$(basename "$f").txt"
