@@ -50,7 +50,7 @@ if want train; then
     FIT=(--trainer.max_time 00:00:04:30)
     REC="--points 4096 --resolution 128 --eval-points 30000"; HELD=100
   fi
-  timeout 120 python3 -m tokenforge shards make meshes "$DATA/meshes/*.ply" "$W/shards" --val-fraction 0.2 \
+  timeout 200 python3 -m tokenforge shards make meshes "$DATA/meshes/*.ply" "$W/shards" --val-fraction 0.2 \
     $SHARDS --no-progress 2>&1 | tail -3 | tee "$OUT/shards.txt"
   timeout 330 python3 -m tokenforge fit --config configs/tokenizers/vat/small.yaml \
     --data.init_args.train "$W/shards" --data.init_args.val "$W/shards" --trainer.default_root_dir "$W" \
