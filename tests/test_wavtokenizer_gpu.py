@@ -19,10 +19,12 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(autouse=True)
 def no_tf32():
-    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    old = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32, torch.get_float32_matmul_precision()
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")  # Inductor reads this one for its own matmuls
     yield
-    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = old[:2]
+    torch.set_float32_matmul_precision(old[2])
 
 
 @pytest.fixture(scope="module")
@@ -65,16 +67,29 @@ def test_bf16_autocast_close_to_fp32(fixture: Path, shared_data: Path) -> None:
 
 @torch.no_grad()
 def test_compiled_fast_paths_match_eager(fixture: Path, shared_data: Path) -> None:
-    eager = hub.from_official("wavtokenizer", fixture).cuda()
+    """torch.compile (mode reduce-overhead: Inductor kernels + CUDA graphs) against eager, both with weight norm
+    folded so only compilation differs. fp32 without TF32 (fixture `no_tf32`); Inductor fuses and reorders fp32
+    reductions, so codes may flip where two codebook rows are near-equidistant and waveforms differ by ~1e-5.
+    Outputs of a CUDA-graphed call live in graph-owned memory that the next replay overwrites: they are cloned,
+    and each iteration is marked as a new step. The differences are printed for the run log."""
+    eager = hub.from_official("wavtokenizer", fixture).cuda().fuse_weight_norm()
     compiled = hub.from_official("wavtokenizer", fixture).cuda().fuse_weight_norm().compile(mode="reduce-overhead")
     x = speech(shared_data, n=1).cuda()
     bw = torch.zeros(1, dtype=torch.long, device="cuda")
     for _ in range(3):  # warm-up and graph capture
-        ids = compiled.encode_ids(x)
-        wave = compiled.decode_ids(ids, bw)
+        torch.compiler.cudagraph_mark_step_begin()
+        ids = compiled.encode_ids(x).clone()
+        torch.compiler.cudagraph_mark_step_begin()
+        wave = compiled.decode_ids(ids, bw).clone()
     ref_ids = eager.encode_ids(x)
-    assert (ids == ref_ids).float().mean() > 0.99
-    assert (wave - eager.decode_ids(ids, bw)).abs().max() < 1e-3
+    ref_wave = eager.decode_ids(ids, bw)  # same ids in: isolates the decoder
+    agree = (ids == ref_ids).float().mean().item()
+    diff = (wave - ref_wave).abs().max().item()
+    print(f"\ncompiled vs eager: codes agree {agree:.4f} ({int((ids != ref_ids).sum())} of {ids.numel()} differ); "
+          f"decoded max abs diff {diff:.3g} (peak {ref_wave.abs().max().item():.3g})")
+    assert ids.shape == ref_ids.shape and wave.shape == ref_wave.shape
+    assert agree > 0.97  # a flip needs a near-tie; at most a few of 150 frames
+    assert diff < 1e-3 * max(1.0, ref_wave.abs().max().item())
 
 
 def test_bf16_mixed_training_steps(shared_data: Path) -> None:

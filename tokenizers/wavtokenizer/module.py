@@ -8,6 +8,9 @@ Per batch (after ``pretrain_mel_steps`` generator steps; before that only the me
 Both optimisers are AdamW (lr 2e-4, betas (0.9, 0.999), weight decay 0.01) with a cosine schedule (no warm-up)
 over ``num_training_steps`` generator steps (default ``trainer.max_steps // 2``, as the official code).
 Gradients are clipped inside the step when ``gradient_clip_val`` / ``disc_gradient_clip_val`` are set.
+``encoder_lr_scale`` (default 1, the official single learning rate) scales the SEANet encoder's learning rate:
+short runs use 0.1, see configs/tokenizers/wavtokenizer/short_75.yaml for why (Adam moves all encoder
+outputs by a common offset larger than their frame-to-frame spread each step, and the EMA codebook cannot follow).
 
 ``trainer.max_steps`` counts OPTIMISER steps (Lightning #17958): two per batch once the GAN is on, one per batch
 during ``pretrain_mel_steps``. So ``max_steps: 2000`` trains 1000 batches with the default recipe.
@@ -53,6 +56,7 @@ class WavTokenizerModule(TrainingModule):
         dac_loss_coeff: float = 1.0,
         pretrain_mel_steps: int = 0,
         learning_rate: float = 2e-4,
+        encoder_lr_scale: float = 1.0,
         disc_learning_rate: float | None = None,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.01,
@@ -91,7 +95,13 @@ class WavTokenizerModule(TrainingModule):
             total = max(1, max_steps // 2) if max_steps and max_steps > 0 else 1_000_000
         schedule = L.cosine_schedule(total, h.num_warmup_steps)
         adamw = dict(betas=tuple(h.betas), weight_decay=h.weight_decay)
-        gen = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=h.learning_rate, **adamw)
+        encoder = [p for p in self.model.encoder.parameters() if p.requires_grad]
+        taken = {id(p) for p in encoder}
+        rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in taken]
+        groups = [{"params": rest}]
+        if encoder:
+            groups.append({"params": encoder, "lr": h.learning_rate * h.encoder_lr_scale})
+        gen = torch.optim.AdamW(groups, lr=h.learning_rate, **adamw)
         optimizers, schedulers = [gen], [torch.optim.lr_scheduler.LambdaLR(gen, schedule)]
         disc_params = [p for d in self.discriminators for p in d.parameters()]
         if disc_params:
@@ -179,6 +189,8 @@ class WavTokenizerModule(TrainingModule):
         logs.update({f"train/{k}": v.detach() for k, v in g.items() if k != "loss"})
         logs.update({f"train/codebook_{k}": v.detach().float() for k, v in out.metrics.items()})
         logs["train/lr"] = torch.tensor(optimizers[0].param_groups[0]["lr"])
+        if self.hparams.encoder_lr_scale != 1.0:
+            logs["train/lr_encoder"] = torch.tensor(optimizers[0].param_groups[-1]["lr"])
         self.log_dict(logs, batch_size=x.shape[0])
         self.log("train/loss_g", g["loss"].detach(), prog_bar=True, batch_size=x.shape[0])
         return {k: v.detach() for k, v in g.items()}

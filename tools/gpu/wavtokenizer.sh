@@ -1,55 +1,84 @@
 #!/usr/bin/env bash
-# WavTokenizer on one H200 (~8 min): GPU tests + parity, `bench tokenizer wavtokenizer` at the released 75 tok/s
-# size (batch 1 and 32 x 10 s, fp32 and bf16; eager, CUDA-graphed and compiled), and a ~4-minute training run of
-# configs/tokenizers/wavtokenizer/small_75.yaml (bf16-mixed, 2 s crops, batch 16) on shards of
-# .device/data/speech24k (90/10 split) whose held-out mel distance / PESQ / STOI curve, metrics.csv and
-# FLAC reconstructions of the held-out clips land in $OUT. Run from the repo root; the lead copies
-# ../shared/data and ../shared/fixtures to .device/.
-pip install --no-index --no-deps --target /tmp/site .whl/*.whl; export PYTHONPATH=/tmp/site:$PWD
-[ -f tools/gpu/env.sh ] && source tools/gpu/env.sh   # namespace links for tokenforge.tokenizers etc.
+# WavTokenizer on one H200 (~9 min in all). Phases (PHASES="tests bench train", default all three):
+#   tests  GPU tests (tests/test_wavtokenizer_gpu.py) + fixture parity                              (~1.5 min)
+#   bench  `bench tokenizer wavtokenizer` at the released 75 tok/s size, batch 1 and 32 x 10 s clips,
+#          fp32/bf16; eager, CUDA-graphed and compiled                                             (~2.5 min)
+#   train  <= 6 min of configs/tokenizers/wavtokenizer/short_75.yaml (the small_75 model with the short-run
+#          recipe) on shards of .device/data/speech24k (90/10 split): held-out mel distance / STOI / PESQ
+#          every ~60 s of training -> $OUT/curve.txt (+ curve_summary.txt), 4 s FLAC reconstructions and
+#          references -> $OUT/samples/, whole held-out files -> $OUT/recon_full/ (FLAC + metrics.json), the
+#          command -> $OUT/command.txt, Lightning's metrics.csv (train losses, codebook stats) -> $OUT/metrics.csv
+#                                                                                                   (~7 min)
+# ACCEL=cpu runs on CPU; QUICK=1 shrinks the train phase (batch 2, 0.5 s crops, ~1 min) for a smoke run:
+#   QUICK=1 ACCEL=cpu PHASES="train" OUT=/tmp/wt_smoke bash tools/gpu/wavtokenizer.sh
+# Run from the repo root; the lead copies ../shared/data and ../shared/fixtures to .device/.
+source tools/gpu/env.sh   # wheels, tokenforge namespace links, want(), ACCEL
 set -x
 OUT=${OUT:-/tmp/wavtokenizer_out}; mkdir -p "$OUT"
 export TOKENFORGE_SHARED=$PWD/.device
-W=/tmp/wavtokenizer_work; rm -rf "$W"; mkdir -p "$W"
+W=${W:-/tmp/wavtokenizer_work}; rm -rf "$W"; mkdir -p "$W"
+DATA=${DATA:-.device/data/speech24k}
+[ -d "$DATA" ] || DATA=../shared/data/speech24k
+DEVICE=$([ "$ACCEL" = cpu ] && echo cpu || echo cuda)
 
-# 1. GPU tests and parity of the fixture (~1 min)
-timeout 150 python -m pytest tests/test_wavtokenizer_gpu.py -q -p no:cacheprovider 2>&1 | tail -8 | tee "$OUT/tests.txt"
+# 1. GPU tests (they print the compiled-vs-eager differences) and parity of the fixture
+if want tests; then
+timeout 240 python -m pytest tests/test_wavtokenizer_gpu.py -q -s -p no:cacheprovider 2>&1 | grep -v Warning \
+  | tail -25 | tee "$OUT/tests.txt"
 timeout 60 python tools/check_parity.py .device/fixtures/wavtokenizer 2>&1 | tee "$OUT/parity.txt"
+fi
 
-# 2. benchmark table: random weights at the released size, 10 s clips (BENCHMARKS.md conditions) (~2.5 min)
-timeout 100 python -m tokenforge bench tokenizer wavtokenizer --variant small_75 --batches 1 32 --repeats 10 \
-  2>&1 | tail -7 | tee "$OUT/bench_eager.md"
-timeout 60 python -m tokenforge bench tokenizer wavtokenizer --variant small_75 --batches 1 32 --repeats 10 \
-  --fuse --mode graphed 2>&1 | tail -7 | tee "$OUT/bench_graphed.md"
-timeout 150 python -m tokenforge bench tokenizer wavtokenizer --variant small_75 --batches 1 32 --repeats 10 \
-  --dtypes bf16 --fuse --mode compiled 2>&1 | tail -5 | tee "$OUT/bench_compiled.md"
+# 2. benchmark table: random weights at the released size, 10 s clips (BENCHMARKS.md conditions)
+if want bench; then
+timeout 100 python -m tokenforge bench tokenizer wavtokenizer --device "$DEVICE" --variant small_75 --batches 1 32 \
+  --repeats 10 2>&1 | tail -7 | tee "$OUT/bench_eager.md"
+[ "$DEVICE" = cuda ] && timeout 60 python -m tokenforge bench tokenizer wavtokenizer --variant small_75 \
+  --batches 1 32 --repeats 10 --fuse --mode graphed 2>&1 | tail -7 | tee "$OUT/bench_graphed.md"
+timeout 150 python -m tokenforge bench tokenizer wavtokenizer --device "$DEVICE" --variant small_75 --batches 1 32 \
+  --repeats 10 --dtypes bf16 --fuse --mode compiled 2>&1 | tail -5 | tee "$OUT/bench_compiled.md"
+fi
 
-# 3. short training run on real speech; held-out mel distance / PESQ every 100 batches (~5 min)
-timeout 60 python -m tokenforge shards make audio .device/data/speech24k "$W/shards" --val-fraction 0.1 \
-  --no-progress 2>&1 | tail -2 | tee "$OUT/shards.txt"
-timeout 330 python -m tokenforge fit --config configs/tokenizers/wavtokenizer/small_75.yaml \
-  --data.init_args.train "$W/shards" --data.init_args.val "$W/shards" --data.init_args.batch_size 16 \
-  --data.init_args.val_batch_size 4 --data.init_args.segment_samples 48000 --data.init_args.num_workers 6 \
-  --data.init_args.epoch_samples 3200 --data.init_args.shuffle_buffer 200 \
-  --trainer.precision bf16-mixed --trainer.max_time 00:00:04:00 --trainer.max_steps 100000 \
-  --trainer.val_check_interval 100 --trainer.limit_val_batches 3 --trainer.log_every_n_steps 10 \
-  --trainer.default_root_dir "$W" --trainer.logger.init_args.save_dir "$W/logs" \
-  --trainer.enable_progress_bar false --model.init_args.learning_rate 5.0e-4 2>&1 | tail -15 | tee "$OUT/fit.txt"
-METRICS=$(find "$W/logs" -name metrics.csv | head -1)
-cp "$METRICS" "$OUT/metrics.csv"
-python - "$OUT/metrics.csv" <<'PY' 2>&1 | tee "$OUT/curve.txt"
-import csv, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
-val = [r for r in rows if r.get("val/mel_distance")]
-print("step  val/mel_distance  val/pesq  val/stoi  val/codebook_usage")
-for r in val:
-    print(r["step"], r["val/mel_distance"][:6], r.get("val/pesq", "")[:5], r.get("val/stoi", "")[:5],
-          r.get("val/codebook_usage", "")[:6])
-mel = [float(r["train/mel"]) for r in rows if r.get("train/mel")]
-if mel: print(f"train mel first {mel[0]:.3f} last {mel[-1]:.3f} ({len(mel)} logged)")
-PY
-CKPT=$(find "$W" -name last.ckpt | head -1)
+# 3. short training run on real speech; time-based held-out curve (HeldOutCurve callback)
+if want train; then
+if [ -n "$QUICK" ]; then  # CPU smoke run: same config and code paths, tiny batches and budget
+  BATCH=2 SEGMENT=12000 MAX_TIME=00:00:01:00 EVERY=20 CLIPS=2 CLIP_SECONDS=1 WORKERS=0 PRECISION=32-true
+  MEL_STEPS=10
+fi
+BATCH=${BATCH:-16} SEGMENT=${SEGMENT:-48000} MAX_TIME=${MAX_TIME:-00:00:06:00} EVERY=${EVERY:-60}
+CLIPS=${CLIPS:-8} CLIP_SECONDS=${CLIP_SECONDS:-4} WORKERS=${WORKERS:-6} PRECISION=${PRECISION:-bf16-mixed}
+timeout 60 python -m tokenforge shards make audio "$DATA" "$W/shards" --val-fraction 0.1 --no-progress 2>&1 \
+  | tail -2 | tee "$OUT/shards.txt"
 mkdir -p "$W/val_audio" && (cd "$W/val_audio" && for t in "$W/shards"/val-*.tar; do tar -xf "$t"; done)
-timeout 90 python -m tokenforge reconstruct --model "$CKPT" "$W/val_audio" --out "$OUT/samples" \
-  2>&1 | tail -3 | tee "$OUT/recon_val.txt"
+CMD=(python -m tokenforge fit --config configs/tokenizers/wavtokenizer/short_75.yaml
+  --data.init_args.train "$W/shards" --data.init_args.val "$W/shards" --data.init_args.batch_size "$BATCH"
+  --data.init_args.segment_samples "$SEGMENT" --data.init_args.num_workers "$WORKERS"
+  --trainer.accelerator "$ACCEL" --trainer.precision "$PRECISION" --trainer.max_time "$MAX_TIME"
+  --trainer.default_root_dir "$W" --trainer.logger.init_args.save_dir "$W/logs"
+  --trainer.callbacks+=tokenforge.tokenizers.wavtokenizer.curve.HeldOutCurve
+  --trainer.callbacks.audio "$W/val_audio" --trainer.callbacks.out "$OUT" --trainer.callbacks.every_seconds "$EVERY"
+  --trainer.callbacks.max_clips "$CLIPS" --trainer.callbacks.seconds "$CLIP_SECONDS")
+[ -n "$MEL_STEPS" ] && CMD+=(--model.init_args.pretrain_mel_steps "$MEL_STEPS")
+echo "${CMD[*]}" > "$OUT/command.txt"
+timeout 450 "${CMD[@]}" 2>&1 | grep -v -i warn | tail -40 | tee "$OUT/fit.txt"
+METRICS=$(find "$W/logs" -name metrics.csv | head -1)
+[ -n "$METRICS" ] && cp "$METRICS" "$OUT/metrics.csv"
+echo "held-out curve (every ~${EVERY} s of training; pesq '-' = package missing):" | tee "$OUT/curve_summary.txt"
+column -t "$OUT/curve.txt" 2>/dev/null | tee -a "$OUT/curve_summary.txt" || cat "$OUT/curve.txt"
+python - "$OUT/curve.txt" <<'PY' 2>&1 | tee -a "$OUT/curve_summary.txt"
+import sys
+rows = [line.split("\t") for line in open(sys.argv[1]).read().splitlines()]
+head, rows = rows[0], rows[1:]
+col = {name: [r[i] for r in rows] for i, name in enumerate(head)}
+for name in ("mel_distance", "stoi", "pesq", "usage"):
+    v = [float(x) for x in col[name] if x != "-"]
+    if len(v) >= 2:
+        steady = all(b <= a for a, b in zip(v, v[1:])) if name == "mel_distance" else all(b >= a for a, b in zip(v, v[1:]))
+        print(f"{name}: first {v[0]:.4g} last {v[-1]:.4g} best {min(v) if name == 'mel_distance' else max(v):.4g}"
+              f" over {len(v)} evaluations; monotone: {steady}")
+PY
+CKPT=$(find "$W" -name last.ckpt | head -1)  # whole held-out files through the trained model, per-file metrics
+[ -n "$CKPT" ] && timeout 90 python -m tokenforge reconstruct --model "$CKPT" "$W/val_audio" --out "$OUT/recon_full" \
+  --device "$DEVICE" 2>&1 | tail -2 | tee "$OUT/recon_full.txt"
+rm -f "$OUT"/recon_full/*.npy
 ls -la "$OUT" "$OUT/samples" | head -40
+fi
