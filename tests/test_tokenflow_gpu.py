@@ -33,7 +33,8 @@ def test_cuda_fp32_matches_the_fixture(fixtures_dir: Path, name: str) -> None:
         sem, pix = model.decode_code(torch.cat(tokens.ids, 1))
     assert torch.equal(torch.cat(tokens.ids, 1).cpu(), out["indices"])
     assert torch.allclose(tokens.latents.cpu(), out["quant"], atol=1e-4)
-    assert torch.allclose(pix.cpu(), out["pix_recon_from_code"], atol=1e-3)
+    if "pix_recon_from_code" in out:  # the SigLIP fixture stores only the semantic reconstruction from codes
+        assert torch.allclose(pix.cpu(), out["pix_recon_from_code"], atol=1e-3)
     assert torch.allclose(sem.cpu(), out["sem_recon_from_code"], atol=1e-4)
 
 
@@ -52,7 +53,9 @@ def test_bf16_autocast_encode_decode_agree_with_fp32(shared_data: Path) -> None:
     assert torch.equal(tokens.ids[0], ref.ids[0]) or (tokens.ids[0] == ref.ids[0]).float().mean() >= 0.6
     agree = (torch.cat(tokens.ids, 1) == torch.cat(ref.ids, 1)).float().mean().item()
     assert agree > 0.5, agree  # bf16 features move some near-ties; most codes stay
-    assert tokens.latents.dtype == torch.float32  # the quantizer runs outside autocast
+    # distances and the residual run in fp32 outside autocast; latents come back in the features' dtype
+    assert tokens.latents.dtype == torch.bfloat16 and torch.isfinite(tokens.latents).all()
+    assert (tokens.latents.float() - ref.latents).abs().mean() < 0.1
 
 
 def test_bench_on_cuda_reports_throughput_and_memory() -> None:
