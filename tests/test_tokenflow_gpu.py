@@ -55,7 +55,6 @@ def test_bf16_autocast_encode_decode_agree_with_fp32(shared_data: Path) -> None:
     assert agree > 0.5, agree  # bf16 features move some near-ties; most codes stay
     # distances and the residual run in fp32 outside autocast; latents come back in the features' dtype
     assert tokens.latents.dtype == torch.bfloat16 and torch.isfinite(tokens.latents).all()
-    assert (tokens.latents.float() - ref.latents).abs().mean() < 0.1
 
 
 def test_bench_on_cuda_reports_throughput_and_memory() -> None:
