@@ -30,6 +30,12 @@ SIZES = {
 
 
 
+def emit(rows: list[dict], row: dict) -> None:
+    """Keep a row and print it at once: a table cut short by a time limit still reports its finished rows."""
+    rows.append(row)
+    print(table([row]).splitlines()[-1], flush=True)
+
+
 def sampling_rows(model: GPT, device: torch.device, args: argparse.Namespace, dtype_name: str) -> list[dict]:
     rows = []
     for batch in args.batch:
@@ -45,7 +51,7 @@ def sampling_rows(model: GPT, device: torch.device, args: argparse.Namespace, dt
                                    compile=compiled)
 
                 seconds, peak = timed(run, device, args.warmup, args.repeats)
-                rows.append({"workload": "sample", "dtype": dtype_name, "batch": batch, "kv_cache": cache,
+                emit(rows, {"workload": "sample", "dtype": dtype_name, "batch": batch, "kv_cache": cache,
                              "compile": compiled, "images_per_s": batch / seconds,
                              "tokens_per_s": batch * model.seq_len / seconds, "peak_gib": peak})
     return rows
@@ -68,7 +74,7 @@ def training_rows(model: GPT, device: torch.device, args: argparse.Namespace) ->
                 model.zero_grad(set_to_none=True)
 
             seconds, peak = timed(step, device, args.warmup + (2 if compiled else 0), args.repeats)
-            rows.append({"workload": "train fwd+bwd", "dtype": f"{dtype_name} autocast" if dtype_name == "bf16" else
+            emit(rows, {"workload": "train fwd+bwd", "dtype": f"{dtype_name} autocast" if dtype_name == "bf16" else
                          dtype_name, "batch": args.train_batch, "kv_cache": None, "compile": compiled,
                          "images_per_s": args.train_batch / seconds,
                          "tokens_per_s": args.train_batch * model.seq_len / seconds, "peak_gib": peak})
@@ -105,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 rows are true fp32
     rows: list[dict] = []
+    print(table([]), flush=True)
     torch.manual_seed(0)
     base = GPT(**SIZES[size]).to(device).eval()
     torch.nn.init.normal_(base.output.weight, std=0.02)  # a zero head would make every sample token 0
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_train:
         rows += training_rows(base.to(torch.float32), device, args)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"GPT-{size} ({sum(p.numel() for p in base.parameters()) / 1e6:.1f} M params), {base.seq_len} tokens, "
+    print(f"\nGPT-{size} ({sum(p.numel() for p in base.parameters()) / 1e6:.1f} M params), {base.seq_len} tokens, "
           f"CFG {args.cfg}, top-k {args.top_k}, on {name}, torch {torch.__version__}\n")
     print(table(rows))
     if args.json:

@@ -47,7 +47,7 @@ def build(size: str) -> FlexTok:
 
 @torch.no_grad()
 def measure(model: FlexTok, batch: int, image: int, device: torch.device, bf16: bool, ks: list[int], steps: int,
-            guidance: float, warmup: int, repeats: int) -> list[dict[str, Any]]:
+            guidance: float, warmup: int, repeats: int, report=None) -> list[dict[str, Any]]:
     images = torch.rand(batch, 3, image, image, device=device) * 2 - 1
     ctx = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else torch.no_grad
     rows = []
@@ -65,6 +65,8 @@ def measure(model: FlexTok, batch: int, image: int, device: torch.device, bf16: 
         if device.type == "cuda":
             row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
         rows.append(row)
+        if report is not None:  # print as we go: a long table cut by a timeout still says something
+            report(row)
 
     run("encode", lambda: model.encode(images))
     with ctx():
@@ -96,11 +98,12 @@ def main(argv: list[str] | None = None) -> int:
     model = build(args.size).to(device).eval()
     ks = [min(k, model.num_registers) for k in args.ks]
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    rows = []
-    for dtype in args.dtypes:
-        rows += measure(model, args.batch, SIZES[args.size]["image"], device, dtype == "bf16", ks, args.steps,
-                        args.guidance, args.warmup, args.repeats)
-    for row in rows:
+
+    def report(row: dict[str, Any]) -> None:
         row.update(size=args.size, params_m=round(params, 1), device=str(device))
-        print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()))
+        print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
+
+    for dtype in args.dtypes:
+        measure(model, args.batch, SIZES[args.size]["image"], device, dtype == "bf16", ks, args.steps,
+                args.guidance, args.warmup, args.repeats, report=report)
     return 0

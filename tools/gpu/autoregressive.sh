@@ -16,8 +16,8 @@ timeout 60 python tools/check_parity.py .device/fixtures/llamagen | tee "$OUT/pa
 fi
 # 2. benchmark table (GPT-B, bf16 + fp32, batch 1/64, cache/compile; training fwd+bwd) (~3 min)
 if want bench; then
-timeout 240 python -m tokenforge.cli bench generator ar --size B --repeats 3 --json "$OUT/bench.json" 2>&1 \
-  | tail -20 | tee "$OUT/bench.md"
+timeout 240 python -m tokenforge.cli bench generator ar --size B --repeats 3 --dtype bf16 --json "$OUT/bench.json" \
+  2>&1 | grep -v -i warn | tail -20 | tee "$OUT/bench.md"
 
 fi
 # 3. short GPT run on tokens of a real tokenizer: LFW faces -> VQGAN (k-means codebook) -> 8x8 token grids (~3 min)
@@ -27,11 +27,11 @@ TOKENS=${TOKENS:-/tmp/face_tokens}
   --accel "$ACCEL" 2>&1 | tail -3
 cp "$TOKENS/vqgan_curve.txt" "$OUT/" 2>/dev/null
 timeout ${FIT_TIMEOUT:-300} python -m tokenforge fit --config configs/generators/autoregressive/tiny.yaml --trainer.precision bf16-mixed \
-  --model.init_args.model.init_args.dim 256 --model.init_args.model.init_args.depth 6 \
-  --model.init_args.model.init_args.num_heads 8 --model.init_args.lr 1e-3 --model.init_args.ema_decay 0.99 \
+  --model.init_args.model.init_args.dim 192 --model.init_args.model.init_args.depth 4 \
+  --model.init_args.model.init_args.num_heads 4 --model.init_args.lr 1e-3 --model.init_args.ema_decay 0.99 \
   --model.init_args.warmup_steps 100 \
   --data.init_args.train "$TOKENS/tokens" --data.init_args.val "$TOKENS/tokens" --data.init_args.num_workers 2 \
-  --trainer.accelerator "$ACCEL" --trainer.max_steps ${MAX_STEPS:-3000} --trainer.max_time 00:00:${FIT_MINUTES:-04}:00 \
+  --trainer.accelerator "$ACCEL" --trainer.max_steps ${MAX_STEPS:-1200} --trainer.max_time 00:00:${FIT_MINUTES:-04}:00 \
   --trainer.check_val_every_n_epoch 5 --trainer.default_root_dir "$W" --trainer.logger.init_args.save_dir "$OUT/logs" \
   --trainer.enable_progress_bar false 2>&1 | grep -v Warning | tail -5 | tee "$OUT/fit.txt"
 python tools/gpu/curve.py "$OUT/logs" 2>&1 | tee "$OUT/curve.txt"

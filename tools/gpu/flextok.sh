@@ -17,13 +17,13 @@ timeout 120 python -m pytest tests/test_flextok.py tests/test_flextok_training.p
 fi
 # 2. benchmark table (random weights, d18-d18, BENCHMARKS.md conditions) (~2.5 min)
 if want bench; then
-timeout 100 python -m tokenforge bench flextok --size d18-d18 --batch 32 --dtypes bf16 --repeats 3 --warmup 1 2>&1 | tail -8 | tee "$OUT/bench_bf16.txt"
+timeout 170 python -m tokenforge bench flextok --size d18-d18 --batch 32 --dtypes bf16 --repeats 2 --warmup 0 2>&1 | tail -8 | tee "$OUT/bench_bf16.txt"
 timeout 60 python -m tokenforge bench flextok --size d18-d18 --batch 32 --dtypes fp32 --ks 32 --steps 5 --repeats 2 --warmup 1 2>&1 | tail -4 | tee "$OUT/bench_fp32_5steps.txt"
 
 fi
 # 3. short training run: shards of the photos, <=5 minutes of fit, held-out PSNR per k every 500 steps
 if want train; then
-timeout 60 python -m tokenforge shards make images ".device/data/images/*.*" "$W/shards" --max-side 128 \
+timeout 60 python -m tokenforge shards make images ".device/data/images/*.*" "$W/shards" --max-side 256 \
   --val-fraction 0.2 --labels none --no-progress 2>&1 | tail -2 | tee "$OUT/shards.txt"
 timeout 300 python -m tokenforge fit --config configs/tokenizers/flextok/small.yaml \
   --data.init_args.train "$W/shards" --data.init_args.val "$W/shards" --trainer.default_root_dir "$W" \
