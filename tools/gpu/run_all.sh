@@ -43,7 +43,7 @@ for lane in "$@"; do run_lane "$lane" & done
 wait
 cat "$R/summary.txt" 2>/dev/null
 cp /tmp/face_tokens/vqgan_curve.txt "$R/" 2>/dev/null
-pkill -TERM -f "tokenforge|tools/" 2>/dev/null; sleep 3  # jobs cut by the deadline leave python children behind
+pkill -TERM -f "python.*(tokenforge|tools/)" 2>/dev/null; sleep 3  # jobs cut by the deadline leave python children behind
 find "$R" \( -name '*.ckpt' -o -name '*.safetensors' -o -name '*.pt' -o -size +3M \) -delete
 tar czf "$FINAL_OUT/results.tgz" -C "$R" .
 ls -la "$FINAL_OUT"
