@@ -16,7 +16,7 @@ source tools/gpu/env.sh   # wheels, tokenforge namespace links, want(), ACCEL
 set -x
 OUT=${OUT:-/tmp/wavtokenizer_out}; mkdir -p "$OUT"
 export TOKENFORGE_SHARED=$PWD/.device
-W=${W:-/tmp/wavtokenizer_work}; rm -rf "$W"; mkdir -p "$W"
+W=${W:-$(mktemp -d /tmp/wavtokenizer_work.XXXX)}; mkdir -p "$W"
 DATA=${DATA:-.device/data/speech24k}
 [ -d "$DATA" ] || DATA=../shared/data/speech24k
 DEVICE=$([ "$ACCEL" = cpu ] && echo cpu || echo cuda)
