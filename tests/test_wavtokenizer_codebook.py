@@ -1,0 +1,138 @@
+"""WavTokenizer codebook health in short runs (issue 4): on real speech at tiny size, the paper's single learning
+rate moves every encoder frame by one common offset per Adam step that is larger than the frames' spread, the
+EMA codebook cannot follow and held-out usage collapses; with the short-run ``encoder_lr_scale`` it does not,
+while the mel loss falls. Same quantizer settings as the paper (EMA 0.99, k-means init, dead-code threshold 2)
+and the same vectors-per-code ratio as small_75 at batch 16 x 2 s (152 vectors for 256 codes = 0.59)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from tokenforge.config import build
+from tokenforge.tokenizers.quantizers.base import code_statistics
+from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tokenizers" / "wavtokenizer" / "tiny.yaml"
+SHORT = TINY.with_name("short_75.yaml")
+CROP = 12000  # 0.5 s
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def speech(shared_data: Path) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """24 training utterances and 8 held-out 0.5 s clips (from 1/6 s in, past the leading silence)."""
+    files = sorted((shared_data / "speech24k").glob("*.flac"))
+    waves = [torch.from_numpy(sf.read(f, dtype="float32")[0]) for f in files]
+    return waves[:24], torch.stack([w[4000:4000 + CROP] for w in waves[100:108]])
+
+
+def module(encoder_lr_scale: float) -> WavTokenizerModule:
+    torch.manual_seed(0)
+    model = build(yaml.safe_load(TINY.read_text())["model"]["init_args"]["model"])
+    return WavTokenizerModule(model, learning_rate=5e-4, encoder_lr_scale=encoder_lr_scale, num_warmup_steps=10,
+                              evaluate_pesq=False)
+
+
+def batches(train: list[torch.Tensor], steps: int, size: int = 4):
+    g = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        rows = []
+        for i in torch.randint(0, len(train), (size,), generator=g).tolist():
+            start = int(torch.randint(0, max(1, train[i].numel() - CROP), (1,), generator=g))
+            rows.append(train[i][start:start + CROP])
+        yield torch.stack(rows)
+
+
+@torch.no_grad()
+def held_out(m: WavTokenizerModule, clips: torch.Tensor) -> tuple[float, float]:
+    """(held-out codebook usage, held-out mel loss) in eval mode."""
+    m.eval()
+    out = m.model(clips)
+    usage = float(code_statistics(out.tokens.ids, m.model.vocab_size)["usage"])
+    mel = float(m.mel_loss(out.x_hat, clips))
+    m.train()
+    return usage, mel
+
+
+def train(m: WavTokenizerModule, data: list[torch.Tensor], clips: torch.Tensor, steps: int = 40) -> list:
+    """Mel + commitment steps through the module's own losses and optimiser; held-out stats every 10 steps."""
+    optimizers, schedulers = m.configure_optimizers()
+    opt, sched = optimizers[0], schedulers[0]["scheduler"]
+    bw = torch.zeros(1, dtype=torch.long)
+    curve = [held_out(m, clips)]
+    for step, x in enumerate(batches(data, steps), 1):
+        out = m.model(x, bw)
+        loss = m.generator_losses(x, out.x_hat, out.aux_loss, bw, adversarial=False)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        if step % 10 == 0:
+            curve.append(held_out(m, clips))
+    return curve
+
+
+def test_encoder_lr_scale_sets_the_encoder_group() -> None:
+    m = module(0.04)
+    opt = m.configure_optimizers()[0][0]
+    encoder = {id(p) for p in m.model.encoder.parameters()}
+    groups = [(g["lr"], {id(p) for p in g["params"]}) for g in opt.param_groups]
+    assert len(groups) == 2 and groups[1][1] == encoder and not groups[0][1] & encoder
+    assert groups[0][0] == 0.0 and groups[1][0] == 0.0  # warm-up starts at 0 (LambdaLR factor 0 at step 0)
+    assert [g["initial_lr"] for g in opt.param_groups] == [5e-4, pytest.approx(2e-5)]
+    assert sum(len(g) for _, g in groups) == sum(1 for p in m.model.parameters() if p.requires_grad)
+    cfg = yaml.safe_load(SHORT.read_text())["model"]["init_args"]
+    assert cfg["encoder_lr_scale"] * cfg["learning_rate"] == pytest.approx(2e-5)  # 0.1 x the paper's 2e-4
+
+
+def test_adam_step_shifts_all_frames_by_one_offset(speech) -> None:
+    """The mechanism: after one step the change of the latents is (almost) the same vector for every frame, and
+    at the paper's single learning rate it is larger than the frames' spread; scaled, it is not."""
+    data, clips = speech
+    shifts = {}
+    for scale in (1.0, 0.04):
+        m = module(scale)
+        optimizers, _ = m.configure_optimizers()
+        for group in optimizers[0].param_groups:  # skip the warm-up: the full learning rate of the run
+            group["lr"] = group["initial_lr"]
+        x = next(batches(data, 1))
+        with torch.no_grad():
+            before = m.model.encoder(clips[:, None]).transpose(1, 2).reshape(-1, m.model.quantizer.dim)
+        out = m.model(x, torch.zeros(1, dtype=torch.long))
+        m.generator_losses(x, out.x_hat, out.aux_loss, torch.zeros(1, dtype=torch.long), False)["loss"].backward()
+        optimizers[0].step()
+        with torch.no_grad():
+            after = m.model.encoder(clips[:, None]).transpose(1, 2).reshape(-1, m.model.quantizer.dim)
+        change = after - before
+        common = change.mean(0)
+        spread = (before - before.mean(0)).norm(dim=1).mean()
+        assert (change - common).norm(dim=1).mean() < 0.05 * common.norm()  # one offset for all frames
+        shifts[scale] = float(common.norm() / spread)
+    assert shifts[1.0] > 10.0, shifts  # the paper lr: offset ~33x the spread (1.2x with the scale)
+    assert shifts[0.04] < 0.1 * shifts[1.0], shifts  # Adam: the offset scales with the encoder lr
+
+
+def test_codebook_usage_does_not_collapse_while_mel_falls(speech) -> None:
+    data, clips = speech
+    paper = train(module(1.0), data, clips)
+    short = train(module(0.04), data, clips)
+    usage_paper, usage_short = [u for u, _ in paper], [u for u, _ in short]
+    assert usage_short[0] == usage_paper[0] == 1 / 256  # before k-means every frame maps to code 0
+    assert min(usage_short[2:]) >= 0.15, usage_short  # >= 38 of 256 codes on 8 held-out clips from step 20 on
+    assert max(usage_paper[1:]) < 0.12, usage_paper  # the paper's single lr: <= 30 codes (collapse)
+    assert usage_short[-1] > 2 * usage_paper[-1]
+    mel_short = [m for _, m in short]
+    assert mel_short[-1] < 0.8 * mel_short[0], mel_short
+    assert all(b < a for a, b in zip(mel_short[1:], mel_short[2:])), mel_short  # falls at every evaluation
