@@ -136,3 +136,45 @@ def test_codebook_usage_does_not_collapse_while_mel_falls(speech) -> None:
     mel_short = [m for _, m in short]
     assert mel_short[-1] < 0.8 * mel_short[0], mel_short
     assert all(b < a for a, b in zip(mel_short[1:], mel_short[2:])), mel_short  # falls at every evaluation
+
+
+def test_held_out_curve_callback_writes_curve_and_flac(shared_data: Path, tmp_path: Path, speech) -> None:
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader
+
+    from tokenforge.tokenizers.wavtokenizer.curve import COLUMNS, HeldOutCurve, held_out_clips
+
+    data, _ = speech
+    audio = tmp_path / "held_out"
+    audio.mkdir()
+    files = sorted((shared_data / "speech24k").glob("*.flac"))[100:102]
+    for f in files:
+        (audio / f.name).write_bytes(f.read_bytes())
+    names, clips = held_out_clips(audio, 24000, max_clips=5, seconds=20.0)  # longer than the files: tiled
+    assert names == [f.stem for f in files] and clips.shape == (2, 480000)
+    first = torch.from_numpy(sf.read(files[0], dtype="float32")[0])
+    assert torch.equal(clips[0, : first.numel()], first) and torch.equal(clips[0, first.numel(): 2 * first.numel()],
+                                                                         first[: 480000 - first.numel()])
+    with pytest.raises(FileNotFoundError, match="no audio files"):
+        held_out_clips(tmp_path / "missing", 24000, 2, 1.0)
+
+    m = module(0.04)
+    curve = HeldOutCurve(str(audio), str(tmp_path / "out"), every_seconds=1e-6, max_clips=2, seconds=0.5, flac_clips=1)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=3, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         limit_val_batches=0, callbacks=[curve])
+    trainer.fit(m, DataLoader([{"audio": x} for x in batches(data, 3)], batch_size=None))
+    lines = (tmp_path / "out" / "curve.txt").read_text().splitlines()
+    assert lines[0].split("\t") == list(COLUMNS) and len(lines) == 1 + 1 + 3  # before step 1, then every step
+    rows = [dict(zip(COLUMNS, line.split("\t"))) for line in lines[1:]]
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3] and float(rows[0]["usage"]) == pytest.approx(1 / 256, rel=1e-3)
+    assert float(rows[-1]["usage"]) > 1 / 256  # k-means ran on the first batch
+    assert all(0.0 < float(r["mel_distance"]) < 10 and 0.0 <= float(r["stoi"]) <= 1.0 for r in rows)
+    assert [float(r["train_s"]) for r in rows] == sorted(float(r["train_s"]) for r in rows)
+    rec, rate = sf.read(tmp_path / "out" / "samples" / f"{files[0].stem}.flac", dtype="float32")
+    ref, _ = sf.read(tmp_path / "out" / "samples" / f"{files[0].stem}_ref.flac", dtype="float32")
+    assert rate == 24000 and rec.shape == ref.shape == (12000,)
+    assert abs(ref - first[:12000].numpy()).max() <= 1 / 32768  # the reference is the clip (PCM16)
+    _, x_hat = curve.evaluate(m)
+    assert abs(rec - x_hat[0].clamp(-1, 1).numpy()).max() <= 1 / 32768  # the reconstruction is the model's
+    assert not (tmp_path / "out" / "samples" / f"{files[1].stem}.flac").exists()  # flac_clips=1
