@@ -3,8 +3,8 @@
 #   tests  GPU tests (tests/test_wavtokenizer_gpu.py) + fixture parity                              (~1.5 min)
 #   bench  `bench tokenizer wavtokenizer` at the released 75 tok/s size, batch 1 and 32 x 10 s clips,
 #          fp32/bf16; eager, CUDA-graphed and compiled                                             (~2.5 min)
-#   train  <= 6 min of configs/tokenizers/wavtokenizer/short_75.yaml (the small_75 model with the short-run
-#          recipe) on shards of .device/data/speech24k (90/10 split): held-out mel distance / STOI / PESQ
+#   train  5 min 45 s (MAX_TIME) of configs/tokenizers/wavtokenizer/short_75.yaml (the small_75 model with
+#          the short-run recipe) on shards of .device/data/speech24k (90/10 split): held-out mel distance / STOI / PESQ
 #          every ~60 s of training -> $OUT/curve.txt (+ curve_summary.txt), 4 s FLAC reconstructions and
 #          references -> $OUT/samples/, whole held-out files -> $OUT/recon_full/ (FLAC + metrics.json), the
 #          command -> $OUT/command.txt, Lightning's metrics.csv (train losses, codebook stats) -> $OUT/metrics.csv
@@ -44,7 +44,7 @@ if [ -n "$QUICK" ]; then  # CPU smoke run: same config and code paths, tiny batc
   BATCH=2 SEGMENT=12000 MAX_TIME=00:00:01:00 EVERY=20 CLIPS=2 CLIP_SECONDS=1 WORKERS=0 PRECISION=32-true
   MEL_STEPS=10
 fi
-BATCH=${BATCH:-16} SEGMENT=${SEGMENT:-48000} MAX_TIME=${MAX_TIME:-00:00:06:00} EVERY=${EVERY:-60}
+BATCH=${BATCH:-16} SEGMENT=${SEGMENT:-48000} MAX_TIME=${MAX_TIME:-00:00:05:45} EVERY=${EVERY:-60}
 CLIPS=${CLIPS:-8} CLIP_SECONDS=${CLIP_SECONDS:-4} WORKERS=${WORKERS:-6} PRECISION=${PRECISION:-bf16-mixed}
 timeout 60 python -m tokenforge shards make audio "$DATA" "$W/shards" --val-fraction 0.1 --no-progress 2>&1 \
   | tail -2 | tee "$OUT/shards.txt"
@@ -63,7 +63,8 @@ timeout 450 "${CMD[@]}" 2>&1 | grep -v -i warn | tail -40 | tee "$OUT/fit.txt"
 METRICS=$(find "$W/logs" -name metrics.csv | head -1)
 [ -n "$METRICS" ] && cp "$METRICS" "$OUT/metrics.csv"
 echo "held-out curve (every ~${EVERY} s of training; pesq '-' = package missing):" | tee "$OUT/curve_summary.txt"
-column -t "$OUT/curve.txt" 2>/dev/null | tee -a "$OUT/curve_summary.txt" || cat "$OUT/curve.txt"
+if command -v column >/dev/null; then column -t "$OUT/curve.txt"; else cat "$OUT/curve.txt"; fi \
+  | tee -a "$OUT/curve_summary.txt"
 python - "$OUT/curve.txt" <<'PY' 2>&1 | tee -a "$OUT/curve_summary.txt"
 import sys
 rows = [line.split("\t") for line in open(sys.argv[1]).read().splitlines()]
@@ -77,7 +78,7 @@ for name in ("mel_distance", "stoi", "pesq", "usage"):
               f" over {len(v)} evaluations; monotone: {steady}")
 PY
 CKPT=$(find "$W" -name last.ckpt | head -1)  # whole held-out files through the trained model, per-file metrics
-[ -n "$CKPT" ] && timeout 90 python -m tokenforge reconstruct --model "$CKPT" "$W/val_audio" --out "$OUT/recon_full" \
+[ -n "$CKPT" ] && timeout 60 python -m tokenforge reconstruct --model "$CKPT" "$W/val_audio" --out "$OUT/recon_full" \
   --device "$DEVICE" 2>&1 | tail -2 | tee "$OUT/recon_full.txt"
 rm -f "$OUT"/recon_full/*.npy
 ls -la "$OUT" "$OUT/samples" | head -40
