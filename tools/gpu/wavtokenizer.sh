@@ -25,7 +25,8 @@ DEVICE=$([ "$ACCEL" = cpu ] && echo cpu || echo cuda)
 # 1. GPU tests (they print the compiled-vs-eager differences) and parity of the fixture
 if want tests; then
 timeout 240 python -m pytest tests/test_wavtokenizer_gpu.py -q -s -p no:cacheprovider 2>&1 | grep -v Warning \
-  | tail -25 | tee "$OUT/tests.txt"
+  > "$OUT/tests_full.txt"
+{ grep -E "compiled vs eager" "$OUT/tests_full.txt"; tail -15 "$OUT/tests_full.txt"; } | tee "$OUT/tests.txt"
 timeout 60 python tools/check_parity.py .device/fixtures/wavtokenizer 2>&1 | tee "$OUT/parity.txt"
 fi
 
