@@ -178,3 +178,19 @@ def test_held_out_curve_callback_writes_curve_and_flac(shared_data: Path, tmp_pa
     _, x_hat = curve.evaluate(m)
     assert abs(rec - x_hat[0].clamp(-1, 1).numpy()).max() <= 1 / 32768  # the reconstruction is the model's
     assert not (tmp_path / "out" / "samples" / f"{files[1].stem}.flac").exists()  # flac_clips=1
+
+
+def test_held_out_curve_without_pesq_package(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
+    """The GPU host may lack `pesq`: the row still has mel distance and STOI, PESQ reads '-'."""
+    from tokenforge.metrics import audio as M
+    from tokenforge.tokenizers.wavtokenizer.curve import HeldOutCurve, _fmt, held_out_clips
+
+    def missing(*args, **kwargs):
+        raise ImportError("No module named 'pesq'")
+
+    monkeypatch.setattr(M, "pesq_wb", missing)
+    curve = HeldOutCurve(str(shared_data / "speech24k"), str(tmp_path), max_clips=2, seconds=0.5)
+    curve.names, curve.clips = held_out_clips(curve.audio, 24000, 2, 0.5)
+    row, x_hat = curve.evaluate(module(0.04))
+    assert x_hat.shape == (2, 12000) and 0.0 <= row["stoi"] <= 1.0 and row["mel_distance"] > 0
+    assert row["pesq"] != row["pesq"] and _fmt(row["pesq"]) == "-" and _fmt(3) == "3"
