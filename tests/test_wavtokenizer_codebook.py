@@ -93,6 +93,7 @@ def test_encoder_lr_scale_sets_the_encoder_group() -> None:
     assert groups[0][0] == 0.0 and groups[1][0] == 0.0  # warm-up starts at 0 (LambdaLR factor 0 at step 0)
     assert [g["initial_lr"] for g in opt.param_groups] == [5e-4, pytest.approx(2e-5)]
     assert sum(len(g) for _, g in groups) == sum(1 for p in m.model.parameters() if p.requires_grad)
+    assert len(module(1.0).configure_optimizers()[0][0].param_groups) == 1  # the paper recipe: one group
     cfg = yaml.safe_load(SHORT.read_text())["model"]["init_args"]
     assert cfg["encoder_lr_scale"] * cfg["learning_rate"] == pytest.approx(2e-5)  # 0.1 x the paper's 2e-4
 

@@ -95,12 +95,12 @@ class WavTokenizerModule(TrainingModule):
             total = max(1, max_steps // 2) if max_steps and max_steps > 0 else 1_000_000
         schedule = L.cosine_schedule(total, h.num_warmup_steps)
         adamw = dict(betas=tuple(h.betas), weight_decay=h.weight_decay)
-        encoder = [p for p in self.model.encoder.parameters() if p.requires_grad]
-        taken = {id(p) for p in encoder}
-        rest = [p for p in self.model.parameters() if p.requires_grad and id(p) not in taken]
-        groups = [{"params": rest}]
-        if encoder:
-            groups.append({"params": encoder, "lr": h.learning_rate * h.encoder_lr_scale})
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        groups: list[dict[str, Any]] = [{"params": params}]  # the paper: one group (and old checkpoints resume)
+        if h.encoder_lr_scale != 1.0:
+            encoder = {id(p) for p in self.model.encoder.parameters()}
+            groups = [{"params": [p for p in params if id(p) not in encoder]},
+                      {"params": [p for p in params if id(p) in encoder], "lr": h.learning_rate * h.encoder_lr_scale}]
         gen = torch.optim.AdamW(groups, lr=h.learning_rate, **adamw)
         optimizers, schedulers = [gen], [torch.optim.lr_scheduler.LambdaLR(gen, schedule)]
         disc_params = [p for d in self.discriminators for p in d.parameters()]
