@@ -168,7 +168,8 @@ def test_held_out_curve_callback_writes_curve_and_flac(shared_data: Path, tmp_pa
     lines = (tmp_path / "out" / "curve.txt").read_text().splitlines()
     assert lines[0].split("\t") == list(COLUMNS) and len(lines) == 1 + 1 + 3  # before step 1, then every step
     rows = [dict(zip(COLUMNS, line.split("\t"))) for line in lines[1:]]
-    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3] and float(rows[0]["usage"]) == pytest.approx(1 / 256, rel=1e-3)
+    assert [int(r["step"]) for r in rows] == [0, 1, 2, 3]
+    assert float(rows[0]["usage"]) == pytest.approx(1 / 256, rel=1e-3)  # before k-means: code 0 only
     assert float(rows[-1]["usage"]) > 1 / 256  # k-means ran on the first batch
     assert all(0.0 < float(r["mel_distance"]) < 10 and 0.0 <= float(r["stoi"]) <= 1.0 for r in rows)
     assert [float(r["train_s"]) for r in rows] == sorted(float(r["train_s"]) for r in rows)
