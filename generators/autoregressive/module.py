@@ -99,7 +99,7 @@ class ARModule(TrainingModule):
 
     def nll(self, model: nn.Module, batch: dict[str, Any], forward: Any = None) -> Tensor:
         """Mean cross-entropy (nats per token) of ``model`` on a token batch."""
-        forward = forward or model
+        forward = model if forward is None else forward  # bool() of a compiled module raises
         ids, cond = batch["ids"], self._condition(batch)
         if isinstance(model, VAR):
             scales = split_scales(ids, model.lengths)

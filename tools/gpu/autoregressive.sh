@@ -43,7 +43,8 @@ rm -f "$(dirname "$CKPT")"/*.ckpt  # keep the curve and samples, not the weights
 fi
 # 4. DDP 1 vs 2 GPUs (only on a host with >= 2 GPUs): GPT-B training throughput on synthetic token shards
 if want ddp; then
-if [ "$(nvidia-smi -L | wc -l)" -ge 2 ]; then
+# needs both GPUs visible: with tools/gpu/run_all.sh give it its own lane "0,1|autoregressive:ddp"
+if [ "$(python -c 'import torch; print(torch.cuda.device_count())')" -ge 2 ]; then
   for N in 1 2; do
     timeout 150 python tools/gpu/autoregressive_ddp.py --devices $N 2>&1 | tail -3 | tee -a "$OUT/ddp.txt"
   done

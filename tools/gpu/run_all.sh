@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run several GPU scripts in one device call: lanes run in parallel, each lane's jobs in order.
 #   bash tools/gpu/run_all.sh "0|linfusion:bench,enat:bench" "1|face_tokens,autoregressive:train/enat:train"
-# A lane is "GPU|JOBS": JOBS separated by "," run one after another on that GPU; "a/b" runs a and b together.
+# A lane is "GPU|JOBS" (GPU may list several, e.g. "0,1" for a DDP job); JOBS separated by "," run one after
+# another on those GPUs; "a/b" runs a and b together (the next "," step starts when all of them are done).
 # A job is METHOD:PHASE+PHASE (tools/gpu/METHOD.sh with PHASES set) or `face_tokens` (shared token shards).
 # Each job writes $R/<method>_<phases>/ and a .log beside it; at the end everything small is tarred into
 # $OUT/results.tgz (the device returns at most 8 files). RUN_SECONDS bounds the whole run (default 540).
