@@ -293,6 +293,8 @@ class GPT(Generator):
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc="tokens", leave=False)
+        # positions made once on the device: a torch.tensor(..., device=cuda) per step is a blocking host copy
+        positions = torch.arange(self.cls_token_num, self.cls_token_num + total, device=device)
         try:
             logits = self.step(cond, torch.arange(self.cls_token_num, device=device))[:, -1] if use_cache else None
             for i in steps:
@@ -319,7 +321,7 @@ class GPT(Generator):
                     break
                 if use_cache:
                     feed = token.clamp_min(0).repeat(rows // n)
-                    logits = decode(feed, torch.tensor([self.cls_token_num + i], device=device))
+                    logits = decode(feed, positions[i : i + 1])
         finally:
             if use_cache:
                 self.clear_kv_cache()
