@@ -14,6 +14,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)  # one xdist worker per core: intra-op threads would only fight each other
 
 
+@pytest.fixture()
+def one_thread():
+    """One intra-op thread for the test: tiny models on shared CPUs only lose time to thread contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def shared_root() -> Path | None:
     """``$TOKENFORGE_SHARED`` or ``../shared`` beside the checkout."""
     for candidate in (os.environ.get("TOKENFORGE_SHARED"), REPO.parent / "shared"):

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import webdataset as wds
 
@@ -31,14 +30,6 @@ from conftest import make_face_shards
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/generators/autoregressive/tiny.yaml"
 CODES = 16
-
-
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared 2-core machines: oversubscription makes tiny models 20x slower
-    yield
-    torch.set_num_threads(threads)
 
 
 def read_tokens(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:

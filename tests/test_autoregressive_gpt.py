@@ -14,12 +14,7 @@ from tokenforge.hub import from_official, from_pretrained, save_pretrained
 from tokenforge.parity import check
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared 2-core machine: threads only add contention
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny_gpt(**kw) -> GPT:

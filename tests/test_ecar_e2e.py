@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
 from tokenforge.cli import lightning_cli
@@ -21,14 +20,6 @@ from conftest import make_face_shards
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/generators/ecar/tiny.yaml"
-
-
-@pytest.fixture()
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_faces_to_latents_to_ecar_to_pngs(shared_data, tmp_path, monkeypatch, one_thread):

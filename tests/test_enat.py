@@ -14,12 +14,7 @@ from tokenforge.parity import check
 from tokenforge.tokenizers.vqgan.mage import MageVQGAN
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def tiny(seed: int = 0, **kw) -> ENAT:

@@ -30,12 +30,7 @@ VAT_TINY = dict(dim=32, encoder_depth=1, decoder_depth=1, num_heads=2, num_laten
                 triplane_upsample=1, mlp_hidden=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def samples(folder: Path, split: str) -> list[dict]:

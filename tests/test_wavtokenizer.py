@@ -27,12 +27,7 @@ from tokenforge.tokenizers.wavtokenizer.official import KEY_RULES, load_official
 from tokenforge.tokenizers.wavtokenizer.vocos import ISTFT
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the test machines are shared: avoid oversubscription stalls
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

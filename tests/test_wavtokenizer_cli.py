@@ -18,12 +18,7 @@ from tokenforge.metrics import audio as M
 from tokenforge.tokenizers.wavtokenizer.files import AudioFileError, decode_long, encode_long, load_audio
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -29,12 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tokenizers" / "wavtokenizer" / "tiny.yaml"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # shared CPUs: two threads per process stall badly under load
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
