@@ -22,20 +22,10 @@ timeout 240 python -m tokenforge.cli bench generator ar --size B --repeats 3 --d
 fi
 # 3. short GPT run on tokens of a real tokenizer: LFW faces -> VQGAN (k-means codebook) -> 8x8 token grids (~3 min)
 if want train; then
-TOKENS=${TOKENS:-/tmp/face_tokens}
-[ -d "$TOKENS/tokens" ] || timeout 240 python tools/gpu/face_tokens.py --work "$TOKENS" --seconds ${VQ_SECONDS:-120} \
-  --accel "$ACCEL" 2>&1 | tail -3
-cp "$TOKENS/vqgan_curve.txt" "$OUT/" 2>/dev/null
-timeout ${FIT_TIMEOUT:-300} python -m tokenforge fit --config configs/generators/autoregressive/tiny.yaml --trainer.precision bf16-mixed \
+fit_on_face_tokens configs/generators/autoregressive/tiny.yaml 1200 \
   --model.init_args.model.init_args.dim 192 --model.init_args.model.init_args.depth 4 \
-  --model.init_args.model.init_args.num_heads 4 --model.init_args.lr 1e-3 --model.init_args.ema_decay 0.99 \
-  --model.init_args.warmup_steps 100 \
-  --data.init_args.train "$TOKENS/tokens" --data.init_args.val "$TOKENS/tokens" --data.init_args.num_workers 2 \
-  --trainer.accelerator "$ACCEL" --trainer.max_steps ${MAX_STEPS:-1200} --trainer.max_time 00:00:${FIT_MINUTES:-04}:00 \
-  --trainer.check_val_every_n_epoch 5 --trainer.default_root_dir "$W" --trainer.logger.init_args.save_dir "$OUT/logs" \
-  --trainer.enable_progress_bar false 2>&1 | grep -v Warning | tail -5 | tee "$OUT/fit.txt"
-python tools/gpu/curve.py "$OUT/logs" 2>&1 | tee "$OUT/curve.txt"
-CKPT=$(find "$OUT/logs" -name last.ckpt | head -1)
+  --model.init_args.model.init_args.num_heads 4 \
+  --model.init_args.lr 1e-3 --model.init_args.ema_decay 0.99 --model.init_args.warmup_steps 100
 timeout 90 python -m tokenforge generate --generator "$CKPT" --tokenizer "$TOKENS/vqgan" --n 16 --classes 0 1 \
   --cfg 2.0 --top-k 64 --seed 0 --out "$OUT/samples" --no-progress 2>&1 | tail -3
 rm -f "$(dirname "$CKPT")"/*.ckpt  # keep the curve and samples, not the weights

@@ -25,20 +25,10 @@ timeout 150 python -m tokenforge.cli bench enat --size L --batch 64 --repeats 5 
 fi
 # 3. short ENAT run: faces -> VQGAN (k-means codebook) -> 8x8 token grids -> fit (~3 min) -> samples
 if want train; then
-TOKENS=${TOKENS:-/tmp/face_tokens}
-[ -d "$TOKENS/tokens" ] || timeout 240 python tools/gpu/face_tokens.py --work "$TOKENS" --seconds ${VQ_SECONDS:-120} \
-  --accel "$ACCEL" 2>&1 | tail -3
-cp "$TOKENS/vqgan_curve.txt" "$OUT/" 2>/dev/null
-timeout ${FIT_TIMEOUT:-300} python -m tokenforge fit --config configs/generators/enat/tiny.yaml --trainer.precision bf16-mixed \
+fit_on_face_tokens configs/generators/enat/tiny.yaml 3000 \
   --model.init_args.model.init_args.hidden_size 256 --model.init_args.model.init_args.enc_depth 6 \
-  --model.init_args.model.init_args.num_heads 8 --model.init_args.lr 1e-3 --model.init_args.ema_decay 0.99 \
-  --model.init_args.warmup_steps 100 \
-  --data.init_args.train "$TOKENS/tokens" --data.init_args.val "$TOKENS/tokens" --data.init_args.num_workers 2 \
-  --trainer.accelerator "$ACCEL" --trainer.max_steps ${MAX_STEPS:-3000} --trainer.max_time 00:00:${FIT_MINUTES:-04}:00 \
-  --trainer.check_val_every_n_epoch 5 --trainer.default_root_dir "$W" --trainer.logger.init_args.save_dir "$OUT/logs" \
-  --trainer.enable_progress_bar false 2>&1 | grep -v Warning | tail -5 | tee "$OUT/fit.txt"
-python tools/gpu/curve.py "$OUT/logs" 2>&1 | tee "$OUT/curve.txt"
-CKPT=$(find "$OUT/logs" -name last.ckpt | head -1)
+  --model.init_args.model.init_args.num_heads 8 \
+  --model.init_args.lr 1e-3 --model.init_args.ema_decay 0.99 --model.init_args.warmup_steps 100
 for MODE in "" "--no-reuse"; do
   timeout 60 python -m tokenforge enat-generate --generator "$CKPT" --tokenizer "$TOKENS/vqgan" --n 16 \
     --classes 0 1 --cfg 2.5 --steps 8 --seed 0 $MODE --out "$OUT/samples${MODE}" --no-progress 2>&1 | tail -3

@@ -26,3 +26,22 @@ export TF_ENV_CHECKED=1
 want() { [[ " ${PHASES:-tests bench train} " == *" $1 "* ]]; }
 export -f want
 export ACCEL=${ACCEL:-gpu}
+# fit_on_face_tokens CONFIG MAX_STEPS [overrides...]: the generators' short GPU run on shared face-token shards
+# (tools/gpu/face_tokens.py makes them once per host); the curve goes to $OUT/curve.txt, the checkpoint to $CKPT.
+fit_on_face_tokens() {
+  local config=$1 steps=$2; shift 2
+  TOKENS=${TOKENS:-/tmp/face_tokens}
+  [ -d "$TOKENS/tokens" ] || timeout 240 python tools/gpu/face_tokens.py --work "$TOKENS" \
+    --seconds "${VQ_SECONDS:-120}" --accel "$ACCEL" 2>&1 | tail -3
+  cp "$TOKENS/vqgan_curve.txt" "$OUT/" 2>/dev/null
+  timeout "${FIT_TIMEOUT:-300}" python -m tokenforge fit --config "$config" --trainer.precision bf16-mixed "$@" \
+    --data.init_args.train "$TOKENS/tokens" --data.init_args.val "$TOKENS/tokens" --data.init_args.num_workers 2 \
+    --trainer.accelerator "$ACCEL" --trainer.max_steps "${MAX_STEPS:-$steps}" \
+    --trainer.max_time "00:00:${FIT_MINUTES:-04}:00" --trainer.check_val_every_n_epoch 5 \
+    --trainer.default_root_dir "$W" --trainer.logger.init_args.save_dir "$OUT/logs" \
+    --trainer.enable_progress_bar false 2>&1 | grep -v Warning | tail -5 | tee "$OUT/fit.txt"
+  python tools/gpu/curve.py "$OUT/logs" 2>&1 | tee "$OUT/curve.txt"
+  CKPT=$(find "$OUT/logs" -name last.ckpt | head -1)
+}
+export -f fit_on_face_tokens
+
