@@ -58,7 +58,7 @@ def load_mesh(path: Path, repair: bool) -> Any:
     except Exception as error:  # trimesh raises ValueError/IndexError/KeyError... on malformed files
         raise Rejected(f"unreadable mesh: {type(error).__name__}: {error}") from None
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0:
-        raise Rejected("no faces: a point cloud or an empty mesh")
+        raise Rejected(_no_faces(path))
     if not np.isfinite(mesh.vertices).all():
         raise Rejected("non-finite vertex coordinates")
     if not mesh.is_watertight and repair:
@@ -74,6 +74,23 @@ def load_mesh(path: Path, repair: bool) -> Any:
     if mesh.volume < 0:
         mesh.invert()
     return mesh
+
+
+def _no_faces(path: Path) -> str:
+    """Why a file gave no triangles: a point cloud, an empty scene, or vertices whose faces did not parse."""
+    import trimesh
+
+    try:
+        raw = trimesh.load(str(path))
+    except Exception:  # it loaded once with force="mesh"; a second failure changes nothing about the reason
+        raw = None
+    if isinstance(raw, trimesh.PointCloud):
+        return (f"no faces: a point cloud ({len(raw.vertices)} points, no triangles); occupancy targets need a "
+                "closed triangle mesh, so mesh the points first (e.g. Poisson reconstruction)")
+    if isinstance(raw, trimesh.Scene) and not raw.geometry:
+        return "no faces: an empty scene or mesh (the file holds no geometry)"
+    vertices = len(getattr(raw, "vertices", ()))
+    return f"no faces: {vertices} vertices but no triangles (no face lines, or none that parse)"
 
 
 def normalise(mesh: Any, margin: float) -> Any:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tokenforge.data.shards import Rejected
 from tokenforge.metrics.mesh import chamfer_distance, f_score, occupancy_iou
 from tokenforge.tokenizers.vat.extract import logit_grid, marching_cubes
 from tokenforge.tokenizers.vat.model import VAT
@@ -177,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(entry))
         except Exception as error:  # one refused mesh must not stop the others; its reason is reported
             failed += 1
-            results.append({"file": path.name, "error": f"{type(error).__name__}: {error}"})
+            reason = str(error) if isinstance(error, Rejected) else f"{type(error).__name__}: {error}"
+            results.append({"file": path.name, "error": reason})
             print(f"{path.name}: refused: {results[-1]['error']}")
     (args.out / "metrics.json").write_text(json.dumps(results, indent=1))
     table = summarise(results)
