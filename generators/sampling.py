@@ -6,6 +6,11 @@
   (up to exact ties).
 - `logits_to_probs`: divide by ``max(temperature, 1e-5)``, filter, softmax (LlamaGen ``logits_to_probs``).
 - `sample`: multinomial from those probabilities with an optional ``torch.Generator``, or argmax (greedy).
+- `gumbel_noise` + `sample_with_noise`: the same distribution by the Gumbel-max trick,
+  ``argmax(filtered_logits / T - log E)`` with ``E ~ Exp(1)`` drawn outside (one kernel, seeded generator)
+  and passed in. No host syncs and no data-dependent Python branches, so a whole sampling step can run
+  under ``torch.compile(fullgraph=True)`` / a CUDA graph; ``-log E`` is a standard Gumbel variable, hence
+  ``P(argmax = i) = softmax(filtered)_i`` exactly, and filtered (``-inf``) tokens are never drawn.
 - `cfg_weight`: the guidance weight ``w`` at a step; guided logits are ``uncond + w * (cond - uncond)``.
   ``constant``: w = cfg (LlamaGen). ``linear``: w rises from 1 to cfg over the steps. ``var``: VAR's ramp
   ``w = 1 + cfg * s / (K - 1)`` (its ``(1 + t) * cond - t * uncond`` with ``t = cfg * s / (K - 1)``).
@@ -34,9 +39,8 @@ def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
     if top_p is not None and 0.0 < top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        remove = cumulative > top_p
-        remove[..., 1:] = remove[..., :-1].clone()  # shift right: keep the token that crosses top_p
-        remove[..., 0] = False
+        # shift right by one (the first token is never removed): keep the token that crosses top_p
+        remove = torch.cat([torch.zeros_like(cumulative[..., :1], dtype=torch.bool), cumulative[..., :-1] > top_p], -1)
         logits = logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
     return logits
 
@@ -61,6 +65,34 @@ def sample(
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
 
 
+def gumbel_noise(
+    shape: tuple[int, ...], generator: torch.Generator | None = None, device: torch.device | str | None = None,
+    out: Tensor | None = None,
+) -> Tensor:
+    """``Exp(1)`` draws (float32) for `sample_with_noise`; ``out`` reuses a buffer (one kernel, no allocation)."""
+    if out is None:
+        out = torch.empty(shape, dtype=torch.float32, device=device)
+    return out.exponential_(generator=generator)
+
+
+def sample_with_noise(
+    logits: Tensor, noise: Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+    greedy: bool = False,
+) -> Tensor:
+    """One token per row of ``logits`` ``[..., V]`` from ``noise`` = `gumbel_noise` of the same shape -> ``[...]``.
+
+    Distributed as `sample` (multinomial over the filtered softmax), but the randomness is an input: the
+    function is capturable. ``greedy`` ignores the noise and returns the argmax, exactly as `sample`.
+    """
+    if greedy:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / max(float(temperature), 1e-5)
+    if (top_k and top_k > 0) or (top_p is not None and 0.0 < top_p < 1.0):
+        logits = filter_logits(logits, top_k, top_p)
+    # -log(E) ~ Gumbel(0, 1); the clamp keeps it finite (E == 0 has probability ~1e-38) so -inf stays -inf
+    return (logits - noise.clamp_min(torch.finfo(torch.float32).tiny).log()).argmax(dim=-1)
+
+
 def cfg_weight(schedule: str, cfg: float, step: int, total: int) -> float:
     """Guidance weight at ``step`` of ``total`` (see the module docstring for the schedules)."""
     if schedule not in CFG_SCHEDULES:
@@ -73,8 +105,14 @@ def cfg_weight(schedule: str, cfg: float, step: int, total: int) -> float:
     return 1.0 + float(cfg) * ratio
 
 
-def guide(cond: Tensor, uncond: Tensor, weight: float) -> Tensor:
-    """Classifier-free guidance: ``uncond + weight * (cond - uncond)``; weight 1 returns ``cond`` exactly."""
+def guide(cond: Tensor, uncond: Tensor, weight: float | Tensor) -> Tensor:
+    """Classifier-free guidance: ``uncond + weight * (cond - uncond)``; weight 1 returns ``cond`` exactly.
+
+    A 0-d tensor ``weight`` (a schedule's value, without recompiling) selects ``cond`` with `torch.where`
+    instead of a Python branch, so it needs no host sync.
+    """
+    if torch.is_tensor(weight):
+        return torch.where(weight == 1.0, cond, uncond + (cond - uncond) * weight.to(cond.dtype))
     if weight == 1.0:
         return cond
     return uncond + (cond - uncond) * weight

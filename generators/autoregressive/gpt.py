@@ -29,7 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tokenforge.generators.sampling import cfg_weight, guide, sample
+from tokenforge.generators.autoregressive.decoding import (StepSettings, choose, generate_multinomial, guidance_weights,
+                                                          make_decode_step)
+from tokenforge.generators.sampling import gumbel_noise
 from tokenforge.generators.base import Generator
 from tokenforge.nn.mlp import GeluMLP, find_multiple
 from tokenforge.nn.rope import rope_table_1d, rope_table_2d
@@ -228,10 +230,19 @@ class GPT(Generator):
 
     # ------------------------------------------------------------------ sampling
 
-    def setup_kv_cache(self, batch_size: int, dtype: torch.dtype | None = None) -> None:
-        """Static caches for ``batch_size`` rows (CFG doubles it) over the whole sequence (rounded up to 8)."""
+    def setup_kv_cache(self, batch_size: int, dtype: torch.dtype | None = None, reuse: bool = False) -> None:
+        """Static caches for ``batch_size`` rows (CFG doubles it) over the whole sequence (rounded up to 8).
+
+        ``reuse`` keeps an existing cache of that batch and dtype: a CUDA graph recorded on its buffers stays
+        valid across `generate` calls (stale entries are masked: positions are rewritten before being read).
+        """
         length = find_multiple(self.cls_token_num + self.seq_len, 8)
-        self.transformer.setup_kv_cache(batch_size, length, dtype, self.tok_embeddings.weight.device)
+        weight = self.tok_embeddings.weight
+        cache = self.transformer.blocks[0].attn.kv_cache if len(self.transformer.blocks) else None
+        if reuse and cache is not None and cache.k.shape[0] == batch_size and cache.k.dtype == (dtype or weight.dtype) \
+                and cache.k.device == weight.device and cache.max_seq_len == length:
+            return
+        self.transformer.setup_kv_cache(batch_size, length, dtype, weight.device)
 
     def clear_kv_cache(self) -> None:
         self.transformer.clear_kv_cache()
@@ -262,14 +273,19 @@ class GPT(Generator):
         max_len: int | None = None,
         use_cache: bool = True,
         compile: bool = False,
+        multinomial: bool = False,
         progress: bool = False,
     ) -> Tokens:
         """Sample ``n`` sequences. ``condition``: class ids ``[n]`` (or one int), caption features, or None.
 
         ``cfg``/``cfg_schedule`` (`sampling.cfg_weight`), ``cfg_interval`` (>-1: no guidance after that many
-        tokens, LlamaGen), temperature / top-k / top-p or ``greedy``. ``use_cache=False`` recomputes the full
-        prefix each step (the reference the cache is tested against). ``compile`` wraps the cached decoding
-        step in ``torch.compile(mode="reduce-overhead")`` (CUDA graphs on GPU).
+        tokens, LlamaGen), temperature / top-k / top-p or ``greedy`` (argmax). Tokens are drawn by the
+        Gumbel-max trick from noise drawn with ``generator`` (same distribution as LlamaGen's multinomial;
+        ``multinomial=True`` keeps the former per-step ``torch.multinomial`` loop, which draws other tokens
+        for a seed). ``use_cache=False`` recomputes the full prefix each step (the reference the cache is
+        tested against; same noise, same tokens). ``compile`` runs each whole step (`decoding.make_decode_step`)
+        under ``torch.compile(mode="reduce-overhead", fullgraph=True)`` (one CUDA graph per token on GPU) and
+        keeps the KV cache allocated between calls until `clear_kv_cache`.
         """
         if condition is None and self.num_classes > 0 and self.caption_embedding is None:
             where = generator.device if generator is not None else self.rope.device
@@ -279,12 +295,15 @@ class GPT(Generator):
         if guided:
             cond = torch.cat([cond, self.null_condition(n)], dim=0)
         rows, total = cond.shape[0], min(max_len or self.seq_len, self.seq_len)
+        if multinomial:
+            return generate_multinomial(self, n, cond, guided, cfg, cfg_schedule, cfg_interval, temperature, top_k,
+                                        top_p, greedy, generator, total, use_cache, compile, progress)
         device = cond.device
-        decode = self.decode_one
-        if use_cache:
-            self.setup_kv_cache(rows)
-            if compile:
-                decode = torch.compile(self.decode_one, mode="reduce-overhead", fullgraph=True)
+        settings = StepSettings(n, guided, float(temperature), int(top_k or 0), float(top_p), bool(greedy))
+        weights = guidance_weights(cfg, cfg_schedule, cfg_interval, total, device)
+        # positions made once on the device: a torch.tensor(..., device=cuda) per step is a blocking host copy
+        positions = torch.arange(self.cls_token_num, self.cls_token_num + total, device=device)
+        noise = torch.zeros(n, self.output.out_features, dtype=torch.float32, device=device)
         out = torch.full((n, total), -1, dtype=torch.long, device=device)
         finished = torch.zeros(n, dtype=torch.bool, device=device)
         lengths = torch.full((n,), total, dtype=torch.long, device=device)
@@ -293,37 +312,43 @@ class GPT(Generator):
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc="tokens", leave=False)
-        # positions made once on the device: a torch.tensor(..., device=cuda) per step is a blocking host copy
-        positions = torch.arange(self.cls_token_num, self.cls_token_num + total, device=device)
+        decode = None
+        if use_cache:
+            self.setup_kv_cache(rows, reuse=compile)
+            decode = make_decode_step(self, settings)
+            if compile:
+                decode = torch.compile(decode, mode="reduce-overhead", fullgraph=True)
+        feed = None
         try:
-            logits = self.step(cond, torch.arange(self.cls_token_num, device=device))[:, -1] if use_cache else None
             for i in steps:
-                if not use_cache:
-                    prefix = self.tok_embeddings(out[:, :i].clamp_min(0).repeat(rows // n, 1))
-                    x = torch.cat([cond, prefix], dim=1)
-                    h = self.transformer(x, causal=True, rope=self.rope[: x.shape[1]])
-                    logits = self.output(h[:, -1]).float()
-                if guided:
-                    weight = cfg_weight(cfg_schedule, cfg, i, total)
-                    if -1 < cfg_interval < i:
-                        weight = 1.0
-                    step_logits = guide(logits[:n], logits[n:], weight)
+                if not greedy:
+                    gumbel_noise(noise.shape, generator, out=noise)
+                if use_cache and i > 0:
+                    if compile:
+                        torch.compiler.cudagraph_mark_step_begin()
+                    token, feed = decode(feed, positions[i - 1 : i], weights[i], noise)
+                    if compile:  # CUDA-graph outputs are overwritten by the next replay
+                        token, feed = token.clone(), feed.clone()
                 else:
-                    step_logits = logits
-                token = sample(step_logits, temperature, top_k, top_p, greedy, generator)
+                    if use_cache:  # prefill with the condition tokens
+                        logits = self.step(cond, torch.arange(self.cls_token_num, device=device))[:, -1]
+                    else:
+                        prefix = self.tok_embeddings(out[:, :i].clamp_min(0).repeat(rows // n, 1))
+                        x = torch.cat([cond, prefix], dim=1)
+                        logits = self.output(self.transformer(x, causal=True, rope=self.rope[: x.shape[1]])[:, -1])
+                    token = choose(logits.float(), weights[i], noise, settings)
+                    feed = token.clamp_max(self.tok_embeddings.num_embeddings - 1).repeat(rows // n)
                 if self.eos:
                     ended = (token == self.eos_id) & ~finished
                     lengths = torch.where(ended, torch.full_like(lengths, i), lengths)
                     finished = finished | ended
                     token = token.masked_fill(finished, -1)
-                out[:, i] = token
-                if i == total - 1 or (self.eos and bool(finished.all())):
-                    break
-                if use_cache:
                     feed = token.clamp_min(0).repeat(rows // n)
-                    logits = decode(feed, positions[i : i + 1])
+                out[:, i] = token
+                if self.eos and bool(finished.all()):
+                    break
         finally:
-            if use_cache:
+            if use_cache and not compile:
                 self.clear_kv_cache()
         return self.to_tokens(out, lengths if self.eos else None)
 
