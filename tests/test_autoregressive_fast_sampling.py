@@ -169,7 +169,10 @@ def test_decode_step_compiles_fullgraph_and_matches_eager():
 @torch.no_grad()
 def test_generate_compile_flag_uses_the_whole_step(monkeypatch):
     """``compile=True`` compiles the fused step with fullgraph (eager backend here) and draws the same tokens."""
+    from torch._dynamo.utils import counters
+
     torch._dynamo.reset()
+    counters.clear()
     real_compile, calls = torch.compile, []
 
     def fake_compile(fn, **kw):
@@ -186,6 +189,9 @@ def test_generate_compile_flag_uses_the_whole_step(monkeypatch):
     cache = model.transformer.blocks[0].attn.kv_cache.k
     twice = model.generate(2, labels, compile=True, generator=torch.Generator().manual_seed(3), **kw).ids
     assert model.transformer.blocks[0].attn.kv_cache.k is cache
+    # another guidance schedule reuses the graph: the weight is a tensor input, positions a slice
+    model.generate(2, labels, compile=True, cfg=2.0, cfg_schedule="linear", top_k=10, temperature=1.1)
+    assert counters["stats"]["unique_graphs"] == 1  # one graph for all steps of all three calls: no recompiles
     model.clear_kv_cache()
     eager = model.generate(2, labels, generator=torch.Generator().manual_seed(3), **kw).ids
     assert torch.equal(compiled, eager) and torch.equal(twice, eager)

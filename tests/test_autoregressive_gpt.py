@@ -268,7 +268,7 @@ def test_armodule_var_batches_schedule_and_ema(fixtures_dir):
 
 
 def test_armodule_compiled_forward_gives_the_eager_loss(monkeypatch):
-    """`compile=True` trains through the torch.compile wrapper (eager backend here: the wrapper is what matters)."""
+    """`compile=True` trains through torch.compile of `GPT.loss` (eager backend here: the routing is what matters)."""
     from tokenforge.generators.autoregressive.module import ARModule
 
     real_compile = torch.compile
@@ -279,7 +279,8 @@ def test_armodule_compiled_forward_gives_the_eager_loss(monkeypatch):
     batch = {"ids": torch.randint(0, 32, (4, 4, 4)), "cls": torch.tensor([0, 1, 2, 0])}
     compiled.train(), eager.train()
     torch.manual_seed(1)
-    a = compiled.nll(compiled.model, batch, compiled._compiled[0])
+    a = compiled.train_loss(batch)
     torch.manual_seed(1)
     b = eager.nll(eager.model, batch)
     assert compiled._compiled and torch.allclose(a, b, atol=1e-6) and a.item() > 0
+    assert compiled._compiled[0]._torchdynamo_orig_callable == gpt.loss  # forward + cross-entropy compiled together

@@ -1,9 +1,13 @@
 """`tokenforge bench generator ar`: GPT sampling and training throughput under shared/BENCHMARKS.md's conditions.
 
 Sampling rows (LlamaGen's official setting): class-conditional, CFG 4 (batch doubled), top-k 2000, 256 tokens,
-batch 1 and 64, KV cache on/off, ``torch.compile(mode="reduce-overhead")`` of the cached step on/off; bf16
-weights and fp32. Training rows: forward + backward (no optimiser step) at batch 64 x 256 tokens, bf16
-autocast and fp32, eager and compiled. Each row: warm-up, ``torch.cuda.synchronize()`` around the timed
+batch 1 and 64, KV cache on/off, compile on/off; bf16 weights and fp32. The sampler column: ``fused`` is
+`GPT.generate`'s default (Gumbel-max; with compile, the whole step from token ids to next ids, CFG and top-k
+included, in one ``torch.compile(mode="reduce-overhead", fullgraph=True)`` CUDA graph); ``multinomial``
+(``--multinomial``) adds the former loop with ``torch.multinomial`` and only the transformer compiled.
+Training rows: forward + backward (no optimiser step) at batch 64 x 256 tokens, bf16 autocast and fp32,
+eager and compiled; the compiled row compiles `GPT.loss` (forward and cross-entropy in one graph, so the
+float32 upcast of the logits fuses into the loss instead of materialising a [B, L, V] float32 copy). Each row: warm-up, ``torch.cuda.synchronize()`` around the timed
 region, median of ``--repeats``, peak memory. Random weights at the released size (``--size B``: GPT-B, 111 M);
 ``--size tiny`` for CPU smoke runs. Prints a Markdown table (and ``--json PATH`` writes the rows).
 """
@@ -41,19 +45,22 @@ def sampling_rows(model: GPT, device: torch.device, args: argparse.Namespace, dt
     for batch in args.batch:
         for cache in (True, False):
             for compiled in ((False, True) if cache and device.type == "cuda" and not args.no_compile else (False,)):
-                if not cache and batch > 1 and not args.all:
-                    continue  # full recomputation at batch 64 is slow and says nothing new
-                labels = torch.arange(batch, device=device) % model.num_classes
-                gen = torch.Generator(device=device).manual_seed(0)
+                for multinomial in ((False, True) if args.multinomial else (False,)):
+                    if not cache and (batch > 1 or multinomial) and not args.all:
+                        continue  # full recomputation at batch 64 is slow and says nothing new
+                    labels = torch.arange(batch, device=device) % model.num_classes
+                    gen = torch.Generator(device=device).manual_seed(0)
 
-                def run() -> None:
-                    model.generate(batch, labels, cfg=args.cfg, top_k=args.top_k, generator=gen, use_cache=cache,
-                                   compile=compiled)
+                    def run() -> None:
+                        model.generate(batch, labels, cfg=args.cfg, top_k=args.top_k, generator=gen,
+                                       use_cache=cache, compile=compiled, multinomial=multinomial)
 
-                seconds, peak = timed(run, device, args.warmup, args.repeats)
-                emit(rows, {"workload": "sample", "dtype": dtype_name, "batch": batch, "kv_cache": cache,
-                             "compile": compiled, "images_per_s": batch / seconds,
-                             "tokens_per_s": batch * model.seq_len / seconds, "peak_gib": peak})
+                    seconds, peak = timed(run, device, args.warmup, args.repeats)
+                    emit(rows, {"workload": "sample", "sampler": "multinomial" if multinomial else "fused",
+                                "dtype": dtype_name, "batch": batch, "kv_cache": cache, "compile": compiled,
+                                "images_per_s": batch / seconds, "tokens_per_s": batch * model.seq_len / seconds,
+                                "peak_gib": peak})
+                    model.clear_kv_cache()  # compiled sampling keeps its cache between calls
     return rows
 
 
@@ -64,17 +71,16 @@ def training_rows(model: GPT, device: torch.device, args: argparse.Namespace) ->
     labels = torch.randint(0, model.num_classes, (args.train_batch,), device=device)
     for dtype_name in args.dtype:
         for compiled in ((False, True) if device.type == "cuda" and not args.no_compile else (False,)):
-            forward = torch.compile(model) if compiled else model
+            loss_fn = torch.compile(model.loss) if compiled else model.loss
 
             def step() -> None:
                 with torch.autocast(device.type, torch.bfloat16, enabled=dtype_name == "bf16"):
-                    logits = forward(ids, labels)
-                    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids.flatten())
+                    loss = loss_fn(ids, labels)
                 loss.backward()
                 model.zero_grad(set_to_none=True)
 
             seconds, peak = timed(step, device, args.warmup + (2 if compiled else 0), args.repeats)
-            emit(rows, {"workload": "train fwd+bwd", "dtype": f"{dtype_name} autocast" if dtype_name == "bf16" else
+            emit(rows, {"workload": "train fwd+bwd", "sampler": "-", "dtype": f"{dtype_name} autocast" if dtype_name == "bf16" else
                          dtype_name, "batch": args.train_batch, "kv_cache": None, "compile": compiled,
                          "images_per_s": args.train_batch / seconds,
                          "tokens_per_s": args.train_batch * model.seq_len / seconds, "peak_gib": peak})
@@ -83,8 +89,9 @@ def training_rows(model: GPT, device: torch.device, args: argparse.Namespace) ->
 
 
 def table(rows: list[dict]) -> str:
-    head = "| workload | dtype | batch | KV cache | compile | images/s | tokens/s | peak GiB |\n|---|---|---|---|---|---|---|---|"
-    lines = [f"| {r['workload']} | {r['dtype']} | {r['batch']} | {r['kv_cache']} | {r['compile']} | "
+    head = ("| workload | sampler | dtype | batch | KV cache | compile | images/s | tokens/s | peak GiB |\n"
+            "|---|---|---|---|---|---|---|---|---|")
+    lines = [f"| {r['workload']} | {r['sampler']} | {r['dtype']} | {r['batch']} | {r['kv_cache']} | {r['compile']} | "
              f"{r['images_per_s']:.1f} | {r['tokens_per_s']:.0f} | {r['peak_gib']:.2f} |" for r in rows]
     return "\n".join([head, *lines])
 
@@ -103,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--no-train", action="store_true")
+    p.add_argument("--multinomial", action="store_true",
+                   help="also time the former torch.multinomial loop (only the transformer step compiled)")
     p.add_argument("--all", action="store_true", help="also time recomputation without cache at every batch")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)

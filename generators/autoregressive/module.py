@@ -12,7 +12,9 @@ only), linear warm-up then cosine decay to ``min_lr_ratio`` (or constant), stepp
 Gradient accumulation, clipping and bf16 come from the Trainer (``accumulate_grad_batches``,
 ``gradient_clip_val``, ``precision: bf16-mixed``). ``ema_decay`` keeps an exponential moving average of the
 weights (``self.ema``), which then is what checkpoints export (``from_pretrained(ckpt)`` returns EMA weights).
-``compile`` runs the training forward through ``torch.compile``.
+``compile`` runs the training forward through ``torch.compile``; for a GPT the compiled function is
+`GPT.loss` (forward and cross-entropy in one graph without breaks, so the float32 upcast of the logits
+fuses into the loss rather than materialising a ``[B, L, V]`` float32 tensor).
 
 Logged: ``train/loss`` (nats/token), ``train/lr``, ``val/nll`` (nats/token, eval mode, EMA weights when on).
 """
@@ -85,7 +87,7 @@ class ARModule(TrainingModule):
                     m.attach_quantizer(quantizer)
             self.quantizer = quantizer  # moves with the module; not exported (prefix "model.")
         # a tuple keeps the compiled wrapper out of the module tree (no duplicate state-dict entries)
-        self._compiled = (torch.compile(model),) if compile else ()
+        self._compiled = (torch.compile(model.loss if isinstance(model, GPT) else model),) if compile else ()
 
     # ------------------------------------------------------------------ losses
 
@@ -111,8 +113,14 @@ class ARModule(TrainingModule):
         targets = model.targets(ids, batch.get("lengths"))
         return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
 
+    def train_loss(self, batch: dict[str, Any]) -> Tensor:
+        """The training loss of a batch, through the compiled function when ``compile`` is on."""
+        if self._compiled and isinstance(self.model, GPT):
+            return self._compiled[0](batch["ids"], self._condition(batch), batch.get("lengths"))
+        return self.nll(self.model, batch, self._compiled[0] if self._compiled else None)
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        loss = self.nll(self.model, batch, self._compiled[0] if self._compiled else None)
+        loss = self.train_loss(batch)
         size = batch["ids"].shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=size)
