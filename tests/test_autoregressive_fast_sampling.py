@@ -184,7 +184,7 @@ def test_generate_compile_flag_uses_the_whole_step(monkeypatch):
     labels = torch.tensor([2, 0])
     kw = {"cfg": 4.0, "top_k": 10, "temperature": 1.1}
     compiled = model.generate(2, labels, compile=True, generator=torch.Generator().manual_seed(3), **kw).ids
-    assert calls and calls[0] == {"mode": "reduce-overhead", "fullgraph": True}
+    assert calls and calls[0] == {"mode": "reduce-overhead", "fullgraph": True, "dynamic": False}
     assert model.transformer.blocks[0].attn.kv_cache is not None  # kept for stable CUDA-graph addresses
     cache = model.transformer.blocks[0].attn.kv_cache.k
     twice = model.generate(2, labels, compile=True, generator=torch.Generator().manual_seed(3), **kw).ids

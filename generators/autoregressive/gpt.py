@@ -317,7 +317,10 @@ class GPT(Generator):
             self.setup_kv_cache(rows, reuse=compile)
             decode = make_decode_step(self, settings)
             if compile:
-                decode = torch.compile(decode, mode="reduce-overhead", fullgraph=True)
+                for block in self.transformer.blocks:  # the reused cache keeps its address: no copy into the graph
+                    torch._dynamo.mark_static_address(block.attn.kv_cache.k)
+                    torch._dynamo.mark_static_address(block.attn.kv_cache.v)
+                decode = torch.compile(decode, mode="reduce-overhead", fullgraph=True, dynamic=False)
         feed = None
         try:
             for i in steps:
