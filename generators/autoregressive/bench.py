@@ -80,8 +80,9 @@ def training_rows(model: GPT, device: torch.device, args: argparse.Namespace) ->
                 model.zero_grad(set_to_none=True)
 
             seconds, peak = timed(step, device, args.warmup + (2 if compiled else 0), args.repeats)
-            emit(rows, {"workload": "train fwd+bwd", "sampler": "-", "dtype": f"{dtype_name} autocast" if dtype_name == "bf16" else
-                         dtype_name, "batch": args.train_batch, "kv_cache": None, "compile": compiled,
+            emit(rows, {"workload": "train fwd+bwd", "sampler": "-",
+                         "dtype": f"{dtype_name} autocast" if dtype_name == "bf16" else dtype_name,
+                         "batch": args.train_batch, "kv_cache": None, "compile": compiled,
                          "images_per_s": args.train_batch / seconds,
                          "tokens_per_s": args.train_batch * model.seq_len / seconds, "peak_gib": peak})
     model.eval()

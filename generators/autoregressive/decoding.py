@@ -11,7 +11,8 @@ Settings that change the graph's structure (batch, guidance on/off, temperature,
 Python constants of the step (a change recompiles); the guidance weight and positions are tensors.
 `guidance_weights` precomputes the weight of every step (schedule and ``cfg_interval``) on the device, and
 `choose` is the same sampling for logits computed elsewhere (the prefill, full recomputation), so the cached,
-compiled and recomputed paths draw identical tokens from identical noise.
+compiled and recomputed paths draw identical tokens from identical noise. `generate_multinomial` is the former
+loop (``torch.multinomial`` per step, only the transformer compiled), kept for comparison and old seeds.
 """
 
 from __future__ import annotations

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cuda when available, else cpu")
     p.add_argument("--bf16", action="store_true", help="cast the generator to bfloat16")
-    p.add_argument("--compile", action="store_true", help="torch.compile the cached decoding step (GPT)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each whole GPT sampling step (one CUDA graph per token on GPU)")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--out", required=True, help="output folder")
     return p
