@@ -20,7 +20,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "shards": ("tokenforge.data.cli:main", "make raw shards from files, or encode them into token shards"),
     "convert": ("tokenforge.convert:main", "convert an official checkpoint to tokenforge's format; --check runs parity"),
     "bench": ("tokenforge.bench:main", "measure throughput (data loaders, models) on this machine"),
-    "reconstruct": ("tokenforge.reconstruct:main", "encode and decode files with a tokenizer, write the results"),
+    "reconstruct": ("tokenforge.reconstruct:main", "encode and decode files with any tokenizer (TokenFlow/FlexTok/VAT: their own outputs)"),
     "demo": ("tokenforge.demo:main", "the whole chain on bundled real data: shards, fit, reconstruct"),
     "generate": ("tokenforge.generators.autoregressive.generate:main", "sample with a generator, decode with its tokenizer"),
     "ecar-generate": ("tokenforge.generators.ecar.generate:main", "E-CAR sampling: --stages/--steps per stage/--cfg, decoded by its KL tokenizer"),

@@ -104,6 +104,20 @@ def from_pretrained(
     return module.eval()
 
 
+def class_path_of(name_or_path: str | os.PathLike) -> str:
+    """The ``class_path`` a checkpoint would build, read without loading its weights (a ``.ckpt`` is mmap-ed)."""
+    path = resolve(name_or_path)
+    if path.suffix == ".ckpt" or (path.is_file() and path.suffix in {".pt", ".pth"}):
+        info = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(CKPT_KEY)
+        if not isinstance(info, dict) or "spec" not in info:
+            raise CheckpointError(f"{path} has no '{CKPT_KEY}' entry: not written by `tokenforge fit`")
+        return info["spec"]["class_path"]
+    folder = path if path.is_dir() else path.parent
+    if not (folder / CONFIG_NAME).is_file():
+        raise CheckpointError(f"{path} is not a tokenforge checkpoint: {folder / CONFIG_NAME} is missing")
+    return json.loads((folder / CONFIG_NAME).read_text())["class_path"]
+
+
 def _from_lightning_checkpoint(path: Path, map_location: Any, strict: bool) -> nn.Module:
     checkpoint = load_checkpoint(path, map_location=map_location)
     info = checkpoint.get(CKPT_KEY)

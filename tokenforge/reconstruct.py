@@ -3,6 +3,10 @@
     tokenforge reconstruct --model DIR|CKPT|NAME photo.jpg other.png --out rec/ [--size 256]
     tokenforge reconstruct --model DIR speech.flac --out rec/
 
+Tokenizers with their own reconstruct command (TokenFlow, FlexTok, VAT) are handed to it with every option
+given here, so ``tokenforge reconstruct --model FLEXTOK_DIR a.png --tokens 1,16,256`` is the same as
+``tokenforge flextok reconstruct ...`` and 3D meshes go through ``tokenforge vat reconstruct``.
+
 Images: each output PNG shows the input (centre crop) beside its reconstruction, plus ``grid.png`` of all of
 them; audio: the reconstruction as FLAC at the tokenizer's sample rate. ``metrics.json`` holds PSNR (images)
 or the L1 waveform error (audio) per file and the token count.
@@ -80,7 +84,37 @@ def reconstruct_audio(model: Any, paths: list[Path], out: Path, device: str = "c
     return reconstruct_files(tokenizer.to(device).eval(), paths, out)
 
 
+# tokenizer class name -> the module whose main(["reconstruct", ...]) writes that method's outputs
+DEDICATED = {
+    "TokenFlow": "tokenforge.tokenizers.tokenflow.cli",
+    "FlexTok": "tokenforge.tokenizers.flextok.cli",
+    "VAT": "tokenforge.tokenizers.vat.cli",
+}
+
+
+def dedicated_command(argv: list[str]) -> str | None:
+    """The method CLI that should handle ``argv`` (by the class of ``--model``), or None for the generic path."""
+    model = next((a.split("=", 1)[1] for a in argv if a.startswith("--model=")), None)
+    if model is None and "--model" in argv and argv.index("--model") + 1 < len(argv):
+        model = argv[argv.index("--model") + 1]
+    if model is None:
+        return None
+    from tokenforge.hub import CheckpointError, class_path_of
+
+    try:
+        return DEDICATED.get(class_path_of(model).rsplit(".", 1)[-1])
+    except (CheckpointError, FileNotFoundError, KeyError):
+        return None  # the generic path below reports what is wrong with --model
+
+
 def main(argv: list[str] | None = None) -> int:
+    import importlib
+    import sys
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    module = dedicated_command(argv)
+    if module is not None:
+        return importlib.import_module(module).main(["reconstruct", *argv])
     parser = argparse.ArgumentParser(prog="tokenforge reconstruct", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="tokenizer: folder, fit .ckpt, or name in $TOKENFORGE_HOME")
