@@ -7,11 +7,15 @@
 - `FlexTokEncoder`: 2x2 latent patches + fixed 2D sin-cos posemb, ``num_registers`` learnable registers,
   the ``causal_last`` mask (patches see patches; register j sees all patches and registers <= j), pre-norm
   blocks (affine-free fp32 LayerNorm, QK-norm, softmax scale 8/head_dim, bias-free SwiGLU), then LN + Linear
-  to the FSQ dimension.
+  to the FSQ dimension. ``attention``: ``"flex"`` runs the mask as a compiled FlexAttention `BlockMask`
+  (`tokenforge.tokenizers.flextok.flex`), ``"sdpa"`` as a dense boolean mask through SDPA (reference,
+  fallback), ``"auto"`` (default) picks flex on CUDA, SDPA elsewhere (env ``TOKENFORGE_FLEXTOK_ATTENTION``
+  overrides ``auto``). The attribute may be changed after construction.
 - `FlexTokDecoder`: codes -> Linear -> + learnable register posemb -> nested dropout (positions >= keep_k
   become ``mask_token``) -> optional null condition (every register -> ``nullcond``); noised latents patched
   like the encoder; one self-attention sequence [patches; registers] with adaLN-zero (one modulation set for
-  patches, one for registers) from the timestep MLP; LN + adaLN + Linear head -> velocity.
+  patches, one for registers) from the timestep MLP; LN + adaLN + Linear head -> velocity. This sequence is
+  fully visible (official mask ``full``): no mask is passed, so SDPA already uses flash; no flex path.
 
 Deliberate difference from the official code: samples are not packed into one sequence with a
 block-diagonal mask (batch dim 1, padded to 128); we keep a real batch dimension, which needs no padding and
@@ -27,8 +31,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenforge.config import Configurable
-from tokenforge.nn.attention import block_causal_mask
 from tokenforge.nn.transformer import Transformer
+from tokenforge.tokenizers.flextok.flex import (
+    dense_register_mask,
+    flex_transformer,
+    register_block_mask,
+    resolve_attention,
+)
 from tokenforge.tokenizers.flextok.layers import (
     FlexTokLinearHead,
     FlexTokPatchEmbed,
@@ -118,11 +127,13 @@ class FlexTokEncoder(Configurable, nn.Module):
     def __init__(
         self, latent_channels: int = 16, dim: int = 768, depth: int = 12, head_dim: int = 64,
         num_registers: int = 256, fsq_dim: int = 6, max_grid: int | list[int] = 16, patch: int = 2, eps: float = 1e-5,
-        mlp_ratio: float = 4.0,
+        mlp_ratio: float = 4.0, attention: str = "auto",
     ) -> None:
         super().__init__()
         _check_dims(dim, head_dim)
-        self.num_registers = num_registers
+        resolve_attention(attention, torch.device("cpu"))  # validate the choice early
+        self.num_registers, self.attention = num_registers, attention
+        self.flex_compile = True  # False: eager flex_attention (slow; tests of the mask semantics only)
         self.patch_emb = FlexTokPatchEmbed(latent_channels, dim, max_grid, patch)
         self.registers = nn.Parameter(torch.empty(num_registers, dim))
         self.transformer = Transformer(dim, depth, dim // head_dim, block_options=_block_options(dim, head_dim, eps, False, mlp_ratio))
@@ -132,12 +143,19 @@ class FlexTokEncoder(Configurable, nn.Module):
         nn.init.zeros_(self.patch_emb.patch_proj.bias)
         nn.init.trunc_normal_(self.registers, std=0.02)
 
+    def backend(self, device: torch.device, needs_grad: bool = False) -> str:
+        """The attention kernel a forward on ``device`` uses: ``"flex"`` or ``"sdpa"``."""
+        return resolve_attention(self.attention, device, needs_grad)
+
     def forward(self, latents: Tensor) -> Tensor:
         patches = self.patch_emb(latents)
         n = patches.shape[1]
         x = torch.cat([patches, self.registers.to(patches.dtype).expand(len(patches), -1, -1)], dim=1)
-        mask = block_causal_mask([n] + [1] * self.num_registers, device=x.device)
-        x = self.transformer(x, mask=mask)
+        if self.backend(x.device, torch.is_grad_enabled() and x.requires_grad) == "flex":
+            block_mask = register_block_mask(n, self.num_registers, str(x.device))
+            x = flex_transformer(self.transformer, x, block_mask, compiled=self.flex_compile)
+        else:
+            x = self.transformer(x, mask=dense_register_mask(n, self.num_registers, device=x.device))
         return self.to_latents(x[:, n:])
 
 
