@@ -136,12 +136,13 @@ def test_bench_runs_on_cpu(capsys) -> None:
     from tokenforge.tokenizers.flextok.bench import main
 
     assert main(["--size", "tiny", "--device", "cpu", "--batch", "1", "--repeats", "1", "--warmup", "0",
-                 "--ks", "1", "16", "--steps", "1", "--dtypes", "fp32", "--json"]) == 0
+                 "--ks", "1", "16", "--steps", "1", "--dtypes", "fp32", "--attention", "sdpa", "--json"]) == 0
     import json
 
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["workload"] for r in rows] == ["encode"] + ["decode"] * 4
     assert all(r["images_per_s"] > 0 for r in rows)
+    assert {r["attention"] for r in rows} == {"sdpa"}  # the forced encoder kernel is reported per row
 
 
 class PatchFeatures(torch.nn.Module):

@@ -4,9 +4,16 @@ Random weights at a released size (``d18-d18``: 1152 wide, 18+18 blocks, c16 SDX
 calls, ``cuda.synchronize`` around the timed region, median of ``--repeats``; fp32 and bf16 (autocast) rows;
 peak memory from ``torch.cuda.max_memory_allocated``. Encode = images -> ids (VAE + encoder + FSQ); decode =
 ids -> images with ``--steps`` Euler steps at each k, unguided and APG-guided (cond + uncond in one batch).
-No compilation: the first call is as fast as the others. ``--size tiny`` runs in seconds on a CPU.
+``--attention`` picks the encoder's register-mask kernel: ``flex`` (compiled FlexAttention with a cached
+BlockMask), ``sdpa`` (dense boolean mask, the reference) or ``auto`` (flex on CUDA; the default); the row's
+``attention`` says which ran. The decoder is unmasked and always uses SDPA (flash). Only the flex encoder
+compiles: its encode row's ``first_call_s`` includes that compile (about 12-21 s at the tiny size on one CPU
+core; check the GPU number here, it must stay well under a minute) and a dtype or batch change compiles once
+more. Everything else is eager. ``--size tiny`` runs in seconds on a CPU (add ``--attention sdpa`` there to
+skip the compile).
 
-    tokenforge bench flextok --batch 32 --ks 1 32 256 --steps 25
+    tokenforge bench flextok --batch 32 --ks 1 32 256 --steps 25 --attention flex
+    tokenforge bench flextok --batch 32 --ks 1 32 256 --steps 25 --attention sdpa
     tokenforge bench flextok --size tiny --device cpu --batch 2 --repeats 1 --warmup 0
 """
 
@@ -90,17 +97,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["bf16", "fp32"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--attention", choices=["auto", "flex", "sdpa"], default="auto",
+                        help="encoder register-mask kernel: flex (BlockMask), sdpa (dense mask), auto (flex on CUDA)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # honest fp32 rows
     model = build(args.size).to(device).eval()
+    model.encoder.attention = args.attention
+    attention = model.encoder.backend(device)
     ks = [min(k, model.num_registers) for k in args.ks]
     params = sum(p.numel() for p in model.parameters()) / 1e6
 
     def report(row: dict[str, Any]) -> None:
-        row.update(size=args.size, params_m=round(params, 1), device=str(device))
+        row.update(size=args.size, params_m=round(params, 1), device=str(device), attention=attention)
         print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
     for dtype in args.dtypes:
