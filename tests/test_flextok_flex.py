@@ -19,6 +19,7 @@ from tokenforge.tokenizers.flextok.flex import (
 )
 
 flex_api = pytest.importorskip("torch.nn.attention.flex_attention")
+eager_flex = pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
 
 
 def encoder(registers: int, attention: str = "sdpa") -> FlexTokEncoder:
@@ -68,6 +69,7 @@ def test_block_mask_is_cached():
     assert register_block_mask(16, 8, "cpu") is not register_block_mask(16, 4, "cpu")
 
 
+@eager_flex
 @pytest.mark.parametrize("registers", [1, 5, 8, 16])
 def test_eager_flex_encoder_equals_sdpa(registers):
     """Same encoder, both kernels (eager flex: the mask semantics without compile time)."""
@@ -119,6 +121,7 @@ def test_compiled_flex_encoder_equals_sdpa_on_cpu():
     assert first_call < 120, f"first flex call took {first_call:.0f} s"
 
 
+@eager_flex
 def test_official_fixture_through_flex(fixtures_dir):
     """The parity fixture's encoder outputs, recomputed with the block mask instead of the dense one."""
     folder = fixtures_dir / "flextok"

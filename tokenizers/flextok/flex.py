@@ -18,12 +18,16 @@ Caches: one `BlockMask` per ``(num_patches, num_registers, device)`` (built once
 ``flex_attention`` per process (``torch.compile`` default: static shapes first, a recompile with dynamic
 sizes when the batch or layout changes, so the recompile limit is never reached by a few layouts).
 
+`flex_self_attention` reuses the shared `Attention`'s projections and QK-norm (its ``_project``) and swaps
+only the kernel, so the shared layer stays untouched and both paths share every weight.
+
 The decoder keeps plain SDPA: its [patches; registers] sequence is fully visible (official mask ``full``), so
 it passes no mask and SDPA already picks flash.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Callable
 from functools import lru_cache
@@ -40,11 +44,7 @@ BACKENDS = ("auto", "flex", "sdpa")
 
 def flex_available() -> bool:
     """True when this torch ships ``torch.nn.attention.flex_attention``."""
-    try:
-        from torch.nn.attention import flex_attention  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
 
 
 def resolve_attention(choice: str, device: torch.device, needs_grad: bool = False) -> str:
