@@ -55,6 +55,7 @@ class WavTokenizerModule(TrainingModule):
         commit_loss_coeff: float = 1000.0,
         dac_loss_coeff: float = 1.0,
         pretrain_mel_steps: int = 0,
+        gan_ramp_steps: int = 0,
         learning_rate: float = 2e-4,
         encoder_lr_scale: float = 1.0,
         disc_learning_rate: float | None = None,
@@ -84,6 +85,15 @@ class WavTokenizerModule(TrainingModule):
     @property
     def gan_active(self) -> bool:
         return bool(self.discriminators) and int(self.generator_step) >= self.hparams.pretrain_mel_steps
+
+    @property
+    def gan_weight(self) -> float:
+        """Factor on the adversarial and feature-matching weights: 0 before the GANs join, then rising linearly
+        to 1 (the paper's weights) over ``gan_ramp_steps`` generator steps (at once when 0, the paper)."""
+        ramp = self.hparams.get("gan_ramp_steps", 0)  # .get: checkpoints written before the ramp existed
+        if not ramp:
+            return 1.0
+        return min(1.0, max(0, int(self.generator_step) - self.hparams.pretrain_mel_steps + 1) / ramp)
 
     # ------------------------------------------------------------------ optimisers
 
@@ -138,7 +148,8 @@ class WavTokenizerModule(TrainingModule):
         terms = {"mel": self.mel_loss(x_hat, x), "commit": commit}
         weights = {"mel": h.mel_loss_coeff, "commit": h.commit_loss_coeff}
         if adversarial:
-            for name, disc, w in (("mpd", self.mpd, 1.0), ("mrd", self.mrd, h.mrd_loss_coeff)):
+            ramp = self.gan_weight
+            for name, disc, w in (("mpd", self.mpd, ramp), ("mrd", self.mrd, ramp * h.mrd_loss_coeff)):
                 if disc is None:
                     continue
                 _, real_fmaps = disc(x, bandwidth_id)
@@ -149,7 +160,7 @@ class WavTokenizerModule(TrainingModule):
                 _, real_fmaps = self.dac(x)
                 fake, fake_fmaps = self.dac(x_hat)
                 terms["g_dac"], terms["fm_dac"] = L.lsgan_g_loss(fake), L.dac_feature_matching(real_fmaps, fake_fmaps)
-                weights["g_dac"] = weights["fm_dac"] = h.dac_loss_coeff
+                weights["g_dac"] = weights["fm_dac"] = ramp * h.dac_loss_coeff
         terms["loss"] = sum(weights[k] * v for k, v in terms.items())
         return terms
 
@@ -172,7 +183,7 @@ class WavTokenizerModule(TrainingModule):
         n = self.model.num_bandwidths
         bandwidth_id = (torch.randint(0, n, (1,), device=x.device) if self.hparams.random_bandwidth
                         else torch.zeros(1, dtype=torch.long, device=x.device))
-        adversarial = self.gan_active
+        adversarial, gan_weight = self.gan_active, self.gan_weight
         out = self.model(x, bandwidth_id)
         logs: dict[str, Tensor] = {}
         if adversarial:
@@ -188,6 +199,8 @@ class WavTokenizerModule(TrainingModule):
         self.generator_step += 1
         logs.update({f"train/{k}": v.detach() for k, v in g.items() if k != "loss"})
         logs.update({f"train/codebook_{k}": v.detach().float() for k, v in out.metrics.items()})
+        if adversarial and self.hparams.get("gan_ramp_steps", 0):
+            logs["train/gan_weight"] = torch.tensor(gan_weight)
         logs["train/lr"] = torch.tensor(optimizers[0].param_groups[0]["lr"])
         if self.hparams.encoder_lr_scale != 1.0:
             logs["train/lr_encoder"] = torch.tensor(optimizers[0].param_groups[-1]["lr"])
