@@ -138,6 +138,7 @@ def test_official_fixture_through_flex(fixtures_dir):
 def test_resolve_attention(monkeypatch):
     monkeypatch.delenv(ATTENTION_ENV, raising=False)
     assert resolve_attention("auto", torch.device("cpu")) == "sdpa"  # default CPU path = the reference
+    assert resolve_attention("auto", torch.device("cuda")) == "sdpa"  # and on CUDA until flex is measured there
     assert resolve_attention("flex", torch.device("cpu")) == "flex"
     assert resolve_attention("sdpa", torch.device("cuda")) == "sdpa"
     monkeypatch.setenv(ATTENTION_ENV, "flex")
@@ -154,7 +155,7 @@ def test_resolve_attention(monkeypatch):
 def test_flex_equals_sdpa_on_gpu_bf16_with_grads():
     enc = FlexTokEncoder(latent_channels=16, dim=256, depth=2, head_dim=64, num_registers=256, max_grid=16).cuda()
     torch.nn.init.normal_(enc.to_latents.proj.weight)
-    assert enc.backend(torch.device("cuda"), needs_grad=True) == "flex"  # auto picks flex on CUDA
+    assert enc.backend(torch.device("cuda"), needs_grad=True) == "sdpa"  # flex is opt-in until measured on a GPU
     lat = torch.randn(4, 16, 32, 32, device="cuda")
     results = {}
     for backend in ("flex", "sdpa"):

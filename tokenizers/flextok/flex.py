@@ -9,7 +9,8 @@ queries skip later register blocks) and needs no ``[L, L]`` tensor.
 Backends (`resolve_attention`): ``"sdpa"`` = the dense mask through ``F.scaled_dot_product_attention`` (the
 reference; exactly what the official ``use_flex_attention=False`` path computes); ``"flex"`` = the compiled
 ``flex_attention`` with a cached `BlockMask`; ``"auto"`` = the ``TOKENFORGE_FLEXTOK_ATTENTION`` environment
-variable (``flex`` / ``sdpa``) if set, else flex on CUDA and sdpa elsewhere. Flex does run on CPU with this
+variable (``flex`` / ``sdpa``) if set, else sdpa: flex is opt-in until its speed and first-call compile time
+are measured on the H200 (``bench flextok --attention flex``). Flex does run on CPU with this
 torch (inductor's C++ kernel), but its first call compiles for ~20 s at the tiny test size and CPU runs gain
 nothing from block sparsity at those sizes, so ``auto`` keeps CPU on SDPA. FlexAttention has no backward
 on CPU, so gradients on CPU always take SDPA (an explicit ``"flex"`` raises there).
@@ -60,7 +61,7 @@ def resolve_attention(choice: str, device: torch.device, needs_grad: bool = Fals
         env = os.environ.get(ATTENTION_ENV, "").strip().lower()
         if env and env not in ("flex", "sdpa"):
             raise ValueError(f"{ATTENTION_ENV} must be 'flex' or 'sdpa', got {env!r}")
-        choice = env or ("flex" if device.type == "cuda" and flex_available() else "sdpa")
+        choice = env or "sdpa"  # flex stays opt-in until measured on a GPU (module docstring)
     if choice == "flex" and not flex_available():
         raise RuntimeError(f"attention='flex' needs torch.nn.attention.flex_attention (torch {torch.__version__} "
                            "lacks it); use attention='sdpa'")

@@ -9,8 +9,8 @@
   blocks (affine-free fp32 LayerNorm, QK-norm, softmax scale 8/head_dim, bias-free SwiGLU), then LN + Linear
   to the FSQ dimension. ``attention``: ``"flex"`` runs the mask as a compiled FlexAttention `BlockMask`
   (`tokenforge.tokenizers.flextok.flex`), ``"sdpa"`` as a dense boolean mask through SDPA (reference,
-  fallback), ``"auto"`` (default) picks flex on CUDA, SDPA elsewhere (env ``TOKENFORGE_FLEXTOK_ATTENTION``
-  overrides ``auto``). The attribute may be changed after construction.
+  fallback), ``"auto"`` (default) is SDPA until flex is measured on a GPU (env ``TOKENFORGE_FLEXTOK_ATTENTION=flex``
+  makes ``auto`` pick flex). The attribute may be changed after construction.
 - `FlexTokDecoder`: codes -> Linear -> + learnable register posemb -> nested dropout (positions >= keep_k
   become ``mask_token``) -> optional null condition (every register -> ``nullcond``); noised latents patched
   like the encoder; one self-attention sequence [patches; registers] with adaLN-zero (one modulation set for
