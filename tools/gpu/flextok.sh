@@ -18,6 +18,8 @@ fi
 # 2. benchmark table (random weights, d18-d18, BENCHMARKS.md conditions) (~2.5 min)
 if want bench; then
 timeout 170 python -m tokenforge bench flextok --size d18-d18 --batch 32 --dtypes bf16 --repeats 2 --warmup 0 2>&1 | tail -8 | tee "$OUT/bench_bf16.txt"
+timeout 150 python -m tokenforge bench flextok --size d18-d18 --batch 32 --dtypes bf16 --ks 1 --repeats 2 --warmup 0 \
+  --attention flex 2>&1 | tail -4 | tee "$OUT/bench_bf16_flex.txt"   # opt-in FlexAttention encoder (first_call_s = compile)
 timeout 60 python -m tokenforge bench flextok --size d18-d18 --batch 32 --dtypes fp32 --ks 32 --steps 5 --repeats 2 --warmup 1 2>&1 | tail -4 | tee "$OUT/bench_fp32_5steps.txt"
 
 fi
