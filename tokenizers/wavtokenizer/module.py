@@ -12,6 +12,11 @@ Gradients are clipped inside the step when ``gradient_clip_val`` / ``disc_gradie
 short runs use 0.1, see configs/tokenizers/wavtokenizer/short_75.yaml for why (Adam moves all encoder
 outputs by a common offset larger than their frame-to-frame spread each step, and the EMA codebook cannot follow).
 
+``gan_ramp_steps`` (default 0 = the paper: full weights at once) multiplies the adversarial and feature-matching
+weights by a factor rising linearly from 0 to 1 over that many batches after the GANs join. Short runs use it:
+at the GAN start the DAC feature-matching term alone sends the decoder 1.2-3.2x the gradient of 45 x mel, almost
+orthogonal to it, and held-out mel got worse (docs/methods/wavtokenizer.md, "Short runs").
+
 ``trainer.max_steps`` counts OPTIMISER steps (Lightning #17958): two per batch once the GAN is on, one per batch
 during ``pretrain_mel_steps``. So ``max_steps: 2000`` trains 1000 batches with the default recipe.
 

@@ -10,6 +10,7 @@
 #          command -> $OUT/command.txt, Lightning's metrics.csv (train losses, codebook stats) -> $OUT/metrics.csv
 #                                                                                                   (~7 min)
 # ENC_LR_SCALE overrides model.encoder_lr_scale (config 0.04; 1 = paper) to compare codebook health.
+# GAN_RAMP overrides model.gan_ramp_steps (config 1000; 0 = the paper's full GAN weights at once) as the control.
 # ACCEL=cpu runs on CPU; QUICK=1 shrinks the train phase (batch 2, 0.5 s crops, ~1 min) for a smoke run:
 #   QUICK=1 ACCEL=cpu PHASES="train" OUT=/tmp/wt_smoke bash tools/gpu/wavtokenizer.sh
 # Run from the repo root; the lead copies ../shared/data and ../shared/fixtures to .device/.
@@ -60,6 +61,7 @@ CMD=(python -m tokenforge fit --config configs/tokenizers/wavtokenizer/short_75.
   --trainer.callbacks.audio "$W/val_audio" --trainer.callbacks.out "$OUT" --trainer.callbacks.every_seconds "$EVERY"
   --trainer.callbacks.max_clips "$CLIPS" --trainer.callbacks.seconds "$CLIP_SECONDS")
 [ -n "$MEL_STEPS" ] && CMD+=(--model.init_args.pretrain_mel_steps "$MEL_STEPS")
+[ -n "$GAN_RAMP" ] && CMD+=(--model.init_args.gan_ramp_steps "$GAN_RAMP")
 [ -n "$ENC_LR_SCALE" ] && CMD+=(--model.init_args.encoder_lr_scale "$ENC_LR_SCALE")  # 1 = the paper's single lr
 echo "${CMD[*]}" > "$OUT/command.txt"
 timeout 450 "${CMD[@]}" 2>&1 | grep -v -i warn | tail -40 | tee "$OUT/fit.txt"
