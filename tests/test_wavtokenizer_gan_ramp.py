@@ -7,7 +7,8 @@ to it (cosine -0.07..0.04); every other GAN term is < 2 % of mel. Adam normalise
 mostly follow feature matching of random features and the held-out mel gets worse. ``gan_ramp_steps`` raises
 the adversarial and feature-matching weights linearly from 0 to the paper's values instead.
 The test: the same tiny model, warmed up on mel only, then continued with the GANs at once (the old short
-recipe) and with the ramp, on real speech; held-out mel on clips of other speakers' files."""
+recipe) and with the ramp, on real speech; held-out mel on clips of other files. The discriminators use the
+decoder's lr (5e-4): the jump comes from their features at initialisation, so it does not depend on it."""
 
 from __future__ import annotations
 
