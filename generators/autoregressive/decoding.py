@@ -76,6 +76,23 @@ def make_decode_step(model: torch.nn.Module, settings: StepSettings) -> Callable
     return step
 
 
+def output_state(model: torch.nn.Module, n: int, total: int, device: torch.device, progress: bool) -> tuple:
+    """Buffers of a sampling loop: ids (-1 = not yet), finished / lengths (EOS), decode positions, the step range.
+
+    Positions are made once on the device: a ``torch.tensor(..., device=cuda)`` per step is a blocking host copy.
+    """
+    out = torch.full((n, total), -1, dtype=torch.long, device=device)
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    lengths = torch.full((n,), total, dtype=torch.long, device=device)
+    positions = torch.arange(model.cls_token_num, model.cls_token_num + total, device=device)
+    steps: Any = range(total)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="tokens", leave=False)
+    return out, finished, lengths, positions, steps
+
+
 def generate_multinomial(
     model: torch.nn.Module, n: int, cond: Tensor, guided: bool, cfg: float, cfg_schedule: str, cfg_interval: int,
     temperature: float, top_k: int, top_p: float, greedy: bool, generator: torch.Generator | None, total: int,
@@ -92,15 +109,7 @@ def generate_multinomial(
         model.setup_kv_cache(rows)
         if compile:
             decode = torch.compile(model.decode_one, mode="reduce-overhead", fullgraph=True)
-    out = torch.full((n, total), -1, dtype=torch.long, device=device)
-    finished = torch.zeros(n, dtype=torch.bool, device=device)
-    lengths = torch.full((n,), total, dtype=torch.long, device=device)
-    steps = range(total)
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc="tokens", leave=False)
-    positions = torch.arange(model.cls_token_num, model.cls_token_num + total, device=device)
+    out, finished, lengths, positions, steps = output_state(model, n, total, device, progress)
     try:
         logits = model.step(cond, torch.arange(model.cls_token_num, device=device))[:, -1] if use_cache else None
         for i in steps:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenforge.generators.autoregressive.decoding import (StepSettings, choose, generate_multinomial, guidance_weights,
-                                                          make_decode_step)
+                                                          make_decode_step, output_state)
 from tokenforge.generators.sampling import gumbel_noise
 from tokenforge.generators.base import Generator
 from tokenforge.nn.mlp import GeluMLP, find_multiple
@@ -301,17 +301,8 @@ class GPT(Generator):
         device = cond.device
         settings = StepSettings(n, guided, float(temperature), int(top_k or 0), float(top_p), bool(greedy))
         weights = guidance_weights(cfg, cfg_schedule, cfg_interval, total, device)
-        # positions made once on the device: a torch.tensor(..., device=cuda) per step is a blocking host copy
-        positions = torch.arange(self.cls_token_num, self.cls_token_num + total, device=device)
         noise = torch.zeros(n, self.output.out_features, dtype=torch.float32, device=device)
-        out = torch.full((n, total), -1, dtype=torch.long, device=device)
-        finished = torch.zeros(n, dtype=torch.bool, device=device)
-        lengths = torch.full((n,), total, dtype=torch.long, device=device)
-        steps = range(total)
-        if progress:
-            from tqdm.auto import tqdm
-
-            steps = tqdm(steps, desc="tokens", leave=False)
+        out, finished, lengths, positions, steps = output_state(self, n, total, device, progress)
         decode = None
         if use_cache:
             self.setup_kv_cache(rows, reuse=compile)
