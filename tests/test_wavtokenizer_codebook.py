@@ -25,12 +25,16 @@ CROP = 12000  # 0.5 s
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@pytest.fixture(scope="module")
-def speech(shared_data: Path) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """24 training utterances and 8 held-out 0.5 s clips (from 1/6 s in, past the leading silence)."""
+def speech_clips(shared_data: Path, train: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The first ``train`` utterances, and 8 held-out 0.5 s clips of other files (from 1/6 s in, past the silence)."""
     files = sorted((shared_data / "speech24k").glob("*.flac"))
     waves = [torch.from_numpy(sf.read(f, dtype="float32")[0]) for f in files]
-    return waves[:24], torch.stack([w[4000:4000 + CROP] for w in waves[100:108]])
+    return waves[:train], torch.stack([w[4000:4000 + CROP] for w in waves[100:108]])
+
+
+@pytest.fixture(scope="module")
+def speech(shared_data: Path) -> tuple[list[torch.Tensor], torch.Tensor]:
+    return speech_clips(shared_data, 24)
 
 
 def module(encoder_lr_scale: float) -> WavTokenizerModule:

@@ -16,9 +16,10 @@ import copy
 from pathlib import Path
 
 import pytest
-import soundfile as sf
 import torch
 import yaml
+
+from test_wavtokenizer_codebook import speech_clips  # tests/ is on sys.path
 
 from tokenforge.config import build
 from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
@@ -31,9 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 @pytest.fixture(scope="module")
 def speech(shared_data: Path) -> tuple[list[torch.Tensor], torch.Tensor]:
-    files = sorted((shared_data / "speech24k").glob("*.flac"))
-    waves = [torch.from_numpy(sf.read(f, dtype="float32")[0]) for f in files]
-    return waves[:100], torch.stack([w[4000:4000 + CROP] for w in waves[100:108]])
+    return speech_clips(shared_data, 100)
 
 
 def batches(train: list[torch.Tensor], steps: int, seed: int, size: int = 4):
