@@ -44,8 +44,9 @@ def module(encoder_lr_scale: float) -> WavTokenizerModule:
                               evaluate_pesq=False)
 
 
-def batches(train: list[torch.Tensor], steps: int, size: int = 4):
-    g = torch.Generator().manual_seed(0)
+def batches(train: list[torch.Tensor], steps: int, seed: int = 0, size: int = 4):
+    """``steps`` seeded batches of ``size`` random 0.5 s crops of the training utterances."""
+    g = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         rows = []
         for i in torch.randint(0, len(train), (size,), generator=g).tolist():

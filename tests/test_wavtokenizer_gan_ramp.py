@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 
-from test_wavtokenizer_codebook import speech_clips  # tests/ is on sys.path
+from test_wavtokenizer_codebook import batches, speech_clips  # tests/ is on sys.path
 
 from tokenforge.config import build
 from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
@@ -33,16 +33,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 @pytest.fixture(scope="module")
 def speech(shared_data: Path) -> tuple[list[torch.Tensor], torch.Tensor]:
     return speech_clips(shared_data, 100)
-
-
-def batches(train: list[torch.Tensor], steps: int, seed: int, size: int = 4):
-    g = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        rows = []
-        for i in torch.randint(0, len(train), (size,), generator=g).tolist():
-            start = int(torch.randint(0, max(1, train[i].numel() - CROP), (1,), generator=g))
-            rows.append(train[i][start:start + CROP])
-        yield torch.stack(rows)
 
 
 @torch.no_grad()
