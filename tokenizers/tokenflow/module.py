@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import copy
 import logging
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from tokenforge.tokenizers.base import AutoencoderOutput, TokenizerModule
@@ -52,29 +52,14 @@ class TokenFlowModule(TokenizerModule):
         teacher_path: str | None = None,
         init_semantic_from_teacher: bool = True,
         semantic_weight: float = 1.0,
-        l1_weight: float = 0.0,
-        l2_weight: float = 1.0,
-        perceptual_weight: float = 1.0,
-        aux_weight: float = 1.0,
-        adversarial_weight: float = 0.5,
-        disc_loss_weight: float = 1.0,
-        adversarial_loss: str = "hinge",
+        *,
         disc_start: int = 20000,
-        gradient_clip_val: float | None = 1.0,
-        optimizer: OptimizerCallable | None = None,
-        disc_optimizer: OptimizerCallable | None = None,
-        lr_scheduler: LRSchedulerCallable | None = None,
-        disc_lr_scheduler: LRSchedulerCallable | None = None,
+        **kwargs: Any,
     ) -> None:
+        """TokenFlow's own arguments; every other one is `TokenizerModule`'s (LlamaGen defaults, late GAN)."""
         if not isinstance(model, TokenFlow):
             raise TypeError(f"TokenFlowModule trains a TokenFlow, got {type(model).__name__}")
-        super().__init__(
-            model, discriminator, perceptual, l1_weight=l1_weight, l2_weight=l2_weight,
-            perceptual_weight=perceptual_weight, aux_weight=aux_weight, adversarial_weight=adversarial_weight,
-            disc_loss_weight=disc_loss_weight, adversarial_loss=adversarial_loss, disc_start=disc_start,
-            gradient_clip_val=gradient_clip_val, optimizer=optimizer, disc_optimizer=disc_optimizer,
-            lr_scheduler=lr_scheduler, disc_lr_scheduler=disc_lr_scheduler,
-        )
+        super().__init__(model, discriminator, perceptual, disc_start=disc_start, **kwargs)
         self.weights["semantic"] = semantic_weight
         if teacher_path:
             self.teacher = load_teacher(teacher_path)
