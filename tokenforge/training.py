@@ -8,6 +8,7 @@ it without Lightning and without unpickling anything.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import lightning.pytorch as pl
@@ -21,16 +22,33 @@ MODEL_PREFIX = "model."
 
 
 class TrainingModule(pl.LightningModule):
-    """Owns ``self.model`` (a Configurable inference module) and records how to rebuild it."""
+    """Owns ``self.model`` (a Configurable inference module) and records how to rebuild it.
 
-    def __init__(self, model: Configurable) -> None:
+    ``ema_decay`` (generators) keeps an exponential moving average of the weights in ``self.ema``, updated
+    after every training batch; it is then what validation should use (`eval_model`) and what checkpoints
+    export (``from_pretrained(ckpt)`` returns the EMA weights).
+    """
+
+    def __init__(self, model: Configurable, ema_decay: float | None = None) -> None:
         super().__init__()
         if not isinstance(model, Configurable):
             raise TypeError(f"{type(model).__name__} must be Configurable so checkpoints can rebuild it")
         self.model = model
+        self.ema_decay = float(ema_decay or 0.0)
+        self.ema = copy.deepcopy(model).requires_grad_(False).eval() if self.ema_decay else None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The EMA weights when kept, else the live model."""
+        return self.ema.eval() if self.ema is not None else self.model
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            update_ema(self.ema, self.model, self.ema_decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CKPT_KEY] = {"spec": self.model.spec(), "prefix": MODEL_PREFIX}
+        prefix = "ema." if self.ema is not None else MODEL_PREFIX
+        checkpoint[CKPT_KEY] = {"spec": self.model.spec(), "prefix": prefix}
 
 
 @torch.no_grad()

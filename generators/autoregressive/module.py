@@ -21,7 +21,6 @@ Logged: ``train/loss`` (nats/token), ``train/lr``, ``val/nll`` (nats/token, eval
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -32,8 +31,7 @@ from torch import Tensor, nn
 
 from tokenforge.generators.autoregressive.gpt import GPT, IGNORE
 from tokenforge.generators.autoregressive.var import VAR
-from tokenforge.hub import CKPT_KEY
-from tokenforge.training import TrainingModule, update_ema
+from tokenforge.training import TrainingModule
 
 
 def load_tokenizer(name: str) -> nn.Module:
@@ -71,12 +69,11 @@ class ARModule(TrainingModule):
         ema_decay: float | None = None,
         compile: bool = False,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, ema_decay)
         if schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
         self.save_hyperparameters(ignore=["model", "optimizer"])
         self.optimizer_fn = optimizer
-        self.ema = copy.deepcopy(model).requires_grad_(False) if ema_decay else None
         self.quantizer: nn.Module | None = None
         if isinstance(model, VAR):
             if tokenizer is None:
@@ -127,21 +124,10 @@ class ARModule(TrainingModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        model = self.ema if self.ema is not None else self.model
+        model = self.eval_model
         loss = self.nll(model, batch)
         self.log("val/nll", loss, prog_bar=True, batch_size=batch["ids"].shape[0], sync_dist=True)
         return loss
-
-    # ------------------------------------------------------------------ EMA and export
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
-            update_ema(self.ema, self.model, float(self.hparams.ema_decay))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if self.ema is not None:
-            checkpoint[CKPT_KEY]["prefix"] = "ema."
 
     # ------------------------------------------------------------------ optimisation
 

@@ -9,7 +9,6 @@ fixed seed so validation curves are comparable).
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -18,17 +17,15 @@ from torch import Tensor
 from tokenforge.generators.ecar.dit import FlowDiT
 from tokenforge.generators.ecar.mar import MAR
 from tokenforge.generators.ecar.model import ECAR
-from tokenforge.hub import CKPT_KEY
-from tokenforge.training import TrainingModule, update_ema
+from tokenforge.training import TrainingModule
 
 
 class ECARModule(TrainingModule):
     def __init__(self, model: ECAR | FlowDiT | MAR, lr: float = 1e-4, weight_decay: float = 0.02,
                  betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 0,
                  ema_decay: float | None = 0.9999) -> None:
-        super().__init__(model)
+        super().__init__(model, ema_decay)
         self.save_hyperparameters(ignore=["model"])
-        self.ema = copy.deepcopy(model).requires_grad_(False) if ema_decay else None
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> Tensor:
         if "latents" not in batch:
@@ -47,22 +44,13 @@ class ECARModule(TrainingModule):
         return loss
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        model = self.ema if self.ema is not None else self.model
+        model = self.eval_model
         state = torch.random.get_rng_state()
         torch.manual_seed(batch_idx)
         loss = self.loss(model, batch)
         torch.random.set_rng_state(state)
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["latents"].shape[0], sync_dist=True)
         return loss
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
-            update_ema(self.ema, self.model, float(self.hparams.ema_decay))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if self.ema is not None:
-            checkpoint[CKPT_KEY]["prefix"] = "ema."
 
     def configure_optimizers(self) -> Any:
         head = {id(p) for name in ("head", "diffloss") if hasattr(self.model, name)

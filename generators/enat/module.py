@@ -19,7 +19,6 @@ Logged: ``train/loss``, ``train/mask_ratio``, ``train/lr``, ``val/loss`` (EMA we
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -27,8 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from tokenforge.generators.enat.model import ENAT, ENATState
-from tokenforge.hub import CKPT_KEY
-from tokenforge.training import TrainingModule, update_ema
+from tokenforge.training import TrainingModule
 
 
 def random_mask(batch: int, length: int, count: int, generator: torch.Generator | None = None,
@@ -54,9 +52,8 @@ class ENATModule(TrainingModule):
         p_uncond: float = 0.15,
         reuse_prob: float = 0.5,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, ema_decay)
         self.save_hyperparameters(ignore=["model"])
-        self.ema = copy.deepcopy(model).requires_grad_(False).eval() if ema_decay else None
         self._beta = torch.distributions.Beta(float(mask_beta[0]), float(mask_beta[1]))
 
     # ------------------------------------------------------------------ batches
@@ -98,7 +95,7 @@ class ENATModule(TrainingModule):
             # re-mask `extra` random visible positions per row: rank the visible ones randomly
             scores = torch.rand(b, length, device=ids.device).masked_fill(masking, 2.0)
             remask = scores.argsort(dim=1).argsort(dim=1) < extra
-            teacher = self.ema.eval() if self.ema is not None else self.model
+            teacher = self.eval_model
             with torch.no_grad():
                 prev = teacher(inp.masked_fill(remask, self.model.mask_token_id), labels)
                 prev = ENATState(prev.logits, prev.feat.detach(), prev.masking)
@@ -115,7 +112,7 @@ class ENATModule(TrainingModule):
 
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        model = self.ema.eval() if self.ema is not None else self.model
+        model = self.eval_model
         ids, labels = self._inputs(batch, train=False)
         b, length = ids.shape
         count = min(max(round(0.8 * length), 1), length - 1)
@@ -125,17 +122,6 @@ class ENATModule(TrainingModule):
         loss = self.masked_loss(out.logits, ids, masking, 0.0)
         self.log("val/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)
         return loss
-
-    # ------------------------------------------------------------------ EMA and export
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
-            update_ema(self.ema, self.model, float(self.hparams.ema_decay))
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        super().on_save_checkpoint(checkpoint)
-        if self.ema is not None:
-            checkpoint[CKPT_KEY]["prefix"] = "ema."
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas),
