@@ -3,14 +3,9 @@
 #   source tools/gpu/env.sh
 if [ -z "$TF_ENV_READY" ]; then  # once per host: tools/gpu/run_all.sh sources this before starting parallel scripts
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
-# pesq ships only as an sdist (no cp312 wheel): build it there from .device/sdist when it is carried.
-if ls .device/sdist/pesq-*.tar.gz >/dev/null 2>&1 && ! PYTHONPATH=/tmp/site python3 -c "import pesq" 2>/dev/null; then
-  # setup_requires names pytest-runner, which an offline build cannot fetch: build from a copy without it
-  rm -rf /tmp/pesq_src && mkdir -p /tmp/pesq_src && tar xzf .device/sdist/pesq-*.tar.gz -C /tmp/pesq_src
-  sed -i "s/, 'pytest-runner'//" /tmp/pesq_src/pesq-*/setup.py
-  python3 -m pip install -q --no-index --no-deps --no-build-isolation --target /tmp/site /tmp/pesq_src/pesq-* \
-    >/tmp/pesq_build.log 2>&1 || { echo "pesq build failed; PESQ will be skipped. Last lines:"; tail -4 /tmp/pesq_build.log; }
-fi
+# pesq ships only as an sdist that needs Cython to build: carry a cp312 wheel built on the CPU host instead:
+#   ~/.pyenv/versions/3.12.1/bin/python -m pip wheel pesq==0.0.4 --no-deps -w .whl
+PYTHONPATH=/tmp/site python3 -c "import pesq" 2>/dev/null || echo "pesq not importable: PESQ will be skipped"
 fi
 export TF_ENV_READY=1
 ns=/tmp/tokenforge-ns/tokenforge

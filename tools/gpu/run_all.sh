@@ -3,7 +3,8 @@
 #   bash tools/gpu/run_all.sh "0|linfusion:bench,enat:bench" "1|face_tokens,autoregressive:train/enat:train"
 # A lane is "GPU|JOBS" (GPU may list several, e.g. "0,1" for a DDP job); JOBS separated by "," run one after
 # another on those GPUs; "a/b" runs a and b together (the next "," step starts when all of them are done).
-# A job is METHOD:PHASE+PHASE (tools/gpu/METHOD.sh with PHASES set) or `face_tokens` (shared token shards).
+# A job is METHOD:PHASE+PHASE (tools/gpu/METHOD.sh with PHASES set) or `face_tokens` (shared token shards);
+# "%KEY=VALUE" suffixes set environment variables for that job only, e.g. "wavtokenizer:train%GAN_RAMP=0".
 # Each job writes $R/<method>_<phases>/ and a .log beside it; at the end everything small is tarred into
 # $OUT/results.tgz (the device returns at most 8 files). RUN_SECONDS bounds the whole run (default 540).
 source tools/gpu/env.sh
@@ -14,16 +15,18 @@ nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv > "$R/gp
 DEADLINE=$(( $(date +%s) + ${RUN_SECONDS:-540} ))
 
 run_job() {  # run_job GPU JOB
-  local gpu=$1 job=$2 method phases name start left rc
+  local gpu=$1 job=${2%%\%*} method phases name start left rc settings=()
+  [ "$job" != "$2" ] && IFS='%' read -ra settings <<< "${2#*%}"
   method=${job%%:*}; phases=${job#*:}; [ "$phases" = "$job" ] && phases=all
-  name="${method}_${phases//+/_}"; start=$(date +%s); left=$(( DEADLINE - start ))
+  name="${method}_${phases//+/_}"; for kv in "${settings[@]}"; do name+="_${kv//=/}"; done
+  start=$(date +%s); left=$(( DEADLINE - start ))
   if [ "$left" -le 5 ]; then echo "$name gpu=$gpu skipped (no time left)" >> "$R/summary.txt"; return; fi
   if [ "$method" = face_tokens ]; then
     CUDA_VISIBLE_DEVICES=$gpu timeout "$left" python3 tools/gpu/face_tokens.py --work /tmp/face_tokens \
       --seconds "${VQ_SECONDS:-120}" --accel gpu > "$R/$name.log" 2>&1
   else
     mkdir -p "$R/$name"
-    CUDA_VISIBLE_DEVICES=$gpu PHASES="${phases//+/ }" OUT="$R/$name" timeout "$left" bash "tools/gpu/$method.sh" \
+    env "${settings[@]}" CUDA_VISIBLE_DEVICES=$gpu PHASES="${phases//+/ }" OUT="$R/$name" timeout "$left" bash "tools/gpu/$method.sh" \
       > "$R/$name.log" 2>&1
   fi
   rc=$?
