@@ -9,8 +9,9 @@ Both optimisers are AdamW (lr 2e-4, betas (0.9, 0.999), weight decay 0.01) with 
 over ``num_training_steps`` generator steps (default ``trainer.max_steps // 2``, as the official code).
 Gradients are clipped inside the step when ``gradient_clip_val`` / ``disc_gradient_clip_val`` are set.
 ``encoder_lr_scale`` (default 1, the official single learning rate) scales the SEANet encoder's learning rate:
-short runs use 0.1, see configs/tokenizers/wavtokenizer/short_75.yaml for why (Adam moves all encoder
-outputs by a common offset larger than their frame-to-frame spread each step, and the EMA codebook cannot follow).
+with the official encoder init, Adam moves all encoder outputs by a common offset larger than their
+frame-to-frame spread each step and the EMA codebook cannot follow; short_75.yaml now fixes the cause instead
+(``SEANetEncoder(init="variance_preserving")``) and keeps 1 (docs/methods/wavtokenizer.md, "Short runs").
 
 ``gan_ramp_steps`` (default 0 = the paper: full weights at once) multiplies the adversarial and feature-matching
 weights by a factor rising linearly from 0 to 1 over that many batches after the GANs join. Short runs use it:

@@ -9,7 +9,7 @@
 #          references -> $OUT/samples/, whole held-out files -> $OUT/recon_full/ (FLAC + metrics.json), the
 #          command -> $OUT/command.txt, Lightning's metrics.csv (train losses, codebook stats) -> $OUT/metrics.csv
 #                                                                                                   (~7 min)
-# ENC_LR_SCALE overrides model.encoder_lr_scale (config 0.04; 1 = paper) to compare codebook health.
+# ENC_LR_SCALE overrides model.encoder_lr_scale (config 1 = paper; 0.04 was the fix before the encoder init).
 # GAN_RAMP overrides model.gan_ramp_steps (config 1000; 0 = the paper's full GAN weights at once) as the control.
 # ACCEL=cpu runs on CPU; QUICK=1 shrinks the train phase (batch 2, 0.5 s crops, ~1 min) for a smoke run:
 #   QUICK=1 ACCEL=cpu PHASES="train" OUT=/tmp/wt_smoke bash tools/gpu/wavtokenizer.sh
