@@ -212,3 +212,19 @@ def test_sdpa_dropout_only_in_training():
     assert torch.equal(attn(x), attn(x))
     attn.train()
     assert not torch.allclose(attn(x), attn.eval()(x))
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
+def test_single_query_attention_matches_sdpa(mask_kind):
+    """The one-token decoding path (matmul + softmax + matmul) gives SDPA's values."""
+    from tokenforge.nn.attention import single_query_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 4, s, 16, generator=g) for s in (1, 11, 11))
+    mask = {"none": None, "bool": torch.rand(3, 1, 1, 11, generator=g) > 0.3,
+            "additive": torch.randn(3, 4, 1, 11, generator=g)}[mask_kind]
+    if mask is not None and mask.dtype == torch.bool:
+        mask[..., 0] = True  # every row attends somewhere
+    for scale in (None, 1.0):
+        ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        assert torch.allclose(single_query_attention(q, k, v, mask, scale), ref, atol=1e-6)
