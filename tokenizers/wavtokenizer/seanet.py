@@ -123,7 +123,7 @@ class SEANetDecoder(Configurable, nn.Module):
             width //= 2
         layers += [nn.ELU(elu_alpha), Conv1d(n_filters, channels, last_kernel_size, **conv)]
         self.model = nn.Sequential(*layers)
-        _apply_init(self, init)  # accepted so a decoder mirrors its encoder's arguments
+        _apply_init(self, init)  # its Conv1d layers only; accepted so a decoder takes its encoder's arguments
 
     def forward(self, z: Tensor) -> Tensor:
         return self.model(z)
