@@ -68,20 +68,7 @@ def _seed() -> None:
 
 
 def make_face_shards(shared_data: Path, out: Path, val_fraction: float = 0.2, every: int = 1) -> list[Path]:
-    """Image shards of the labelled LFW crops (``face`` / ``nonface`` from the file name) in ``out / "raw"``.
+    """Image shards of the labelled LFW crops in ``out / "raw"`` (`tokenforge.demo_stages.make_face_shards`)."""
+    from tokenforge.demo_stages import make_face_shards as make
 
-    Returns the crops used (every ``every``-th of the 200, both classes).
-    """
-    import csv
-
-    from tokenforge.data.shards import make_shards
-
-    faces = sorted((shared_data / "images" / "faces").glob("*.png"))[::every]
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "faces.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        for path in faces:
-            writer.writerow([str(path), "face" if path.name.startswith("face") else "nonface"])
-    make_shards("images", out / "faces.csv", out / "raw", val_fraction=val_fraction, format="png", progress=False)
-    return faces
+    return make(shared_data, out, val_fraction, every)

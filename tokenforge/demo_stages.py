@@ -62,6 +62,25 @@ def _csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
+def face_rows(samples: Path, every: int = 1) -> list[tuple[str, str]]:
+    """(absolute path, ``face`` / ``nonface``) of every ``every``-th labelled LFW crop in ``samples/images/faces``
+    (the label is the file name's prefix); ``samples`` is the bundled samples or ``../shared/data``."""
+    files = sorted((Path(samples) / "images" / "faces").glob("*.png"))[::every]
+    return [(str(p.resolve()), "face" if p.name.startswith("face") else "nonface") for p in files]
+
+
+def make_face_shards(samples: Path, out: Path, val_fraction: float = 0.2, every: int = 1) -> list[Path]:
+    """Image shards of the labelled crops (`face_rows`) in ``out / "raw"`` with a ``val_fraction`` split, and
+    ``out / "faces.csv"``; returns the crops used. The generators' tests and GPU runs train on these."""
+    from tokenforge.data.shards import make_shards
+
+    out.mkdir(parents=True, exist_ok=True)
+    rows = face_rows(samples, every)
+    make_shards("images", _csv(out / "faces.csv", rows), out / "raw", val_fraction=val_fraction, format="png",
+                progress=False)
+    return [Path(path) for path, _ in rows]
+
+
 def make_data(run: Run, kind: str) -> dict[str, Any]:
     """Raw shards of the bundled samples: photos, faces (face / nonface labels), speech (24 kHz), meshes."""
     from tokenforge.data.cli import main as shards_main
@@ -74,8 +93,7 @@ def make_data(run: Run, kind: str) -> dict[str, Any]:
         src = _csv(lists / "photos.csv", [(str(p), "photo") for p in files])
         argv = ["make", "images", str(src), str(out), "--max-side", "48", "--format", "png"]
     elif kind == "faces":
-        files = sorted((run.samples / "images" / "faces").glob("*.png"))
-        src = _csv(lists / "faces.csv", [(str(p), "face" if p.name.startswith("face") else "nonface") for p in files])
+        src = _csv(lists / "faces.csv", face_rows(run.samples))
         argv = ["make", "images", str(src), str(out), "--format", "png"]
     elif kind == "speech":
         argv = ["make", "audio", str(run.samples / "speech24k"), str(out), "--sample-rate", "24000", "--labels", "none"]

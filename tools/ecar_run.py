@@ -54,7 +54,7 @@ def main() -> int:
     p.add_argument("--kl-minutes", type=int, default=2, help="time cap of the autoencoder fit")
     p.add_argument("--gen-minutes", type=int, default=2, help="time cap of each generator fit")
     args = p.parse_args()
-    from tokenforge.data.shards import make_shards
+    from tokenforge.demo_stages import make_face_shards
     from tokenforge.data.tokens import encode_shards
     from tokenforge.generators.ecar.generate import main as generate
 
@@ -64,13 +64,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     gpu = args.device == "cuda"
     trainer = ["--trainer.accelerator", "gpu" if gpu else "cpu", "--trainer.precision", "bf16-mixed" if gpu else "32-true"]
-    faces = sorted((Path(args.data) / "images" / "faces").glob("*.png"))
-    with open(work / "faces.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        for path in faces:
-            writer.writerow([str(path.resolve()), "face" if path.name.startswith("face") else "nonface"])
-    make_shards("images", work / "faces.csv", work / "raw", val_fraction=0.2, format="png", progress=False)
+    make_face_shards(Path(args.data), work)
     summary: dict = {"device": args.device}
 
     t = time.time()

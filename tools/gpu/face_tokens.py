@@ -26,19 +26,13 @@ def main() -> None:
     import torch
 
     from tokenforge.cli import lightning_cli
-    from tokenforge.data.shards import make_shards
+    from tokenforge.demo_stages import make_face_shards
     from tokenforge.data.tokens import encode_shards
     from tokenforge.hub import from_pretrained, save_pretrained
 
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    faces = sorted((args.data / "images" / "faces").glob("*.png"))
-    with open(work / "faces.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label"])
-        for path in faces:
-            writer.writerow([str(path.resolve()), "face" if path.name.startswith("face") else "nonface"])
-    make_shards("images", work / "faces.csv", work / "raw", val_fraction=0.2, format="png", progress=False)
+    make_face_shards(args.data, work)
 
     start = time.time()
     hh, mm, ss = args.seconds // 3600, args.seconds // 60 % 60, args.seconds % 60
