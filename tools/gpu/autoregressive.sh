@@ -20,6 +20,10 @@ timeout 240 python -m tokenforge.cli bench generator ar --size B --repeats 3 --d
   2>&1 | grep -v -i warn | tail -20 | tee "$OUT/bench.md"
 
 fi
+# 2b. where the compiled sampler spends its time (images/s with/without top-k, top kernels) (~1.5 min)
+if want profile; then
+timeout 200 python tools/gpu/profile_ar_sampling.py 2>&1 | grep -v -i warn | tee "$OUT/profile.txt"
+fi
 # 3. short GPT run on tokens of a real tokenizer: LFW faces -> VQGAN (k-means codebook) -> 8x8 token grids (~3 min)
 if want train; then
 fit_on_face_tokens configs/generators/autoregressive/tiny.yaml 1200 \

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# WavTokenizer on one H200 (~9 min in all). Phases (PHASES="tests bench train", default all three):
+# WavTokenizer on one H200 (~9 min in all). Phases (PHASES="tests bench train", default all three;
+# "profile" only on request):
 #   tests  GPU tests (tests/test_wavtokenizer_gpu.py) + fixture parity                              (~1.5 min)
 #   bench  `bench tokenizer wavtokenizer` at the released 75 tok/s size, batch 1 and 32 x 10 s clips,
 #          fp32/bf16; eager, CUDA-graphed and compiled                                             (~2.5 min)
@@ -41,6 +42,13 @@ timeout 150 python -m tokenforge bench tokenizer wavtokenizer --device "$DEVICE"
   --repeats 10 --dtypes bf16 --fuse --mode compiled 2>&1 | tail -5 | tee "$OUT/bench_compiled.md"
 fi
 
+# 2b. where a training batch spends its time (loader rate, ms per phase, top kernels) (~1.5 min)
+if want profile; then
+timeout 60 python -m tokenforge shards make audio "$DATA" "$W/profile_shards" --no-progress 2>&1 | tail -1
+timeout 200 python tools/gpu/profile_wavtokenizer_step.py --shards "$W/profile_shards" 2>&1 | grep -v -i warn \
+  | tee "$OUT/profile.txt"
+fi
+
 # 3. short training run on real speech; time-based held-out curve (HeldOutCurve callback)
 if want train; then
 if [ -n "$QUICK" ]; then  # CPU smoke run: same config and code paths, tiny batches and budget
@@ -64,7 +72,8 @@ CMD=(python -m tokenforge fit --config configs/tokenizers/wavtokenizer/short_75.
 [ -n "$GAN_RAMP" ] && CMD+=(--model.init_args.gan_ramp_steps "$GAN_RAMP")
 [ -n "$ENC_LR_SCALE" ] && CMD+=(--model.init_args.encoder_lr_scale "$ENC_LR_SCALE")  # 1 = the paper's single lr
 echo "${CMD[*]}" > "$OUT/command.txt"
-timeout 450 "${CMD[@]}" 2>&1 | grep -v -i warn | tail -40 | tee "$OUT/fit.txt"
+IFS=: read -r _ hh mm ss <<< "$MAX_TIME"
+timeout $(( 10#$hh * 3600 + 10#$mm * 60 + 10#$ss + 60 )) "${CMD[@]}" 2>&1 | grep -v -i warn | tail -40 | tee "$OUT/fit.txt"
 METRICS=$(find "$W/logs" -name metrics.csv | head -1)
 [ -n "$METRICS" ] && cp "$METRICS" "$OUT/metrics.csv"
 echo "held-out curve (every ~${EVERY} s of training; pesq '-' = package missing):" | tee "$OUT/curve_summary.txt"
