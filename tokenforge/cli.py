@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command in LIGHTNING_COMMANDS:
-        lightning_cli(args=[command, *rest])
+        # from the console LightningCLI reads sys.argv itself (given both, it warns that they may disagree)
+        lightning_cli(args=None if argv == sys.argv[1:] else [command, *rest])
         return 0
     if command not in SUBCOMMANDS:
         print(f"tokenforge: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
@@ -94,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     return int(getattr(module, function)(rest) or 0)
-
 
 
 if __name__ == "__main__":

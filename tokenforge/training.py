@@ -29,6 +29,11 @@ class TrainingModule(pl.LightningModule):
     export (``from_pretrained(ckpt)`` returns the EMA weights).
     """
 
+    #: True where each backward pass uses only some parameters: a GAN's generator and discriminator steps under
+    #: manual optimisation. DDP's default then fails on the first step ("parameters that were not used in
+    #: producing the loss"), so `setup` tells a DDP strategy to look for unused parameters.
+    partial_backward: bool = False
+
     def __init__(self, model: Configurable, ema_decay: float | None = None) -> None:
         super().__init__()
         if not isinstance(model, Configurable):
@@ -36,6 +41,10 @@ class TrainingModule(pl.LightningModule):
         self.model = model
         self.ema_decay = float(ema_decay or 0.0)
         self.ema = copy.deepcopy(model).requires_grad_(False).eval() if self.ema_decay else None
+
+    def setup(self, stage: str) -> None:
+        if self.partial_backward:
+            allow_partial_backward(self.trainer.strategy)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -49,6 +58,18 @@ class TrainingModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         prefix = "ema." if self.ema is not None else MODEL_PREFIX
         checkpoint[CKPT_KEY] = {"spec": self.model.spec(), "prefix": prefix}
+
+
+def allow_partial_backward(strategy: Any) -> None:
+    """Let a DDP strategy wrap a module whose backward passes each use only some parameters.
+
+    Runs before the strategy wraps the model (Lightning calls ``setup`` first). An explicit choice, e.g.
+    ``--trainer.strategy ddp_find_unused_parameters_false``, is left as it is.
+    """
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if isinstance(strategy, DDPStrategy):
+        strategy._ddp_kwargs.setdefault("find_unused_parameters", True)
 
 
 @torch.no_grad()

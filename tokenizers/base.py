@@ -119,6 +119,8 @@ class TokenizerModule(TrainingModule):
     Reads ``batch[model.modality]`` (e.g. ``batch["image"]``, float in [-1, 1]) or a bare tensor batch.
     """
 
+    partial_backward = True  # generator and discriminator steps: DDP must allow unused parameters
+
     def __init__(
         self,
         model: Tokenizer,

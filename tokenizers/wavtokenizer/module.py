@@ -50,6 +50,8 @@ from tokenforge.training import TrainingModule
 class WavTokenizerModule(TrainingModule):
     """Trains ``model``; discriminators left as None are not used (all three by default in the configs)."""
 
+    partial_backward = True  # generator and discriminator steps: DDP must allow unused parameters
+
     def __init__(
         self,
         model: WavTokenizer,
