@@ -9,9 +9,11 @@ it without Lightning and without unpickling anything.
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,6 +21,7 @@ from tokenforge.config import Configurable
 from tokenforge.hub import CKPT_KEY
 
 MODEL_PREFIX = "model."
+RNG_KEY = "tokenforge_rng"
 
 
 class TrainingModule(pl.LightningModule):
@@ -27,6 +30,11 @@ class TrainingModule(pl.LightningModule):
     ``ema_decay`` (generators) keeps an exponential moving average of the weights in ``self.ema``, updated
     after every training batch; it is then what validation should use (`eval_model`) and what checkpoints
     export (``from_pretrained(ckpt)`` returns the EMA weights).
+
+    Checkpoints also carry the random state (torch, CUDA, Python, NumPy), which a resume restores.
+    Lightning does not do this by default. With it, a run stopped at a checkpoint and resumed with
+    ``--ckpt_path`` continues the same random stream (bandwidth draws, dead-code restarts, label dropout),
+    so it ends as the uninterrupted run would, given the same data order (tests/test_resume.py).
     """
 
     #: True where each backward pass uses only some parameters: a GAN's generator and discriminator steps under
@@ -58,6 +66,33 @@ class TrainingModule(pl.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         prefix = "ema." if self.ema is not None else MODEL_PREFIX
         checkpoint[CKPT_KEY] = {"spec": self.model.spec(), "prefix": prefix}
+        checkpoint[RNG_KEY] = rng_state()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if RNG_KEY in checkpoint:  # checkpoints written before the key existed resume with a fresh stream
+            set_rng_state(checkpoint[RNG_KEY])
+
+
+def rng_state() -> dict[str, Any]:
+    """The random state a training step draws from: torch (CPU and every CUDA device), Python and NumPy."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()  # as tensors and numbers: checkpoints load weights-only
+    numpy = {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+             "gauss": float(gauss)}
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore `rng_state`; CUDA states only where the device count matches."""
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def allow_partial_backward(strategy: Any) -> None:
