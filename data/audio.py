@@ -22,7 +22,7 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from tokenforge.data.shards import Rejected, WorkerRandom
+from tokenforge.data.shards import EpochSeed, Rejected, WorkerRandom
 
 MODALITY = "audio"
 EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".aiff", ".aif", ".au", ".w64", ".caf")
@@ -103,9 +103,9 @@ class Decoder:
     """Picklable per-sample decode: raw sample -> ``{"audio": float32 [segment_samples]}``."""
 
     def __init__(self, sample_rate: int = 24000, segment_samples: int | None = 24000, train: bool = True,
-                 gain_db: float = 0.0, seed: int = 0) -> None:
+                 gain_db: float = 0.0, seed: int | EpochSeed = 0) -> None:
         self.sample_rate, self.segment_samples, self.train, self.gain_db = sample_rate, segment_samples, train, gain_db
-        self.rng = WorkerRandom(seed)
+        self.rng = WorkerRandom(seed, "decode")
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         member = next((sample[e] for e in ("flac", "wav", "ogg") if e in sample), None)

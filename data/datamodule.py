@@ -7,6 +7,12 @@ rank, which DDP needs). ``resampled=False`` reads each shard once per pass inste
 ``shardshuffle``, split by node and worker; a rank or worker with no shard of its own wraps around to
 ``shards[i % n]`` rather than idling, and the pass repeats until the epoch length).
 
+Every random stage (shard draws, shard order, shuffle buffer, crops, flips, gain) is seeded by ``seed``,
+the rank, the worker and the epoch. `EpochLoader` sets the epoch from the trainer before each epoch's
+workers start. So epochs differ and runs repeat, and a resumed run draws its epoch's data again. Before,
+each epoch's fresh workers restarted their generators, and every epoch repeated the first one exactly.
+``shardshuffle`` > 0 shuffles the whole shard list each epoch; it is no longer webdataset's buffer size.
+
 Validation is deterministic: shards in order, split by node then worker (disjoint across ranks), no
 augmentation, a final partial batch. A rank or worker that gets no shard yields nothing.
 
@@ -28,7 +34,15 @@ import lightning.pytorch as pl
 import webdataset as wds
 
 from tokenforge.data.collate import collate, with_extras
-from tokenforge.data.shards import SkipCounter, WorkerRandom, read_manifest, shard_urls
+from tokenforge.data.shards import (
+    EpochSeed,
+    ResampledShards,
+    ShardShuffle,
+    SkipCounter,
+    WorkerRandom,
+    read_manifest,
+    shard_urls,
+)
 
 MODALITIES = ("image", "audio", "mesh", "tokens")
 
@@ -92,6 +106,7 @@ class ShardDataModule(pl.LightningDataModule):
                         "sample_rate": sample_rate, "segment_samples": segment_samples, "gain_db": gain_db,
                         "num_points": num_points, "num_queries": num_queries}
         self.counter = SkipCounter()
+        self.epoch_seed = EpochSeed(seed)  # set each epoch by EpochLoader, read by the random stages
         self._logged_skips = 0
 
     # ------------------------------------------------------------------ pieces
@@ -107,15 +122,15 @@ class ShardDataModule(pl.LightningDataModule):
         if self.modality == "image":
             from tokenforge.data.image import Decoder
 
-            return Decoder(o["image_size"], train, o["random_crop"], o["hflip"], self.seed)
+            return Decoder(o["image_size"], train, o["random_crop"], o["hflip"], self.epoch_seed)
         if self.modality == "audio":
             from tokenforge.data.audio import Decoder
 
-            return Decoder(o["sample_rate"], o["segment_samples"], train, o["gain_db"], self.seed)
+            return Decoder(o["sample_rate"], o["segment_samples"], train, o["gain_db"], self.epoch_seed)
         if self.modality == "mesh":
             from tokenforge.data.mesh import Decoder
 
-            return Decoder(o["num_points"], o["num_queries"], train, self.seed)
+            return Decoder(o["num_points"], o["num_queries"], train, self.epoch_seed)
         from tokenforge.data.tokens import Decoder
 
         return Decoder()
@@ -133,17 +148,17 @@ class ShardDataModule(pl.LightningDataModule):
         """The webdataset pipeline: shards -> samples -> decode (guarded) -> shuffle -> batches."""
         stages: list[Any]
         if train and self.resampled:
-            stages = [wds.ResampledShards(urls, seed=self.seed, deterministic=True)]
+            stages = [ResampledShards(urls, self.epoch_seed)]
         elif train:
-            stages = [wds.SimpleShardList(urls), wds.detshuffle(self.shardshuffle, seed=self.seed)
-                      if self.shardshuffle else _identity, wrapping_node_split, wrapping_worker_split]
+            stages = [wds.SimpleShardList(urls), ShardShuffle(self.epoch_seed) if self.shardshuffle else _identity,
+                      wrapping_node_split, wrapping_worker_split]
         else:
             stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
         stages.append(wds.tarfile_to_samples(handler=self.counter.handler))
         if train and self.shuffle_buffer > 1:
-            # seeded per rank and worker: webdataset's default seeds itself from pid and time, so runs would not repeat
+            # seeded per rank, worker and epoch: webdataset's default seeds itself from pid and time, so runs would not repeat
             stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100),
-                                      rng=WorkerRandom(self.seed + 1)))
+                                      rng=WorkerRandom(self.epoch_seed, "shuffle")))
         decode = with_extras(self.decoder(train))
         stages += [wds.map(self.counter.guard(decode)), wds.select(_not_none),
                    wds.batched(self.batch_size if train else self.val_batch_size, collation_fn=collate,
@@ -153,7 +168,7 @@ class ShardDataModule(pl.LightningDataModule):
             pipeline = pipeline.repeat()
         return pipeline
 
-    def loader(self, urls: list[str], train: bool) -> wds.WebLoader:
+    def loader(self, urls: list[str], train: bool) -> Any:
         workers = self.num_workers
         if not train:  # never more validation workers than shards: each worker holds its own shards
             workers = min(workers, max(1, len(urls)))
@@ -165,7 +180,11 @@ class ShardDataModule(pl.LightningDataModule):
             with warnings.catch_warnings():  # with_length only provides len() for progress bars; that is all we want
                 warnings.simplefilter("ignore", UserWarning)
                 loader = loader.with_epoch(batches).with_length(batches)
+            return EpochLoader(loader, self.epoch_seed, self._trainer_epoch)
         return loader
+
+    def _trainer_epoch(self) -> int | None:
+        return self.trainer.current_epoch if self.trainer is not None else None
 
     # ------------------------------------------------------------------ Lightning hooks
 
@@ -173,7 +192,7 @@ class ShardDataModule(pl.LightningDataModule):
         self.train_urls = shard_urls(self.train_spec, "train") if self.train_spec else []
         self.val_urls = shard_urls(self.val_spec, "val") if self.val_spec else []
 
-    def train_dataloader(self) -> wds.WebLoader:
+    def train_dataloader(self) -> EpochLoader:
         if not getattr(self, "train_urls", None):
             self.setup("fit")
         return self.loader(self.train_urls, train=True)
@@ -197,6 +216,24 @@ class ShardDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped": self.skipped}
+
+
+class EpochLoader:
+    """The training loader: before each pass it sets the pipeline's epoch (the trainer's current epoch; without a
+    trainer, the number of passes so far), so every epoch draws new random crops, shuffles and shards."""
+
+    def __init__(self, loader: Any, seed: EpochSeed, trainer_epoch: Any) -> None:
+        self.loader, self.seed, self.trainer_epoch, self.passes = loader, seed, trainer_epoch, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Any:
+        # a generator: the epoch is set when the first batch is asked for, just before the workers start
+        epoch = self.trainer_epoch()
+        self.seed.epoch = self.passes if epoch is None else epoch
+        self.passes += 1
+        yield from self.loader
 
 
 def _identity(source: Any) -> Any:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from tokenforge.data.shards import Rejected, WorkerRandom
+from tokenforge.data.shards import EpochSeed, Rejected, WorkerRandom
 
 MODALITY = "image"
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm", ".tga")
@@ -142,9 +142,9 @@ class Decoder:
     """Picklable per-sample decode for the data pipeline: raw sample -> ``{"image": [3,H,W]}`` + extras."""
 
     def __init__(self, image_size: int | None = 256, train: bool = True, random_crop: bool = True,
-                 hflip: bool = True, seed: int = 0) -> None:
+                 hflip: bool = True, seed: int | EpochSeed = 0) -> None:
         self.image_size, self.train, self.random_crop, self.hflip = image_size, train, random_crop, hflip
-        self.rng = WorkerRandom(seed)
+        self.rng = WorkerRandom(seed, "decode")
 
     def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
         image = self.transform_image(load(sample))

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tokenforge.data.shards import Rejected, WorkerRandom, npy_bytes
+from tokenforge.data.shards import EpochSeed, Rejected, WorkerRandom, npy_bytes
 
 MODALITY = "mesh"
 EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
@@ -159,9 +159,10 @@ def load_arrays(sample: dict[str, Any]) -> dict[str, np.ndarray]:
 class Decoder:
     """Picklable per-sample decode: raw sample -> points/normals/queries/occupancy/near tensors."""
 
-    def __init__(self, num_points: int = 2048, num_queries: int = 2048, train: bool = True, seed: int = 0) -> None:
-        self.num_points, self.num_queries, self.train, self.seed = num_points, num_queries, train, seed
-        self.rng = WorkerRandom(seed)
+    def __init__(self, num_points: int = 2048, num_queries: int = 2048, train: bool = True,
+                 seed: int | EpochSeed = 0) -> None:
+        self.num_points, self.num_queries, self.train, self.seed = num_points, num_queries, train, int(seed)
+        self.rng = WorkerRandom(seed, "decode")
 
     def _pick(self, rng: np.random.Generator, available: int, count: int) -> np.ndarray:
         return rng.choice(available, size=count, replace=count > available)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import webdataset as wds
+from torch.utils.data import IterableDataset
 
 from tokenforge.data.sources import Item, collect
 
@@ -326,19 +327,76 @@ def shard_urls(spec: str | os.PathLike, split: str = "train") -> list[str]:
     return urls
 
 
-class WorkerRandom:
-    """A ``random.Random`` seeded per (rank, DataLoader worker) on first use, so workers differ but runs repeat."""
+class EpochSeed:
+    """A data pipeline's base seed and the current training epoch, shared by all of its random stages.
+
+    The main process sets ``epoch`` before each epoch's DataLoader workers start (`ShardDataModule` does, from
+    the trainer), and the workers inherit it. So each epoch draws new shards, shuffles, crops and flips.
+    Before this, every epoch repeated the first one exactly whenever ``num_workers > 0``: each epoch's fresh
+    workers restarted their generators. A resumed run draws its epoch's data again.
+    """
 
     def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
+        self.seed, self.epoch = int(seed), 0
+
+    def __int__(self) -> int:
+        return self.seed
+
+    def stream(self, *parts: object) -> random.Random:
+        """A generator seeded by ``(seed, epoch, *parts)``: reproducible, distinct for distinct parts."""
+        return random.Random("/".join(map(str, (self.seed, self.epoch, *parts))))
+
+
+
+class ResampledShards(IterableDataset):
+    """Shards drawn with replacement, endlessly, by a stream per (seed, epoch, rank, worker).
+
+    This replaces webdataset's ``ResampledShards``, whose own epoch counter restarts in every fresh worker."""
+
+    def __init__(self, urls: list[str], seed: EpochSeed) -> None:
+        super().__init__()
+        if not urls:
+            raise ValueError("ResampledShards: no shards to draw from")
+        self.urls, self.seed = list(urls), seed
+
+    def __iter__(self) -> Iterator[dict[str, str]]:
+        rank, _, worker, _ = wds.utils.pytorch_worker_info()
+        rng = self.seed.stream("shards", rank, worker)
+        while True:
+            yield {"url": rng.choice(self.urls)}
+
+
+class ShardShuffle:
+    """Shuffles the shard list identically on every rank and worker (before the node split), anew each epoch
+    and each repeated pass within one."""
+
+    def __init__(self, seed: EpochSeed) -> None:
+        self.seed, self._epoch, self._passes = seed, None, 0
+
+    def __call__(self, urls: Iterator[dict[str, str]]) -> Iterator[dict[str, str]]:
+        self._passes = self._passes + 1 if self._epoch == self.seed.epoch else 0
+        self._epoch = self.seed.epoch
+        order = list(urls)
+        self.seed.stream("shard-order", self._passes).shuffle(order)
+        yield from order
+
+
+class WorkerRandom:
+    """A ``random.Random`` seeded per (rank, DataLoader worker, epoch) on first use, so workers and epochs
+    differ but runs repeat. ``name`` keeps two stages of one pipeline (shuffle, decode) on separate streams."""
+
+    def __init__(self, seed: int | EpochSeed = 0, name: str = "") -> None:
+        self.seed = seed if isinstance(seed, EpochSeed) else EpochSeed(seed)
+        self.name = name
         self._rng: random.Random | None = None
-        self._owner: tuple[int, int] | None = None
+        self._owner: tuple[int, int, int] | None = None
 
     def _get(self) -> random.Random:
         rank, _, worker, _ = wds.utils.pytorch_worker_info()
-        if self._rng is None or self._owner != (rank, worker):
-            self._rng = random.Random(self.seed * 1_000_003 + rank * 1009 + worker)
-            self._owner = (rank, worker)
+        owner = (rank, worker, self.seed.epoch)
+        if self._rng is None or self._owner != owner:
+            self._rng = self.seed.stream(self.name, rank, worker)
+            self._owner = owner
         return self._rng
 
     def random(self) -> float:
