@@ -50,6 +50,11 @@ class TrainingModule(pl.LightningModule):
         self.ema_decay = float(ema_decay or 0.0)
         self.ema = copy.deepcopy(model).requires_grad_(False).eval() if self.ema_decay else None
 
+    def configure_callbacks(self) -> list[pl.Callback]:
+        from tokenforge.interrupt_checkpoint import InterruptCheckpoint
+
+        return [InterruptCheckpoint()]  # Ctrl-C, SIGTERM or an error: save where training got to
+
     def setup(self, stage: str) -> None:
         if self.partial_backward:
             allow_partial_backward(self.trainer.strategy)
