@@ -88,15 +88,16 @@ class HeldOutCurve(pl.Callback):
         return row, x_hat.cpu()
 
     def _record(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:  # under DDP rank 0 evaluates; the others wait for it at the next all-reduce
+            return
         row, _ = self.evaluate(module)
         row = {"step": trainer.global_step, "batches": int(getattr(module, "generator_step", trainer.global_step)),
                "train_s": round(self._train_s, 1), **row}
         self.rows.append(row)
         line = "\t".join(_fmt(row[c]) for c in COLUMNS)
         print(f"held-out: {line}", flush=True)
-        if trainer.is_global_zero:
-            with open(self.out / "curve.txt", "a") as f:
-                f.write(line + "\n")
+        with open(self.out / "curve.txt", "a") as f:
+            f.write(line + "\n")
 
     # ------------------------------------------------------------------ hooks
 
