@@ -11,10 +11,12 @@ $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	@# torch pulls ~3 GB of CUDA wheels from PyPI: download them beside the venv rather than into a possibly
-	@# small /tmp, resume a dropped download, and retry the whole install (finished wheels come from pip's cache)
+	@# small /tmp, keep no second copy in pip's cache (disk, not bandwidth, is what runs out here), resume a
+	@# dropped download and retry the whole install
 	mkdir -p $(VENV)/tmp
 	for attempt in 1 2 3 4; do \
-	    TMPDIR=$(CURDIR)/$(VENV)/tmp $(PY) -m pip install -q --resume-retries 20 -e ".[dev]" && break; \
+	    TMPDIR=$(CURDIR)/$(VENV)/tmp $(PY) -m pip install -q --no-cache-dir --resume-retries 20 -e ".[dev]" \
+	        && break; \
 	    if [ $$attempt = 4 ]; then echo "pip install failed 4 times: check the network to PyPI" >&2; exit 1; fi; \
 	    echo "pip install failed (attempt $$attempt of 4); retrying in 30 s" >&2; sleep 30; \
 	done
