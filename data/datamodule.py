@@ -141,20 +141,33 @@ class ShardDataModule(pl.LightningDataModule):
         if samples is None:
             manifest = read_manifest(self.train_spec) if self.train_spec else None
             samples = manifest["splits"]["train"]["count"] if manifest else 10_000
-        world = self.trainer.world_size if self.trainer is not None else _world_size()
-        return max(1, math.ceil(samples / (self.batch_size * world)))
+        return max(1, math.ceil(samples / (self.batch_size * self.world_size())))
+
+    def world_size(self) -> int:
+        return self.trainer.world_size if self.trainer is not None else _world_size()
+
+    def share_val_samples(self, urls: list[str]) -> bool:
+        """True when there are fewer validation shards than ranks (but at least as many samples): split samples."""
+        world = self.world_size()
+        if world <= len(urls):
+            return False
+        manifest = read_manifest(self.val_spec) if self.val_spec else None
+        count = manifest["splits"].get("val", {}).get("count") if manifest else None
+        return count is None or count >= world
 
     def dataset(self, urls: list[str], train: bool) -> wds.DataPipeline:
         """The webdataset pipeline: shards -> samples -> decode (guarded) -> shuffle -> batches."""
         stages: list[Any]
+        samples = wds.tarfile_to_samples(handler=self.counter.handler)
         if train and self.resampled:
-            stages = [ResampledShards(urls, self.epoch_seed)]
+            stages = [ResampledShards(urls, self.epoch_seed), samples]
         elif train:
             stages = [wds.SimpleShardList(urls), ShardShuffle(self.epoch_seed) if self.shardshuffle else _identity,
-                      wrapping_node_split, wrapping_worker_split]
+                      wrapping_node_split, wrapping_worker_split, samples]
+        elif self.share_val_samples(urls):
+            stages = [wds.SimpleShardList(urls), samples, SampleShare()]
         else:
-            stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker]
-        stages.append(wds.tarfile_to_samples(handler=self.counter.handler))
+            stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker, samples]
         if train and self.shuffle_buffer > 1:
             # seeded per rank, worker and epoch: webdataset's default seeds itself from pid and time, so runs would not repeat
             stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100),
@@ -171,7 +184,7 @@ class ShardDataModule(pl.LightningDataModule):
     def loader(self, urls: list[str], train: bool) -> Any:
         workers = self.num_workers
         if not train:  # never more validation workers than shards: each worker holds its own shards
-            workers = min(workers, max(1, len(urls)))
+            workers = min(workers, 1 if self.share_val_samples(urls) else max(1, len(urls)))
         loader = wds.WebLoader(self.dataset(urls, train), batch_size=None, shuffle=False, num_workers=workers,
                                pin_memory=self.pin_memory, persistent_workers=False,
                                multiprocessing_context=self.counter.context if workers > 0 else None)
@@ -216,6 +229,19 @@ class ShardDataModule(pl.LightningDataModule):
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped": self.skipped}
+
+
+class SampleShare:
+    """Validation with fewer shards than ranks: every rank reads all shards as one stream and keeps samples
+    ``rank, rank + world, ...``. The shares are then disjoint, complete together, and never empty. Splitting
+    by shard would leave a rank with no batch. That rank would skip the all-reduce of a ``sync_dist`` metric
+    at the end of validation, and the others would hang (NCCL) or fail (gloo)."""
+
+    def __call__(self, samples: Any) -> Any:
+        rank, world, _, _ = wds.utils.pytorch_worker_info()
+        for index, sample in enumerate(samples):
+            if index % world == rank:
+                yield sample
 
 
 class EpochLoader:

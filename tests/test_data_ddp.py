@@ -1,4 +1,5 @@
-"""Two CPU ranks (gloo): validation shards are disjoint across ranks; training never hangs with few shards."""
+"""Two CPU ranks (gloo): validation is disjoint across ranks and never empty on a rank (even with one shard);
+training never hangs with few shards."""
 
 from __future__ import annotations
 
@@ -38,8 +39,13 @@ def _rank(rank: int, world: int, port: int, shards: str, one_shard: str, out: st
             total = torch.tensor([float(batch["image"].shape[0])])  # rank that ran dry would hang the other
             dist.all_reduce(total)
             steps += 1
+        # one validation shard for two ranks: both must get samples (a rank with no batch hangs sync_dist metrics)
+        few = ShardDataModule(train=one_shard, val=str(Path(shards, "val-000000.tar")), modality="image",
+                              batch_size=2, num_workers=2, image_size=16, val_batch_size=3)
+        few.setup("fit")
+        few_keys = [k for batch in few.val_dataloader() for k in batch["__key__"]]
         dist.barrier()
-        Path(out, f"rank{rank}.json").write_text(json.dumps({"val": val_keys, "steps": steps}))
+        Path(out, f"rank{rank}.json").write_text(json.dumps({"val": val_keys, "steps": steps, "few": few_keys}))
     finally:
         dist.destroy_process_group()
 
@@ -57,3 +63,6 @@ def test_two_ranks_disjoint_validation_and_no_hang(shared_data: Path, tmp_path: 
     assert sorted(first | second) == sorted(manifest["splits"]["val"]["keys"])  # together: every sample once
     assert len(results[0]["val"]) + len(results[1]["val"]) == 40
     assert results[0]["steps"] == results[1]["steps"] == 3  # ceil(12 / (2 x 2)) batches per rank, no hang
+    first, second = (r["few"] for r in results)  # 1 shard of 10 samples, 2 ranks: 5 each, disjoint
+    assert len(first) == len(second) == 5 and not set(first) & set(second)
+    assert sorted(first + second) == sorted(manifest["splits"]["val"]["keys"][:10])
