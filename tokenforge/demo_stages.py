@@ -277,11 +277,14 @@ def vat() -> list[tuple[str, Callable[[Run], Any], tuple[str, ...]]]:
         per_shape = [entry for entry in entries if "error" not in entry]
         if not per_shape:
             raise RuntimeError("; ".join(f"{e['file']}: {e['error']}" for e in entries))
-        means = {key: float(np.mean([entry[key] for entry in per_shape])) for key in ("chamfer", "iou", "bytes")}
+        means = {key: float(np.mean([entry[key] for entry in per_shape])) for key in ("iou", "bytes")}
+        meshed = [entry["chamfer"] for entry in per_shape if entry.get("chamfer") is not None]
+        means["chamfer"] = float(np.mean(meshed)) if meshed else float("nan")  # over shapes that gave a surface
         for tau in per_shape[0]["f_score"]:
             means[f"f_score@{tau}"] = float(np.mean([entry["f_score"][tau] for entry in per_shape]))
         return {"out": str(out), "pictures": sorted(str(p) for p in out.glob("*.png")),
-                "metrics": {k: round(v, 4) for k, v in means.items()}}
+                "metrics": {k: round(v, 4) for k, v in means.items()},
+                "empty_shapes": sum(entry.get("chamfer") is None for entry in per_shape)}
 
     def evaluate_(run: Run) -> dict[str, Any]:
         return evaluate(run, "vat", "tokenizer", run.result("data/meshes")["shards"], resolution=32)

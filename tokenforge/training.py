@@ -9,7 +9,9 @@ it without Lightning and without unpickling anything.
 from __future__ import annotations
 
 import copy
+import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -98,6 +100,21 @@ def set_rng_state(state: dict[str, Any]) -> None:
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def warmup_cosine(total: int | None, warmup: int = 0, floor: float = 0.0) -> Callable[[int], float]:
+    """Step -> LR multiplier for ``LambdaLR``: linear warm-up over ``warmup`` steps, then a cosine from 1 to
+    ``floor`` at step ``total`` (held there after it); constant 1 after the warm-up when ``total`` is None."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if not total or total <= warmup:
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 def allow_partial_backward(strategy: Any) -> None:

@@ -21,7 +21,6 @@ Logged: ``train/loss`` (nats/token), ``train/lr``, ``val/nll`` (nats/token, eval
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -31,7 +30,7 @@ from torch import Tensor, nn
 
 from tokenforge.generators.autoregressive.gpt import GPT, IGNORE
 from tokenforge.generators.autoregressive.var import VAR
-from tokenforge.training import TrainingModule
+from tokenforge.training import TrainingModule, warmup_cosine
 
 
 def load_tokenizer(name: str) -> nn.Module:
@@ -149,14 +148,6 @@ class ARModule(TrainingModule):
 
     def lr_factor(self, total: int | None) -> Any:
         """Step -> LR multiplier: linear warm-up, then cosine to ``min_lr_ratio`` over ``total`` steps (or constant)."""
-        warmup, floor, schedule = int(self.hparams.warmup_steps), float(self.hparams.min_lr_ratio), self.hparams.schedule
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            if schedule == "constant" or not total or total <= warmup:
-                return 1.0
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        return factor
+        cosine = self.hparams.schedule == "cosine"
+        return warmup_cosine(total if cosine else None, int(self.hparams.warmup_steps),
+                             float(self.hparams.min_lr_ratio))

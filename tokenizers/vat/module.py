@@ -5,6 +5,7 @@ Loss (spec §2 defaults, from 3DShape2VecSet + VAR; VAT's own weights are not pu
 over each query set. VAT trains the continuous VAE first and the codebook afterwards (200k + 100k steps, §0b): here
 ``quantize_start`` steps of the continuous path (posterior sample straight to the decoder), then the multi-scale
 quantizer is switched on. Validation logs the same terms plus the volume IoU of ``logit >= 0`` on uniform queries.
+``schedule: cosine`` decays the learning rate to 0 over ``trainer.max_steps`` (after ``warmup_steps``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from tokenforge.metrics.mesh import occupancy_iou
 from tokenforge.tokenizers.vat.model import VAT
-from tokenforge.training import TrainingModule
+from tokenforge.training import TrainingModule, warmup_cosine
 
 
 def mesh_inputs(batch: dict[str, Tensor], use_normals: bool) -> Tensor:
@@ -36,17 +37,24 @@ def mesh_inputs(batch: dict[str, Tensor], use_normals: bool) -> Tensor:
 class VATModule(TrainingModule):
     def __init__(self, model: VAT, near_weight: float = 0.1, kl_weight: float = 1e-3, vq_weight: float = 1.0,
                  quantize_start: int = 0, optimizer: OptimizerCallable | None = None,
-                 gradient_clip_val: float | None = 1.0) -> None:
+                 gradient_clip_val: float | None = 1.0, schedule: str = "constant", warmup_steps: int = 0) -> None:
         super().__init__(model)
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
         self.near_weight, self.kl_weight, self.vq_weight = near_weight, kl_weight, vq_weight
         self.quantize_start, self.optimizer_fn = int(quantize_start), optimizer
         self.gradient_clip_val = gradient_clip_val
         self.save_hyperparameters(ignore=["model", "optimizer"])
 
     def configure_optimizers(self) -> Any:
-        if self.optimizer_fn is not None:
-            return self.optimizer_fn(self.model.parameters())
-        return torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        params = self.model.parameters()
+        optimizer = self.optimizer_fn(params) if self.optimizer_fn is not None else torch.optim.AdamW(params, lr=1e-4)
+        if self.hparams.schedule == "constant" and not self.hparams.warmup_steps:
+            return optimizer
+        total = self.trainer.max_steps if self.hparams.schedule == "cosine" and self.trainer.max_steps > 0 else None
+        factor = warmup_cosine(total, self.hparams.warmup_steps)  # cosine over trainer.max_steps
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None,
                                     gradient_clip_algorithm: Any = None) -> None:
