@@ -31,6 +31,7 @@ import warnings
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 import webdataset as wds
 
 from tokenforge.data.collate import collate, with_extras
@@ -185,19 +186,22 @@ class ShardDataModule(pl.LightningDataModule):
         workers = self.num_workers
         if not train:  # never more validation workers than shards: each worker holds its own shards
             workers = min(workers, 1 if self.share_val_samples(urls) else max(1, len(urls)))
+        # its own generator: a DataLoader otherwise draws its workers' base seed from the global torch RNG at
+        # every epoch start, which would shift the training step's random stream on a mid-epoch resume
         loader = wds.WebLoader(self.dataset(urls, train), batch_size=None, shuffle=False, num_workers=workers,
                                pin_memory=self.pin_memory, persistent_workers=False,
+                               generator=torch.Generator().manual_seed(self.seed),
                                multiprocessing_context=self.counter.context if workers > 0 else None)
         if train:
             batches = self.epoch_batches()
             with warnings.catch_warnings():  # with_length only provides len() for progress bars; that is all we want
                 warnings.simplefilter("ignore", UserWarning)
                 loader = loader.with_epoch(batches).with_length(batches)
-            return EpochLoader(loader, self.epoch_seed, self._trainer_epoch)
+            return EpochLoader(loader, self.epoch_seed, self._trainer)
         return loader
 
-    def _trainer_epoch(self) -> int | None:
-        return self.trainer.current_epoch if self.trainer is not None else None
+    def _trainer(self) -> Any:
+        return self.trainer
 
     # ------------------------------------------------------------------ Lightning hooks
 
@@ -246,20 +250,44 @@ class SampleShare:
 
 class EpochLoader:
     """The training loader: before each pass it sets the pipeline's epoch (the trainer's current epoch; without a
-    trainer, the number of passes so far), so every epoch draws new random crops, shuffles and shards."""
+    trainer, the number of passes so far), so every epoch draws new random crops, shuffles and shards.
 
-    def __init__(self, loader: Any, seed: EpochSeed, trainer_epoch: Any) -> None:
-        self.loader, self.seed, self.trainer_epoch, self.passes = loader, seed, trainer_epoch, 0
+    A run resumed from a mid-epoch checkpoint (``interrupted.ckpt``, ``every_n_train_steps``) skips the batches
+    of that epoch the checkpoint already trained on: the epoch's data are a function of its seed, so skipping
+    reproduces the position exactly. The skipped batches are read and decoded, which costs up to one epoch.
+    """
+
+    def __init__(self, loader: Any, seed: EpochSeed, trainer: Any) -> None:
+        self.loader, self.seed, self.trainer, self.passes = loader, seed, trainer, 0
 
     def __len__(self) -> int:
         return len(self.loader)
 
+    # Lightning's "resumable loader" interface. The position needs no state of its own: it is the trainer's
+    # epoch and its count of batches done, both restored from the checkpoint.
+    def state_dict(self) -> dict[str, Any]:
+        return {"epoch": self.seed.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
     def __iter__(self) -> Any:
         # a generator: the epoch is set when the first batch is asked for, just before the workers start
-        epoch = self.trainer_epoch()
-        self.seed.epoch = self.passes if epoch is None else epoch
+        trainer = self.trainer()
+        self.seed.epoch = self.passes if trainer is None else trainer.current_epoch
         self.passes += 1
-        yield from self.loader
+        done = _batches_done(trainer)
+        for index, batch in enumerate(self.loader):
+            if index >= done:
+                yield batch
+
+
+def _batches_done(trainer: Any) -> int:
+    """Batches of the current epoch already trained on: 0 at an epoch's start, more when resuming inside one."""
+    try:
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
+    except AttributeError:  # no trainer (a loader iterated by hand)
+        return 0
 
 
 def _identity(source: Any) -> Any:

@@ -1,7 +1,8 @@
 """Nothing lost on interruption: training stopped at a checkpoint and resumed with ``ckpt_path`` ends with the same
 weights as one uninterrupted run (CPU, fixed batch order). Covers the WavTokenizer GAN module (two optimisers,
 two schedulers, its generator-step counter, the EMA codebook, random bandwidth ids, dead-code restarts) and a
-class-conditional GPT (EMA weights, warm-up + cosine schedule, label and token dropout)."""
+class-conditional GPT (EMA weights, warm-up + cosine schedule, label and token dropout). A run stopped
+mid-epoch by Ctrl-C (``interrupted.ckpt``) on audio shards read by DataLoader workers resumes exactly too."""
 
 from __future__ import annotations
 
@@ -87,3 +88,47 @@ def test_gpt_resumes_exactly(speech: torch.Tensor, tmp_path: Path) -> None:
     rows = [{"ids": row, "cls": torch.tensor(i % 2)} for i, row in enumerate(ids)]
     resumed = interrupted_equals_whole(gpt, DataLoader(rows, batch_size=2), tmp_path)
     assert resumed.ema is not None and resumed.trainer.global_step == 8
+
+
+class CtrlCAt(pl.Callback):
+    """Presses Ctrl-C before the batch that would make ``step`` optimiser steps (mid-epoch)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
+
+
+def test_mid_epoch_interrupt_on_shards_resumes_exactly(shared_data: Path, tmp_path: Path) -> None:
+    from tokenforge.data.datamodule import ShardDataModule
+    from tokenforge.data.shards import make_shards
+
+    shards = tmp_path / "shards"
+    make_shards("audio", f"{shared_data}/speech24k/a*.flac", shards, shard_size=4, progress=False, sample_rate=24000)
+
+    def data() -> ShardDataModule:  # 3 batches of 4 random 0.5 s crops per epoch, read by 2 workers
+        return ShardDataModule(str(shards), modality="audio", batch_size=4, num_workers=2, segment_samples=CROP,
+                               gain_db=3.0, epoch_samples=12, shuffle_buffer=8)
+
+    def run(root: Path, *callbacks: pl.Callback, ckpt: Path | None = None) -> WavTokenizerModule:
+        module = wavtokenizer()
+        trainer = pl.Trainer(accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, default_root_dir=root,
+                             callbacks=list(callbacks))
+        trainer.fit(module, datamodule=data(), ckpt_path=ckpt)
+        return module
+
+    whole = run(tmp_path / "whole")
+    with pytest.raises(SystemExit):  # Lightning exits after a Ctrl-C, once InterruptCheckpoint has saved
+        run(tmp_path / "first", CtrlCAt(5))  # after 3 mel-only batches (1 step each) and 1 GAN batch (2 steps):
+        # epoch 2 has trained on 1 of its 3 batches
+    interrupted = tmp_path / "first" / "checkpoints" / "interrupted.ckpt"
+    assert torch.load(interrupted, weights_only=True)["global_step"] == 5
+    torch.manual_seed(123)
+    resumed = run(tmp_path / "resumed", ckpt=interrupted)
+    assert int(resumed.generator_step) == int(whole.generator_step) == 6
+    expected = whole.state_dict()
+    for key, value in resumed.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
