@@ -81,25 +81,25 @@ class TrainingModule(pl.LightningModule):
 
 
 def rng_state() -> dict[str, Any]:
-    """The random state a training step draws from: torch (CPU and every CUDA device), Python and NumPy."""
+    """The random state a training step draws from: torch (CPU and this process's CUDA device), Python, NumPy."""
     _, keys, pos, has_gauss, gauss = np.random.get_state()  # as tensors and numbers: checkpoints load weights-only
     numpy = {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
              "gauss": float(gauss)}
     state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": numpy}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's device only: reading the others would open a CUDA context on every GPU from every rank
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore `rng_state`; CUDA states only where the device count matches."""
+    """Restore `rng_state` (the CUDA state onto this process's current device)."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def warmup_cosine(total: int | None, warmup: int = 0, floor: float = 0.0) -> Callable[[int], float]:
