@@ -60,6 +60,7 @@ def test_reuse_training_step_uses_the_ema_state():
     model.zero_grad()
     module.step_loss(batch, reuse=False)[0].backward()
     assert model.prev_proj.mlp.fc1.weight.grad is None
+    assert module.partial_backward  # so DDP is told to expect parameters a step leaves unused (test_gan_ddp.py)
 
 
 def test_tokens_to_enat_fit_to_pngs(shared_data, tmp_path, monkeypatch, one_thread):

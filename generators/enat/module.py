@@ -39,6 +39,8 @@ def random_mask(batch: int, length: int, count: int, generator: torch.Generator 
 class ENATModule(TrainingModule):
     """Trains an `ENAT` on token shards; see the module docstring."""
 
+    partial_backward = True  # the reuse projection trains only on reuse steps: DDP must allow unused parameters
+
     def __init__(
         self,
         model: ENAT,
