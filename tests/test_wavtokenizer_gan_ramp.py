@@ -43,24 +43,23 @@ def held_out_mel(m: WavTokenizerModule, clips: torch.Tensor) -> float:
     return mel
 
 
+def update(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler) -> None:
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    scheduler.step()
+
+
 def step(m: WavTokenizerModule, x: torch.Tensor, optimizers: list, schedulers: list) -> None:
     """`WavTokenizerModule.training_step` without a Trainer: discriminator step, then generator step."""
     bw = torch.zeros(1, dtype=torch.long)
     adversarial = m.gan_active
     out = m.model(x, bw)
     if adversarial:
-        d = m.discriminator_losses(x, out.x_hat.detach(), bw)["loss"]
-        optimizers[1].zero_grad()
-        d.backward()
-        optimizers[1].step()
-        schedulers[1].step()
+        update(m.discriminator_losses(x, out.x_hat.detach(), bw)["loss"], optimizers[1], schedulers[1])
     for disc in m.discriminators:
         disc.requires_grad_(False)
-    g = m.generator_losses(x, out.x_hat, out.aux_loss, bw, adversarial)["loss"]
-    optimizers[0].zero_grad()
-    g.backward()
-    optimizers[0].step()
-    schedulers[0].step()
+    update(m.generator_losses(x, out.x_hat, out.aux_loss, bw, adversarial)["loss"], optimizers[0], schedulers[0])
     for disc in m.discriminators:
         disc.requires_grad_(True)
     m.generator_step += 1

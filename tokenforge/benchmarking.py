@@ -45,3 +45,16 @@ def timed(fn: Callable[[], Any], device: torch.device | str, warmup: int = 2, re
     seconds = median_seconds(fn, device, warmup=0, repeats=repeats)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return seconds, peak
+
+
+def kernel_report(fn: Callable[[], Any], rows: int = 20) -> tuple[float, str]:
+    """Run ``fn`` once under the CUDA profiler: (milliseconds of GPU kernels, table of the top kernels by their
+    own time). Kernel time well below the wall time of the same call means the work is launch-bound."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    events = prof.key_averages()
+    kernel_ms = sum(e.self_device_time_total for e in events) / 1e3
+    return kernel_ms, events.table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=70)

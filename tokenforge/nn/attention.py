@@ -215,6 +215,20 @@ class Attention(Configurable, nn.Module):
         k, v = self.kv(source).unflatten(-1, (2, self.num_kv_heads, self.head_dim)).unbind(-3)
         return self.q(x), k.flatten(-2), v.flatten(-2)
 
+    def heads(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """q, k, v as ``(B, heads, L, head_dim)`` after QK-norm (or L2-norm with the learned scale): everything
+        before the attention kernel, shared with kernels other than SDPA (FlexTok's flex path)."""
+        q, k, v = self._project(x, context)
+        q = q.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+        k = k.unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        v = v.unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if self.l2_norm_qk:
+            q = F.normalize(q, dim=-1) * self.scale_mul.clamp_max(MAX_LOG_SCALE).exp()
+            k = F.normalize(k, dim=-1)
+        return q, k, v
+
     def forward(
         self,
         x: Tensor,
@@ -232,15 +246,7 @@ class Attention(Configurable, nn.Module):
         (the cache is assumed filled in order); a given ``mask`` must then cover ``(L, S_max)`` columns.
         """
         batch, length = x.shape[:2]
-        q, k, v = self._project(x, context)
-        q = q.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)  # (B, H, L, D)
-        k = k.unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)
-        v = v.unflatten(-1, (self.num_kv_heads, self.head_dim)).transpose(1, 2)
-        if self.q_norm is not None:
-            q, k = self.q_norm(q), self.k_norm(k)
-        if self.l2_norm_qk:
-            q = F.normalize(q, dim=-1) * self.scale_mul.clamp_max(MAX_LOG_SCALE).exp()
-            k = F.normalize(k, dim=-1)
+        q, k, v = self.heads(x, context)
         if rope is not None:
             if context is not None:
                 raise ValueError("rope is applied to self-attention only; pass context=None")

@@ -19,8 +19,8 @@ Caches: one `BlockMask` per ``(num_patches, num_registers, device)`` (built once
 ``flex_attention`` per process (``torch.compile`` default: static shapes first, a recompile with dynamic
 sizes when the batch or layout changes, so the recompile limit is never reached by a few layouts).
 
-`flex_self_attention` reuses the shared `Attention`'s projections and QK-norm (its ``_project``) and swaps
-only the kernel, so the shared layer stays untouched and both paths share every weight.
+`flex_self_attention` reuses the shared `Attention`'s projections and QK-norm (its ``heads``) and swaps
+only the kernel, so both paths share every weight and every step before the kernel.
 
 The decoder keeps plain SDPA: its [patches; registers] sequence is fully visible (official mask ``full``), so
 it passes no mask and SDPA already picks flash.
@@ -115,12 +115,7 @@ def flex_self_attention(attn: Attention, x: Tensor, block_mask: Any, compiled: b
     if attn.l2_norm_qk or attn.num_kv_heads != attn.num_heads or (attn.training and attn.attn_dropout > 0):
         raise ValueError("the flex path covers FlexTok's attention only (no l2-norm qk, grouped KV or attention dropout)")
     batch, length = x.shape[:2]
-    q, k, v = attn._project(x, None)
-    q = q.unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(1, 2)  # (B, H, L, D)
-    k = k.unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(1, 2)
-    v = v.unflatten(-1, (attn.num_heads, attn.head_dim)).transpose(1, 2)
-    if attn.q_norm is not None:
-        q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k, v = attn.heads(x)  # (B, H, L, D)
     if compiled:
         fn = compiled_flex_attention()
     else:

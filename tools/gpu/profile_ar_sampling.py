@@ -7,9 +7,8 @@ time per generate and the top kernels (`torch.profiler`). LlamaGen's setting: ba
 from __future__ import annotations
 
 import torch
-from torch.profiler import ProfilerActivity, profile
 
-from tokenforge.benchmarking import timed
+from tokenforge.benchmarking import kernel_report, timed
 from tokenforge.generators.autoregressive.bench import SIZES
 from tokenforge.generators.autoregressive.gpt import GPT
 
@@ -30,13 +29,9 @@ def main() -> None:
     for top_k in (2000, 0):
         seconds, _ = timed(lambda: generate(top_k), device, 1, 3)
         print(f"top_k={top_k}: {n / seconds:.1f} images/s, {seconds / total * 1e3:.3f} ms per token", flush=True)
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        generate()
-        torch.cuda.synchronize()
-    events = prof.key_averages()
-    gpu_us = sum(e.device_time_total for e in events if e.device_time_total)
-    print(f"GPU kernel time per generate: {gpu_us / 1e3:.1f} ms = {gpu_us / total / 1e3:.3f} ms per token")
-    print(events.table(sort_by="device_time_total", row_limit=18, max_name_column_width=60))
+    kernel_ms, table = kernel_report(generate, rows=18)
+    print(f"GPU kernel time per generate: {kernel_ms:.1f} ms = {kernel_ms / total:.3f} ms per token")
+    print(table)
 
 
 if __name__ == "__main__":

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import torch
 import yaml
-from torch.profiler import ProfilerActivity, profile
-
+from tokenforge.benchmarking import kernel_report
 from tokenforge.config import build
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tokenizers" / "wavtokenizer" / "short_75.yaml"
@@ -113,17 +112,10 @@ def main() -> None:
             loss.backward()
         print(f"  {name}: forward+backward on the batch {timed(one):.1f} ms", flush=True)
 
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        start = time.perf_counter()
-        out = forward()
-        disc_step(out)
-        gan_step(out)
-        sync()
-        wall = time.perf_counter() - start
-    events = prof.key_averages()
-    gpu_us = sum(e.self_device_time_total for e in events if e.self_device_time_total)
-    print(f"one GAN batch under the profiler: wall {wall * 1e3:.1f} ms, GPU kernels {gpu_us / 1e3:.1f} ms")
-    print(events.table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=70))
+    if device.type == "cuda":
+        kernel_ms, table = kernel_report(lambda: (lambda o: (disc_step(o), gan_step(o)))(forward()), rows=25)
+        print(f"one GAN batch: {full:.1f} ms wall, of which GPU kernels {kernel_ms:.1f} ms")
+        print(table)
 
 
 if __name__ == "__main__":
