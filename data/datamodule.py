@@ -156,8 +156,9 @@ class ShardDataModule(pl.LightningDataModule):
         count = manifest["splits"].get("val", {}).get("count") if manifest else None
         return count is None or count >= world
 
-    def dataset(self, urls: list[str], train: bool) -> wds.DataPipeline:
-        """The webdataset pipeline: shards -> samples -> decode (guarded) -> shuffle -> batches."""
+    def dataset(self, urls: list[str], train: bool, share: bool = False) -> wds.DataPipeline:
+        """The webdataset pipeline: shards -> samples -> decode (guarded) -> shuffle -> batches. ``share``
+        (validation only): every rank reads every shard and keeps its share of the samples (`SampleShare`)."""
         stages: list[Any]
         samples = wds.tarfile_to_samples(handler=self.counter.handler)
         if train and self.resampled:
@@ -165,7 +166,7 @@ class ShardDataModule(pl.LightningDataModule):
         elif train:
             stages = [wds.SimpleShardList(urls), ShardShuffle(self.epoch_seed) if self.shardshuffle else _identity,
                       wrapping_node_split, wrapping_worker_split, samples]
-        elif self.share_val_samples(urls):
+        elif share:
             stages = [wds.SimpleShardList(urls), samples, SampleShare()]
         else:
             stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker, samples]
@@ -184,11 +185,12 @@ class ShardDataModule(pl.LightningDataModule):
 
     def loader(self, urls: list[str], train: bool) -> Any:
         workers = self.num_workers
+        share = not train and self.share_val_samples(urls)
         if not train:  # never more validation workers than shards: each worker holds its own shards
-            workers = min(workers, 1 if self.share_val_samples(urls) else max(1, len(urls)))
+            workers = min(workers, 1 if share else max(1, len(urls)))
         # its own generator: a DataLoader otherwise draws its workers' base seed from the global torch RNG at
         # every epoch start, which would shift the training step's random stream on a mid-epoch resume
-        loader = wds.WebLoader(self.dataset(urls, train), batch_size=None, shuffle=False, num_workers=workers,
+        loader = wds.WebLoader(self.dataset(urls, train, share), batch_size=None, shuffle=False, num_workers=workers,
                                pin_memory=self.pin_memory, persistent_workers=False,
                                generator=torch.Generator().manual_seed(self.seed),
                                multiprocessing_context=self.counter.context if workers > 0 else None)

@@ -21,6 +21,7 @@ from torch import nn
 
 from tokenforge.config import Configurable
 from tokenforge.hub import CKPT_KEY
+from tokenforge.interrupt_checkpoint import InterruptCheckpoint
 
 MODEL_PREFIX = "model."
 RNG_KEY = "tokenforge_rng"
@@ -53,8 +54,6 @@ class TrainingModule(pl.LightningModule):
         self.ema = copy.deepcopy(model).requires_grad_(False).eval() if self.ema_decay else None
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        from tokenforge.interrupt_checkpoint import InterruptCheckpoint
-
         return [InterruptCheckpoint()]  # Ctrl-C, SIGTERM or an error: save where training got to
 
     def setup(self, stage: str) -> None:
