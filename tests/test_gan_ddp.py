@@ -8,11 +8,10 @@ different shards, so equal weights on both ranks after training show that the gr
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
@@ -53,7 +52,8 @@ def test_gan_module_trains_under_ddp_with_synchronised_weights(shared_data: Path
     make_shards("audio", shared_data / "speech24k", shards, val_fraction=0.1, progress=False, sample_rate=24000,
                 segment_seconds=None, min_seconds=0.5, silence_db=-60.0, shard_size=12)
     out = tmp_path / "digests.pt"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    tests = str(Path(__file__).parent)  # the ranks import RankDigest from here
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(
         [sys.executable, "-m", "tokenforge", "fit", "--config", str(TINY), "--trainer.devices", "2",
          "--trainer.strategy", "ddp", "--trainer.max_steps", "10", "--model.init_args.pretrain_mel_steps", "2",
