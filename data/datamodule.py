@@ -171,7 +171,7 @@ class ShardDataModule(pl.LightningDataModule):
         else:
             stages = [wds.SimpleShardList(urls), wds.split_by_node, wds.split_by_worker, samples]
         if train and self.shuffle_buffer > 1:
-            # seeded per rank, worker and epoch: webdataset's default seeds itself from pid and time, so runs would not repeat
+            # seeded per rank, worker and epoch (webdataset's default seeds from pid and time: runs would not repeat)
             stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100),
                                       rng=WorkerRandom(self.epoch_seed, "shuffle")))
         decode = with_extras(self.decoder(train))

@@ -48,7 +48,8 @@ def degradations(x: Tensor, sample_rate: int, seed: int = 0) -> dict[str, Tensor
     out["100-band mel, least squares + Griffin-Lim 32"] = griffin_lim(inverse(mel(x)).clamp_min(0), 32)
     for sigma in (0.3, 0.6, 1.0):
         noise = torch.randn(mag.shape, generator=g)
-        out[f"true phase, log-magnitude noise sigma {sigma}"] = istft(torch.polar(mag * torch.exp(sigma * noise), phase))
+        noisy = torch.polar(mag * torch.exp(sigma * noise), phase)
+        out[f"true phase, log-magnitude noise sigma {sigma}"] = istft(noisy)
     for bins in (3, 9):
         rows = mag.transpose(1, 2).reshape(-1, 1, mag.shape[1])
         blurred = torch.nn.functional.avg_pool1d(rows, bins, 1, bins // 2, count_include_pad=False)
