@@ -46,7 +46,8 @@ def gpt() -> ARModule:
 def fit(module: pl.LightningModule, loader: DataLoader, epochs: int, root: Path, ckpt: Path | None = None,
         accelerator: str = "cpu") -> None:
     trainer = pl.Trainer(accelerator=accelerator, devices=1, max_epochs=epochs, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=root)
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=root)
     trainer.fit(module, loader, ckpt_path=ckpt)
     trainer.save_checkpoint(root / "last.ckpt")
 
