@@ -23,7 +23,7 @@ from tokenforge.tokenizers.wavtokenizer.discriminators import (
 )
 from tokenforge.tokenizers.wavtokenizer.losses import cosine_schedule
 from tokenforge.tokenizers.wavtokenizer.model import WavTokenizer
-from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
+from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule, judge
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tokenizers" / "wavtokenizer" / "tiny.yaml"
@@ -100,6 +100,26 @@ def test_gan_steps_every_discriminator_and_counts_optimizer_steps(batch: torch.T
     for name in ("mpd", "mrd", "dac"):
         assert torch.equal(snaps.params[0][name], initial[name]), name  # untouched during mel pre-training
         assert not torch.equal(snaps.params[1][name], initial[name]), name  # then stepped, DAC included
+
+
+@pytest.mark.parametrize("name", ["multiperiod_disc", "multiresolution_disc", "dac_disc"])
+def test_one_stacked_pass_equals_separate_real_and_fake_calls(batch: torch.Tensor, name: str) -> None:
+    torch.manual_seed(0)
+    disc = tiny_discriminators()[name]
+    for p in disc.parameters():  # the conditioning embeddings start at zero: make them count
+        p.data.add_(0.1 * torch.randn_like(p))
+    real, fake = batch[:2], batch[2:4] + 0.05 * torch.randn_like(batch[2:4])
+    bandwidth = torch.tensor([2])
+    (real_logits, fake_logits), (real_fmaps, fake_fmaps) = judge(disc, real, fake, bandwidth)
+    for stacked, (logits, fmaps) in ((real_logits, disc(real, bandwidth)), (fake_logits, disc(fake, bandwidth))):
+        assert len(stacked) == len(logits)
+        for a, b in zip(stacked, logits):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for stacked, fmaps in ((real_fmaps, disc(real, bandwidth)[1]), (fake_fmaps, disc(fake, bandwidth)[1])):
+        assert [len(f) for f in stacked] == [len(f) for f in fmaps]
+        for a, b in zip(sum(stacked, []), sum(fmaps, [])):
+            assert a.shape == b.shape and a.shape[0] == 2
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_cosine_schedule_matches_formula() -> None:
