@@ -47,7 +47,12 @@ for lane in "$@"; do run_lane "$lane" & done
 wait
 cat "$R/summary.txt" 2>/dev/null
 cp /tmp/face_tokens/vqgan_curve.txt "$R/" 2>/dev/null
-pkill -TERM -f "python.*(tokenforge|tools/)" 2>/dev/null; sleep 3  # jobs cut by the deadline leave python children behind
+# jobs cut by the deadline leave python children behind: end them, but never a process this script runs under
+# (a device command line that itself names python and tools/ matched the former `pkill -f` and was killed)
+ancestors=" $$ "; pid=$$
+while pid=$(ps -o ppid= -p "$pid" | tr -d ' ') && [ "${pid:-0}" -gt 1 ]; do ancestors+="$pid "; done
+for pid in $(pgrep -f "python3? (-m tokenforge|tools/)"); do [[ $ancestors == *" $pid "* ]] || kill -TERM "$pid"; done
+sleep 3
 find "$R" \( -name '*.ckpt' -o -name '*.safetensors' -o -name '*.pt' -o -size +3M \) -delete
 tar czf "$FINAL_OUT/results.tgz" -C "$R" .
 ls -la "$FINAL_OUT"
