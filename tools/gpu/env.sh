@@ -6,6 +6,9 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 # pesq ships only as an sdist that needs Cython to build: carry a cp312 wheel built on the CPU host instead:
 #   ~/.pyenv/versions/3.12.1/bin/python -m pip wheel pesq==0.0.4 --no-deps -w .whl
 PYTHONPATH=/tmp/site python3 -c "import pesq" 2>/dev/null || echo "pesq not importable: PESQ will be skipped"
+# soundfile needs cffi (and pycparser), which the image lacks: `../shared/tools/offline-wheels cffi pycparser`
+PYTHONPATH=/tmp/site python3 -c "import soundfile" 2>/dev/null \
+  || echo "soundfile not importable: carry the cffi and pycparser wheels in .whl/ (audio I/O will fail)"
 fi
 export TF_ENV_READY=1
 ns=/tmp/tokenforge-ns/tokenforge
