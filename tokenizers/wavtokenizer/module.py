@@ -24,6 +24,8 @@ during ``pretrain_mel_steps``. So ``max_steps: 2000`` trains 1000 batches with t
 Deliberate deviations from the official code (decoder/experiment.py):
 - the DAC discriminator used in the losses is the one the optimiser updates (officially a second, never
   stepped copy is used, PR #24);
+- real and generated audio go through each discriminator as one stacked batch (`judge`; every layer works per
+  sample, so the losses are the same, in one pass instead of two);
 - one generator forward per batch, shared by both steps (officially the discriminator step reruns the
   generator under no_grad, which also updates the EMA codebook a second time);
 - validation logs mel loss, mel / STFT distances and, when ``evaluate_pesq``, wideband PESQ and STOI; UTMOS
