@@ -120,3 +120,24 @@ def test_rerun_gives_the_same_numbers(tmp_path: Path) -> None:
         runs.append(json.loads((tmp_path / name / "summary.json").read_text())["stages"])
     for stage in ("flextok/reconstruct", "flextok/evaluate"):
         assert runs[0][stage]["metrics"] == runs[1][stage]["metrics"], stage
+
+
+def test_saved_weights_are_group_readable(tmp_path: Path) -> None:
+    """safetensors writes 0600 files; save_pretrained and LinFusion's release layout must give 0644 (umask 022)."""
+    import os
+    import stat
+
+    from tokenforge.hub import from_pretrained, save_pretrained
+    from tokenforge.nn.conv1d import Conv1d
+
+    old = os.umask(0o022)
+    try:
+        folder = save_pretrained(Conv1d(2, 3, 1), tmp_path / "model")
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()}
+        assert modes == {"config.json": 0o644, "model.safetensors": 0o644}
+        os.umask(0o077)  # a private umask is honoured, not widened
+        private = save_pretrained(Conv1d(2, 3, 1), tmp_path / "private")
+        assert stat.S_IMODE((private / "model.safetensors").stat().st_mode) == 0o600
+    finally:
+        os.umask(old)
+    assert isinstance(from_pretrained(folder), Conv1d)

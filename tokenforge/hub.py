@@ -59,8 +59,18 @@ def save_pretrained(module: nn.Module, directory: str | os.PathLike) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     config = {**module.spec(), "tokenforge_version": version()}
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-    save_file(_unshared_state(module.state_dict()), str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    save_weights(_unshared_state(module.state_dict()), out / WEIGHTS_NAME)
     return out
+
+
+def save_weights(state: Mapping[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """``safetensors.save_file`` with the file mode a plain ``open`` would give (0644 under umask 022):
+    safetensors writes 0600 files, which the group could not read."""
+    save_file(dict(state), str(path), metadata={"format": "pt"})
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+    return Path(path)
 
 
 def _unshared_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from tokenforge.config import Configurable
@@ -119,7 +119,9 @@ class LinFusion(Configurable, nn.Module):
         config = {"_class_name": "LinFusion", "_diffusers_version": diffusers_version, "modules_list": self.modules_list}
         (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
         state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+        from tokenforge.hub import save_weights
+
+        save_weights(state, out / WEIGHTS_NAME)  # group-readable, as save_pretrained's
         return out
 
     @classmethod
