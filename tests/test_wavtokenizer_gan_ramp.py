@@ -27,7 +27,7 @@ from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tokenizers" / "wavtokenizer"
 CROP, MEL_STEPS, GAN_STEPS, EVERY, RAMP = 12000, 40, 12, 4, 200
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.learning]  # tests/conftest.py, tests/README.md
 
 
 @pytest.fixture(scope="module")
@@ -109,18 +109,24 @@ def test_gan_weight_ramps_from_zero_to_the_paper_weights() -> None:
     m.generator_step.fill_(6)  # weight 0.5: total = 45 mel + 1000 commit + 0.5 * (adversarial + feature matching)
     terms = m.generator_losses(x, x.flip(-1), torch.tensor(1e-4), torch.zeros(1, dtype=torch.long), True)
     gan = terms["g_mpd"] + terms["fm_mpd"]
-    assert float(terms["loss"].detach()) == pytest.approx(float((45 * terms["mel"] + 0.1 + 0.5 * gan).detach()), rel=1e-5)
+    expected = float((45 * terms["mel"] + 0.1 + 0.5 * gan).detach())
+    assert float(terms["loss"].detach()) == pytest.approx(expected, rel=1e-5)
     assert WavTokenizerModule(build(cfg["model"]), build(cfg["multiperiod_disc"])).gan_weight == 1.0  # the paper
     short = yaml.safe_load((CONFIGS / "short_75.yaml").read_text())["model"]["init_args"]
     assert short["gan_ramp_steps"] > 0 and short["mel_loss_coeff"] == 45.0  # the paper's weights stay the end point
 
 
 def test_held_out_mel_keeps_falling_when_the_gans_join(speech) -> None:
+    """Margins, not the curve: the warm-up's float rounding moves the whole curve by up to 0.06 between CPUs and
+    instruction sets (tests/README.md). Measured (warm-up end, then every 4 batches), GANs at once / ramped:
+    default kernels (AVX-512) [1.674, 1.691, 1.718, 1.703] / [1.674, 1.665, 1.652, 1.647];
+    AVX2 [1.669, 1.669, 1.690, 1.663] / [1.669, 1.656, 1.638, 1.636];
+    another CPU: GANs at once [1.674, 1.686, 1.715, 1.681], with AVX2 [1.729, 1.723, 1.736, 1.705]."""
     result = curves(speech, (0, RAMP))
     old, ramp = result[0], result[RAMP]
-    print("held-out mel, GANs at once:", old, "ramped:", ramp)
+    print("held-out mel, GANs at once:", [round(v, 4) for v in old], "ramped:", [round(v, 4) for v in ramp])
     assert old[0] == ramp[0]  # the same warmed-up model
-    assert min(old[1:]) > old[0] + 0.01 and max(old) > old[0] + 0.025, old  # GANs at once: up (+0.018..+0.033)
-    assert all(b < a + 0.002 for a, b in zip(ramp, ramp[1:])), ramp  # ramped: never up by more than eval noise
-    assert ramp[-1] < ramp[0] - 0.01, ramp  # ... and down overall (-0.020 after 12 batches)
-    assert old[-1] > ramp[-1] + 0.02, (old, ramp)  # the old recipe still worse after 12 batches (+0.032)
+    assert max(ramp[1:]) < ramp[0], ramp  # ramped: never above where the GANs joined (by 0.009 / 0.013)
+    assert ramp[-1] < ramp[0] - 0.01, ramp  # ... and down overall (by 0.028 / 0.033)
+    gap = sum(old[1:]) / len(old[1:]) - sum(ramp[1:]) / len(ramp[1:])
+    assert gap > 0.01, (old, ramp)  # GANs at once: worse than the ramp after the join (mean by 0.049 / 0.031)
