@@ -133,7 +133,9 @@ def test_pickled_args_need_trust_pickle(fixtures_dir: Path, tmp_path: Path) -> N
     config = json.loads((fixtures_dir / "tokenflow" / "config.json").read_text())
     with pytest.raises(hub.PickledCheckpointError, match="trust_pickle"):
         load_tokenflow(tmp_path / "t.pt", config)
-    model = load_tokenflow(tmp_path / "t.pt", {**config, "trust_pickle": True})
+    with pytest.raises(hub.PickledCheckpointError):  # a config key cannot switch unpickling on
+        load_tokenflow(tmp_path / "t.pt", {**config, "trust_pickle": True})
+    model = load_tokenflow(tmp_path / "t.pt", config, trust_pickle=True)
     assert torch.equal(model.quant_conv.bias, state["quant_conv.bias"] + 1.0)  # 'ema' wins over 'model'
 
 

@@ -10,7 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from tokenforge.hub import from_official, official_methods, save_pretrained
+from tokenforge.errors import UsageError
+from tokenforge.hub import TRUST_KEYS, from_official, official_methods, save_pretrained
 from tokenforge.parity import check
 
 
@@ -35,11 +36,29 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if all(line.status == "ok" for line in lines) else 1
     if not (args.method and args.source and args.out):
         parser.error("give METHOD SOURCE OUT, or --check FIXTURE")
-    config = json.loads(args.config.read_text()) if args.config else None
-    if args.trust_pickle:
-        config = {**(config or {}), "trust_pickle": True}
-    module = from_official(args.method, args.source, config)
+    if args.method not in official_methods():
+        raise UsageError(f"no official format {args.method!r}; choose one of: {', '.join(official_methods())}")
+    if not args.source.exists():
+        raise UsageError(f"{args.source} does not exist; give the {args.method} release's checkpoint file or folder")
+    config = _read_settings(args.config) if args.config else None
+    module = from_official(args.method, args.source, config, trust_pickle=args.trust_pickle)
     folder = save_pretrained(module, args.out)
     params = sum(p.numel() for p in module.parameters())
     print(f"wrote {folder} ({type(module).__name__}, {params / 1e6:.2f} M parameters)")
     return 0
+
+
+def _read_settings(path: Path) -> dict:
+    """``--config``: constructor settings only; trust is the ``--trust-pickle`` flag, never a key in a file."""
+    if not path.is_file():
+        raise UsageError(f"--config {path} does not exist; give a JSON file of constructor settings")
+    try:
+        settings = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"--config {path} is not valid JSON ({error}); fix the file") from None
+    if not isinstance(settings, dict):
+        raise UsageError(f"--config {path} must hold a JSON object of constructor settings")
+    if any(key in settings for key in TRUST_KEYS):
+        raise UsageError(f"--config {path} sets trust_pickle; remove it and pass --trust-pickle on the command line "
+                         "if you trust the checkpoint")
+    return settings

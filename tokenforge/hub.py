@@ -4,7 +4,13 @@ Our format is a folder with ``config.json`` (class path, init args, tokenforge
 version) and ``model.safetensors``. A Lightning ``.ckpt`` written by
 ``tokenforge fit`` loads the same way: it carries the inference module's spec
 under the ``"tokenforge"`` key. Loading never executes code from the file:
-safetensors, or ``torch.load(weights_only=True)``.
+safetensors, or ``torch.load(weights_only=True)``, and a spec read from a file
+may only name `Configurable` classes.
+
+Trust comes from the caller only: unpickling is allowed solely by the
+``trust_pickle=True`` keyword of `load_checkpoint` / `from_official` (what
+``--trust-pickle`` passes), never by a key in a config, a release folder's
+``config.json`` or a checkpoint's own contents.
 
 Official checkpoints go through a registry filled by each method package
 (`register_official` / `from_official`), with `load_mapped_state_dict` as the
@@ -14,19 +20,24 @@ one place that checks keys and shapes and reports every mismatch at once.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import os
+import pickle
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from tokenforge.config import Configurable, build
+from tokenforge.config import Configurable, build, import_object
+from tokenforge.errors import UsageError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -40,12 +51,25 @@ def version() -> str:
         return "0+unknown"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be loaded, with what to do about it."""
+class CheckpointError(UsageError, RuntimeError):
+    """A checkpoint that cannot be loaded, with what to do about it (a usage error: exit code 2)."""
 
 
 class PickledCheckpointError(CheckpointError):
     """The file holds pickled Python objects; loading it could run arbitrary code."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No file or folder where the checkpoint was expected."""
+
+
+class UnknownMethodError(UsageError, KeyError):
+    """`from_official` was given a method that has no loader."""
+
+    __str__ = Exception.__str__  # KeyError would quote the message
+
+
+TRUST_KEYS = ("trust_pickle", "trust-pickle")  # never honoured from a config: trust is a caller's keyword
 
 
 # ----------------------------------------------------------------------------- our format
@@ -97,7 +121,7 @@ def from_pretrained(
     cache when ``huggingface_hub`` is installed (downloading only when online).
     """
     path = resolve(name_or_path)
-    if path.suffix == ".ckpt" or (path.is_file() and path.suffix in {".pt", ".pth"}):
+    if _is_torch_file(path):
         return _from_lightning_checkpoint(path, map_location, strict)
     folder = path if path.is_dir() else path.parent
     weights = path if path.is_file() else folder / WEIGHTS_NAME
@@ -107,56 +131,152 @@ def from_pretrained(
             "Write one with tokenforge.hub.save_pretrained(module, dir), or load an official release with "
             "tokenforge.hub.from_official(method, path)."
         )
-    config = json.loads((folder / CONFIG_NAME).read_text())
-    module = build({"class_path": config["class_path"], "init_args": config.get("init_args", {})})
-    state = load_file(str(weights), device=str(map_location))
+    config = read_config_file(folder / CONFIG_NAME)
+    if not isinstance(config.get("class_path"), str):
+        raise CheckpointError(f"{folder / CONFIG_NAME} has no 'class_path': not written by save_pretrained")
+    spec = {"class_path": config["class_path"], "init_args": config.get("init_args", {})}
+    module = build(checked_spec(spec, source=str(folder / CONFIG_NAME)))
+    state = read_safetensors(weights, device=str(map_location))
     _load_exact(module, state, strict, source=str(weights))
     return module.eval()
+
+
+def _is_torch_file(path: Path) -> bool:
+    return path.suffix == ".ckpt" or (path.is_file() and path.suffix in {".pt", ".pth"})
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON config from a file, as a dict; a trust key in it is dropped (trust comes from the caller only)."""
+    path = Path(path)
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"cannot read {path} as JSON ({_first_line(error)}); fix or replace the file") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}, not an object of settings")
+    return without_trust_keys(config)
+
+
+def without_trust_keys(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` without ``trust_pickle`` (a file cannot switch on unpickling; only the caller's keyword can)."""
+    return {k: v for k, v in config.items() if k not in TRUST_KEYS}
+
+
+def read_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """``safetensors.torch.load_file`` with a one-line error for a truncated or foreign file."""
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(
+            f"cannot read {path}: it is truncated or not a safetensors file ({_first_line(error)}); "
+            "copy it again or convert the original with `tokenforge convert`"
+        ) from None
+
+
+def checked_spec(spec: Any, source: str) -> Any:
+    """``spec`` unchanged, after checking that every ``class_path`` it would build names a `Configurable` class.
+
+    A spec read from a file is data: building it calls the named object, so ``os.system`` or any other
+    callable must be refused. Modules are imported only under ``tokenforge.`` or when already imported.
+    """
+    if isinstance(spec, dict) and "class_path" in spec and set(spec) <= {"class_path", "init_args"}:
+        _check_class_path(spec["class_path"], source)
+        if not isinstance(spec.get("init_args", {}), dict):
+            raise CheckpointError(f"{source}: init_args of {spec['class_path']} is not an object")
+    if isinstance(spec, dict):
+        for value in spec.values():
+            checked_spec(value, source)
+    elif isinstance(spec, list):
+        for value in spec:
+            checked_spec(value, source)
+    return spec
+
+
+def _check_class_path(path: Any, source: str) -> None:
+    refusal = (f"{source} names {path!r} to build, which is not a tokenforge module class; refused because "
+               "building it could run code. Use a checkpoint written by tokenforge (save_pretrained / fit)")
+    if not isinstance(path, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", path):
+        raise CheckpointError(refusal)
+    parts = path.split(".")
+    imported = any(".".join(parts[:cut]) in sys.modules for cut in range(len(parts) - 1, 0, -1))
+    if not (path.startswith("tokenforge.") or imported):
+        raise CheckpointError(refusal)
+    try:
+        obj = import_object(path)
+    except (ImportError, AttributeError):
+        raise CheckpointError(f"{source} names {path!r}, which does not exist in this version of tokenforge; "
+                              "install the version that wrote it") from None
+    if not (isinstance(obj, type) and issubclass(obj, Configurable)):
+        raise CheckpointError(refusal)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def class_path_of(name_or_path: str | os.PathLike) -> str:
     """The ``class_path`` a checkpoint would build, read without loading its weights (a ``.ckpt`` is mmap-ed)."""
     path = resolve(name_or_path)
-    if path.suffix == ".ckpt" or (path.is_file() and path.suffix in {".pt", ".pth"}):
-        info = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get(CKPT_KEY)
-        if not isinstance(info, dict) or "spec" not in info:
+    if _is_torch_file(path):
+        checkpoint = load_checkpoint(path, mmap=True)
+        info = checkpoint.get(CKPT_KEY) if isinstance(checkpoint, dict) else None
+        if not isinstance(info, dict) or not isinstance(info.get("spec"), dict) or "class_path" not in info["spec"]:
             raise CheckpointError(f"{path} has no '{CKPT_KEY}' entry: not written by `tokenforge fit`")
-        return info["spec"]["class_path"]
+        return str(info["spec"]["class_path"])
     folder = path if path.is_dir() else path.parent
     if not (folder / CONFIG_NAME).is_file():
         raise CheckpointError(f"{path} is not a tokenforge checkpoint: {folder / CONFIG_NAME} is missing")
-    return json.loads((folder / CONFIG_NAME).read_text())["class_path"]
+    class_path = read_config_file(folder / CONFIG_NAME).get("class_path")
+    if not isinstance(class_path, str):
+        raise CheckpointError(f"{folder / CONFIG_NAME} has no 'class_path': not written by save_pretrained")
+    return class_path
 
 
 def _from_lightning_checkpoint(path: Path, map_location: Any, strict: bool) -> nn.Module:
     checkpoint = load_checkpoint(path, map_location=map_location)
-    info = checkpoint.get(CKPT_KEY)
-    if not isinstance(info, dict) or "spec" not in info:
+    info = checkpoint.get(CKPT_KEY) if isinstance(checkpoint, dict) else None
+    if not isinstance(info, dict) or not isinstance(info.get("spec"), dict) or "class_path" not in info["spec"]:
         raise CheckpointError(
             f"{path} has no '{CKPT_KEY}' entry, so it does not say which inference module it holds. "
             "Checkpoints written by `tokenforge fit` carry it; for an official release use "
             "tokenforge.hub.from_official(method, path)."
         )
-    prefix = info.get("prefix", "model.")
-    state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-    module = build(info["spec"])
+    prefix = str(info.get("prefix", "model."))
+    weights = checkpoint.get("state_dict")
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"{path} has no 'state_dict' of tensors: not written by `tokenforge fit`")
+    state = {k[len(prefix):]: v for k, v in weights.items() if isinstance(k, str) and k.startswith(prefix)}
+    module = build(checked_spec(info["spec"], source=str(path)))
     _load_exact(module, state, strict, source=str(path))
     return module.eval()
 
 
-def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu", trust_pickle: bool = False) -> Any:
-    """``torch.load`` with ``weights_only=True``; a file that needs unpickling is refused with an explanation."""
-    if trust_pickle:
-        return torch.load(path, map_location=map_location, weights_only=False)
+def load_checkpoint(
+    path: str | os.PathLike, *, map_location: Any = "cpu", trust_pickle: bool = False, mmap: bool = False
+) -> Any:
+    """``torch.load`` with ``weights_only=True``; a file that needs unpickling is refused with an explanation.
+
+    ``trust_pickle=True`` is the caller's (and only) switch for full unpickling; even then a file that loads
+    weights-only is read that way, so only a file that needs it ever meets the full unpickler.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointNotFoundError(f"no checkpoint file at {path}; check the path")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises UnpicklingError (or a RuntimeError wrapping it)
-        if "weights_only" not in str(error) and "Unpickl" not in type(error).__name__:
-            raise
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap or None)
+    except pickle.UnpicklingError as error:  # what weights_only raises for any object outside its allowlist
+        if trust_pickle:
+            return torch.load(path, map_location=map_location, weights_only=False)
         raise PickledCheckpointError(
             f"refused to load {path}: it contains pickled Python objects, and unpickling can execute code "
-            f"({str(error).splitlines()[0]}). If you trust its origin, convert it once with "
-            "tokenforge.hub.load_checkpoint(path, trust_pickle=True) and save it again with save_pretrained."
+            f"({_first_line(error)}). If you trust its origin, pass trust_pickle=True (`--trust-pickle`) once "
+            "and save it again with save_pretrained."
+        ) from None
+    except Exception as error:  # a truncated zip, a text file, an empty file ...
+        raise CheckpointError(
+            f"cannot read {path}: it is truncated or not a PyTorch checkpoint ({_first_line(error)}); "
+            "copy it again, or give the checkpoint file the command expects"
         ) from None
 
 
@@ -173,13 +293,15 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     if path.exists():
         return path
     name = str(name_or_path)
+    if not name:
+        raise CheckpointNotFoundError("no checkpoint given; pass a folder, a fit .ckpt or a name")
     home = Path(os.environ.get("TOKENFORGE_HOME", Path.home() / ".cache" / "tokenforge")).expanduser()
     if (home / name).exists():
         return home / name
     cached = _huggingface_snapshot(name)
     if cached is not None:
         return cached
-    raise FileNotFoundError(
+    raise CheckpointNotFoundError(
         f"no checkpoint '{name}': not a path, not in $TOKENFORGE_HOME ({home / name}), and not in the Hugging Face "
         f"cache. Place {CONFIG_NAME} and {WEIGHTS_NAME} in {home / name}/ (or pass the folder's path)."
     )
@@ -314,7 +436,11 @@ OFFICIAL_SOURCES: dict[str, str] = {
 
 
 def register_official(method: str, loader: OfficialLoader) -> None:
-    """Make ``from_official(method, path, config)`` call ``loader(path, config)``."""
+    """Make ``from_official(method, path, config, trust_pickle=t)`` call ``loader(path, config, trust_pickle=t)``.
+
+    A loader reads files only through `load_checkpoint` / `read_safetensors` (or safetensors) and takes trust
+    from its ``trust_pickle`` keyword alone, never from ``config`` or a file.
+    """
     _OFFICIAL[method] = loader
 
 
@@ -322,10 +448,47 @@ def official_methods() -> list[str]:
     return sorted(set(_OFFICIAL) | set(OFFICIAL_SOURCES))
 
 
-def from_official(method: str, path: str | os.PathLike, config: Mapping[str, Any] | None = None) -> nn.Module:
-    """Load an official release of ``method`` from a local file or folder into tokenforge's modules."""
+def official_loader(method: str) -> OfficialLoader:
+    """The registered loader of ``method`` (importing the module that registers it)."""
     if method not in _OFFICIAL and method in OFFICIAL_SOURCES:
         importlib.import_module(OFFICIAL_SOURCES[method])
     if method not in _OFFICIAL:
-        raise KeyError(f"no official loader for {method!r}; known: {', '.join(official_methods())}")
-    return _OFFICIAL[method](Path(path), dict(config) if config is not None else None)
+        raise UnknownMethodError(f"no official loader for {method!r}; known: {', '.join(official_methods())}")
+    return _OFFICIAL[method]
+
+
+def from_official(
+    method: str, path: str | os.PathLike, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False
+) -> nn.Module:
+    """Load an official release of ``method`` from a local file or folder into tokenforge's modules.
+
+    ``trust_pickle=True`` (the caller's decision, ``--trust-pickle`` on the command line) is the only way to
+    let a release that pickles Python objects (training ``args``) load; a ``trust_pickle`` key in ``config``
+    is refused, and one in a release's own files is ignored.
+    """
+    loader = official_loader(method)
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointNotFoundError(f"no file or folder at {path}; give the {method} release's checkpoint file "
+                                      "or folder")
+    if config is not None and any(key in config for key in TRUST_KEYS):
+        raise UsageError("trust_pickle is not a config setting: remove it from the config and pass "
+                         "trust_pickle=True to from_official (or --trust-pickle) if you trust the file")
+    kwargs = {"trust_pickle": trust_pickle} if "trust_pickle" in inspect.signature(loader).parameters else {}
+    if trust_pickle and not kwargs:
+        raise UsageError(f"the {method} loader reads no pickled formats; drop trust_pickle / --trust-pickle")
+    try:
+        return loader(path, dict(config) if config is not None else None, **kwargs)
+    except pickle.UnpicklingError as error:  # a library the loader used (diffusers, transformers) refused it
+        raise PickledCheckpointError(f"refused to load {path}: it needs unpickling, which can execute code "
+                                     f"({_first_line(error)})") from None
+    except SafetensorError as error:
+        raise CheckpointError(f"cannot read the weights in {path}: truncated or not safetensors "
+                              f"({_first_line(error)}); copy the release again") from None
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"a JSON file in {path} is not valid JSON ({_first_line(error)}); fix or replace "
+                              "it") from None
+    except FileNotFoundError as error:
+        if isinstance(error, CheckpointError):
+            raise
+        raise CheckpointNotFoundError(f"{_first_line(error)}; give the {method} release's file or folder") from None

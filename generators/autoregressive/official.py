@@ -26,7 +26,8 @@ from safetensors.torch import load_file
 from tokenforge.generators.autoregressive.gpt import GPT
 from tokenforge.generators.sampling import guide, logits_to_probs
 from tokenforge.generators.autoregressive.var import VAR
-from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, register_official
+from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
+                            read_safetensors, register_official, without_trust_keys)
 from tokenforge.nn.mlp import swiglu_hidden_dim
 from tokenforge.parity import Result, register_parity
 
@@ -56,10 +57,10 @@ VAR_KEYS = [
 ]
 
 
-def _read(path: Path) -> dict[str, torch.Tensor]:
+def _read(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    blob = load_checkpoint(path)
+        return read_safetensors(path)
+    blob = load_checkpoint(path, trust_pickle=trust_pickle)
     state = blob.get("model", blob) if isinstance(blob, Mapping) else None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} holds no state dict (expected a dict of tensors or {{'model': ...}})")
@@ -73,7 +74,7 @@ def _sources(path: Path, names: tuple[str, ...]) -> tuple[Path, dict[str, Any]]:
         if weights is None:
             raise FileNotFoundError(f"{path} holds none of {', '.join(names)}")
         config_file = path / "config.json"
-        return weights, json.loads(config_file.read_text()) if config_file.is_file() else {}
+        return weights, read_config_file(config_file) if config_file.is_file() else {}
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     return path, {}
@@ -127,11 +128,11 @@ def llamagen_config(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]
     return args
 
 
-def load_llamagen(path: Path, config: Mapping[str, Any] | None = None) -> GPT:
+def load_llamagen(path: Path, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False) -> GPT:
     """Loader registered as ``llamagen``."""
     weights, file_config = _sources(path, ("state_dict.safetensors", "checkpoint.pt"))
-    config = {**file_config, **(config or {})}
-    state = {k: v for k, v in _read(weights).items() if not LLAMAGEN_DROP.search(k)}
+    config = {**file_config, **without_trust_keys(config or {})}
+    state = {k: v for k, v in _read(weights, trust_pickle).items() if not LLAMAGEN_DROP.search(k)}
     model = GPT(**llamagen_config(state, config, weights.name))
     load_mapped_state_dict(model, state, LLAMAGEN_KEYS, source=str(weights))
     return model.eval()
@@ -190,11 +191,11 @@ def var_config(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> 
     }
 
 
-def load_var(path: Path, config: Mapping[str, Any] | None = None) -> VAR:
+def load_var(path: Path, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False) -> VAR:
     """Loader registered as ``var``."""
     weights, file_config = _sources(path, ("var_state_dict.safetensors",))
-    config = {**file_config, **(config or {})}
-    state = _read(weights)
+    config = {**file_config, **without_trust_keys(config or {})}
+    state = _read(weights, trust_pickle)
     model = VAR(**var_config(state, config))
     load_mapped_state_dict(model, state, VAR_KEYS, ignore_unexpected=[r"^lvl_1L$", r"^attn_bias_for_masking$"],
                            source=str(weights))

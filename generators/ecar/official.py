@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from tokenforge.generators.ecar.mar import MAR, patchify
-from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, register_official
+from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
+                            read_safetensors, register_official, without_trust_keys)
 from tokenforge.parity import Result, load_inputs, register_parity
 
 MAR_ARGS = ("img_size", "vae_stride", "patch_size", "encoder_embed_dim", "encoder_depth", "encoder_num_heads",
@@ -29,7 +29,7 @@ MAR_SIZES = {768: (12, 12, 6, 1024), 1024: (16, 16, 8, 1280), 1280: (20, 16, 12,
 
 def _read_state(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        return read_safetensors(path)
     blob = load_checkpoint(path, trust_pickle=trust_pickle)
     if isinstance(blob, Mapping):
         blob = blob.get("model_ema", blob.get("model", blob))
@@ -38,12 +38,13 @@ def _read_state(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tenso
     return {k: v for k, v in blob.items() if isinstance(v, torch.Tensor)}
 
 
-def load_mar(path: Path, config: dict[str, Any] | None = None) -> MAR:
+def load_mar(path: Path, config: dict[str, Any] | None = None, *, trust_pickle: bool = False) -> MAR:
+    """Loader for ``mar``; trust comes from ``trust_pickle`` only (a folder's config.json cannot give it)."""
     path = Path(path)
     cfg: dict[str, Any] = {}
     if path.is_dir():
         if (path / "config.json").is_file():
-            cfg.update(json.loads((path / "config.json").read_text()))
+            cfg.update(read_config_file(path / "config.json"))
         weights = next((path / n for n in ("state_dict.safetensors", "checkpoint-last.pth") if (path / n).is_file()),
                        None)
         if weights is None:
@@ -52,8 +53,8 @@ def load_mar(path: Path, config: dict[str, Any] | None = None) -> MAR:
         weights = path
     else:
         raise FileNotFoundError(f"no MAR checkpoint at {path}")
-    cfg.update(config or {})
-    state = _read_state(weights, bool(cfg.pop("trust_pickle", False)))
+    cfg.update(without_trust_keys(config or {}))
+    state = _read_state(weights, trust_pickle)
     width = state["z_proj.weight"].shape[0]
     depth, heads, dl_depth, dl_width = MAR_SIZES.get(width, (None, None, None, None))
     derived = {

@@ -21,26 +21,27 @@ from torch import Tensor
 
 from tokenforge.generators.enat.model import ENAT
 from tokenforge.generators.enat.sampler import enat_generate
-from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, register_official
+from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
+                            read_safetensors, register_official, without_trust_keys)
 from tokenforge.parity import Result, register_parity
 
 ENAT_L = {"num_heads": 16, "enc_dec": [22, 2]}
 FLOAT_TOL = 1e-4
 
 
-def _read(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def _read(path: Path, trust_pickle: bool = False) -> tuple[dict[str, Tensor], dict[str, Any]]:
     config: dict[str, Any] = {}
     if path.is_dir():
         if (path / "config.json").is_file():
-            config = json.loads((path / "config.json").read_text())
+            config = read_config_file(path / "config.json")
         path = path / "state_dict.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"no ENAT checkpoint at {path} (expected nnet_ema.pth, a .safetensors file or a "
                                 "folder with state_dict.safetensors)")
     if path.suffix == ".safetensors":
-        state = load_file(str(path))
+        state = read_safetensors(path)
     else:
-        blob = load_checkpoint(path)
+        blob = load_checkpoint(path, trust_pickle=trust_pickle)
         state = blob.get("state_dict", blob) if isinstance(blob, Mapping) else None
         if not isinstance(state, Mapping):
             raise CheckpointError(f"{path} holds no state dict")
@@ -76,10 +77,10 @@ def _key_map(key: str) -> str | None:
     return None if key.startswith("prev_embedder.") or key.endswith("position_ids") else key
 
 
-def load_enat(path: str | Path, config: Mapping[str, Any] | None = None) -> ENAT:
+def load_enat(path: str | Path, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False) -> ENAT:
     """Loader for ``enat``: an official state dict (file or fixture folder) -> `ENAT` in eval mode."""
-    state, file_config = _read(Path(path))
-    arch = enat_architecture(state, {**file_config, **dict(config or {})})
+    state, file_config = _read(Path(path), trust_pickle)
+    arch = enat_architecture(state, {**file_config, **without_trust_keys(config or {})})
     model = ENAT(**arch)
     load_mapped_state_dict(model, state, _key_map, source=str(path))
     return model.eval()

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
+from safetensors import SafetensorError, safe_open
 
-from tokenforge.hub import CheckpointError, load_mapped_state_dict, register_official
+from tokenforge.hub import (CheckpointError, load_mapped_state_dict, read_config_file, read_safetensors,
+                            register_official, without_trust_keys)
 from tokenforge.parity import Result, load_inputs, register_parity
 from tokenforge.tokenizers.flextok.model import FlexTok
 from tokenforge.tokenizers.flextok.networks import FlexTokDecoder, FlexTokEncoder, FlexTokVAE
@@ -60,13 +60,16 @@ ENTRIES = {
 
 def read_config(path: Path) -> dict[str, Any]:
     """The Hydra config from the safetensors metadata (or a ``config.json`` beside it)."""
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"cannot read {path}: truncated or not a safetensors file ({error})") from None
     if "encoder" in meta:
         return {k: (ast.literal_eval(v) if k != "_target_" else v) for k, v in meta.items() if k != "format"}
     side = path.parent / "config.json"
     if side.is_file():
-        config = json.loads(side.read_text())
+        config = read_config_file(side)
         return config.get("flextok_config", config)
     raise CheckpointError(f"{path} has no FlexTok Hydra config in its metadata and no config.json beside it")
 
@@ -107,8 +110,11 @@ def build_from_config(config: Mapping[str, Any], vae_config: Mapping[str, Any] |
 
 
 def load_flextok(path: str | Path, config: Mapping[str, Any] | None = None) -> FlexTok:
-    """``path``: the release's ``model.safetensors``, its folder, or a fixture folder (``state_dict.safetensors``)."""
-    path, config = Path(path), dict(config or {})
+    """``path``: the release's ``model.safetensors``, its folder, or a fixture folder (``state_dict.safetensors``).
+
+    Only safetensors are read (so there is no ``trust_pickle``); a ``trust_pickle`` key in ``config`` is dropped.
+    """
+    path, config = Path(path), without_trust_keys(config or {})
     if path.is_dir():
         candidates = [path / "model.safetensors", path / "state_dict.safetensors"]
         path = next((p for p in candidates if p.is_file()), candidates[0])
@@ -116,9 +122,9 @@ def load_flextok(path: str | Path, config: Mapping[str, Any] | None = None) -> F
         raise CheckpointError(f"no FlexTok safetensors at {path}")
     vae_config = config.get("vae_config")
     if isinstance(vae_config, (str, Path)):
-        vae_config = json.loads(Path(vae_config).read_text())
+        vae_config = read_config_file(vae_config)
     model = build_from_config(config.get("flextok_config") or read_config(path), vae_config)
-    state = load_file(str(path))
+    state = read_safetensors(path)
     load_mapped_state_dict(model, state, KEY_TABLE, source=str(path))
     return model.eval()
 

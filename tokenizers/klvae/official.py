@@ -7,11 +7,10 @@ the plain ``DownEncoderBlock2D`` / ``UpDecoderBlock2D`` stacks (all released SD 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from tokenforge.hub import load_mapped_state_dict, register_official
+from tokenforge.hub import CheckpointError, load_mapped_state_dict, read_config_file, register_official
 from tokenforge.tokenizers.klvae.model import KLAutoencoder
 
 FIELDS = ("block_out_channels", "layers_per_block", "latent_channels", "norm_num_groups", "scaling_factor",
@@ -26,7 +25,7 @@ def load_diffusers_vae(path: Path, config: dict[str, Any] | None = None) -> KLAu
         path = path / "vae"
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a diffusers AutoencoderKL folder (no config.json)")
-    cfg = json.loads((path / "config.json").read_text())
+    cfg = read_config_file(path / "config.json")
     bad = {t for t in cfg.get("down_block_types", []) if t != "DownEncoderBlock2D"}
     bad |= {t for t in cfg.get("up_block_types", []) if t != "UpDecoderBlock2D"}
     if bad or cfg.get("in_channels", 3) != 3 or cfg.get("out_channels", 3) != 3:
@@ -37,7 +36,11 @@ def load_diffusers_vae(path: Path, config: dict[str, Any] | None = None) -> KLAu
     args["block_out_channels"] = list(args.get("block_out_channels", [64]))
     args.update(config or {})
     model = KLAutoencoder(**args)
-    official = AutoencoderKL.from_pretrained(str(path), local_files_only=True)
+    try:  # diffusers reads safetensors, or a .bin with torch.load(weights_only=True): never unpickles code
+        official = AutoencoderKL.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"cannot load the AutoencoderKL weights in {path}: "
+                              f"{str(error).strip().splitlines()[0] if str(error).strip() else error!r}") from None
     load_mapped_state_dict(model, {f"vae.{k}": v for k, v in official.state_dict().items()}, None,
                            source=str(path))
     return model.eval()

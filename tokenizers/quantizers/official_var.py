@@ -13,7 +13,6 @@ the VQVAE loader (``var_vqvae``) adds the encoder/decoder outputs recomputed fro
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, register_official
+from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
+                            read_safetensors, register_official)
 from tokenforge.parity import Result, register_parity
 from tokenforge.tokenizers.quantizers.residual import MultiScaleResidualQuantizer
 
@@ -60,16 +60,18 @@ def quantizer_from_config(config: Mapping[str, Any]) -> MultiScaleResidualQuanti
     )
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
+def _read_state(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = load_checkpoint(path)
+        return read_safetensors(path)
+    state = load_checkpoint(path, trust_pickle=trust_pickle)
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
     return dict(state)
 
 
-def load_var_msrq(path: Path, config: Mapping[str, Any] | None = None) -> MultiScaleResidualQuantizer:
+def load_var_msrq(
+    path: Path, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False
+) -> MultiScaleResidualQuantizer:
     """Loader registered as ``var_msrq``: a `MultiScaleResidualQuantizer` holding the checkpoint's ``quantize.*``."""
     path = Path(path)
     if path.is_dir():
@@ -82,9 +84,9 @@ def load_var_msrq(path: Path, config: Mapping[str, Any] | None = None) -> MultiS
     else:
         raise FileNotFoundError(f"no VAR VQVAE checkpoint at {path}")
     if config is None:
-        config = json.loads(config_file.read_text()) if config_file.is_file() else VAR_RELEASE_VQVAE
+        config = read_config_file(config_file) if config_file.is_file() else VAR_RELEASE_VQVAE
     quantizer = quantizer_from_config(config)
-    state = _read_state(weights)
+    state = _read_state(weights, trust_pickle)
     if not any(k.startswith(PREFIX) for k in state):
         raise CheckpointError(f"{weights} has no '{PREFIX}*' keys; it is not a VAR VQVAE state dict")
     load_mapped_state_dict(

@@ -10,7 +10,9 @@ the tokenizer's own): ``--fit crop`` (shorter side resized, centre crop; default
 
 Writes ``<name>.png`` (input | reconstruction), ``grid.png`` (all pairs), ``ids.npy`` (int32 ``[N, L]``,
 every scale's shared ids concatenated coarse-to-fine, rows in the order of ``metrics.json["files"]``) and
-``metrics.json`` (PSNR and SSIM per image on the 8-bit images, means, rejected files with reasons).
+``metrics.json`` (PSNR and SSIM per image on the 8-bit images, means, rejected files with reasons). An image
+that cannot be used is skipped with one line (``skipped: NAME: reason``); the rest are written, and the exit
+code is 3 when any was skipped (`tokenforge.errors`).
 ``--trust-pickle`` allows official training checkpoints that pickle ``args`` (unpickling can run code).
 """
 
@@ -25,8 +27,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
+from tokenforge.devices import resolve_device
+from tokenforge.errors import UsageError, exit_code_for
 from tokenforge.reconstruct import IMAGE_SUFFIXES, to_uint8
 
 FITS = ("crop", "resize", "none")
@@ -34,13 +38,12 @@ FITS = ("crop", "resize", "none")
 
 def load_rgb(path: Path, size: int, fit: str = "crop", min_side: int = 16) -> torch.Tensor:
     """Any image file -> ``[3, size, size]`` float in [-1, 1]; ValueError with the reason when it cannot be used."""
-    from tokenforge.data.image import to_rgb
+    from tokenforge.data.image import read_rgb
+    from tokenforge.data.shards import Rejected
 
     try:
-        with Image.open(path) as opened:
-            opened.load()
-            image = to_rgb(ImageOps.exif_transpose(opened))
-    except (UnidentifiedImageError, OSError) as error:
+        image = read_rgb(path)  # the shard writer's reader and conversion
+    except (Rejected, OSError) as error:
         raise ValueError(f"{path.name}: not a readable image ({error})") from None
     if min(image.size) < min_side:
         raise ValueError(f"{path.name}: {image.width}x{image.height} is smaller than --min-side {min_side}; "
@@ -86,6 +89,7 @@ def reconstruct(model: Any, paths: list[Path], out: Path, size: int | None = Non
             names.append(path)
         except ValueError as error:
             rejected[path.name] = str(error)
+            print(f"skipped: {error}", file=sys.stderr)  # one line per unreadable file; the others go on
     files: dict[str, Any] = {}
     pairs, all_ids = [], []
     for start in range(0, len(images), batch_size):
@@ -116,10 +120,8 @@ def _load_model(args: argparse.Namespace) -> Any:
     from tokenforge.hub import from_official, from_pretrained
 
     if args.official:
-        config: dict[str, Any] = {"trust_pickle": args.trust_pickle}
-        if args.size:
-            config["image_size"] = args.size
-        return from_official("tokenflow", args.official, config)
+        config: dict[str, Any] = {"image_size": args.size} if args.size else {}
+        return from_official("tokenflow", args.official, config, trust_pickle=args.trust_pickle)
     return from_pretrained(args.model)
 
 
@@ -140,8 +142,11 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--min-side", type=int, default=16, help="refuse images smaller than this (default 16)")
     rec.add_argument("--batch-size", type=int, default=8)
     rec.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
-    rec.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    rec.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
     args = parser.parse_args(argv)
+    args.device = str(resolve_device(args.device))
+    if args.size is not None and args.size < 1:
+        raise UsageError(f"--size {args.size}: the image side must be a positive number of pixels (e.g. 256)")
 
     files: list[Path] = []
     for item in args.inputs:
@@ -155,11 +160,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no image files given")
     model = _load_model(args)
     if type(model).__name__ != "TokenFlow":
-        parser.error(f"{args.model} holds a {type(model).__name__}, not a TokenFlow tokenizer")
+        raise UsageError(f"{args.model} holds a {type(model).__name__}, not a TokenFlow tokenizer; `tokenforge "
+                         "tokenflow reconstruct` needs a TokenFlow checkpoint (others: `tokenforge reconstruct`)")
     summary = reconstruct(model, files, args.out, args.size, args.fit, args.min_side, args.device,
                           args.batch_size, torch.bfloat16 if args.bf16 else torch.float32)
-    for name, reason in summary["rejected"].items():
-        print(f"rejected {reason}", file=sys.stderr)
     print(json.dumps({k: summary[k] for k in ("size", "mean_psnr_db", "mean_ssim", "tokens_per_image")}
                      | {"images": len(summary["files"]), "rejected": len(summary["rejected"]), "out": str(args.out)}))
-    return 0 if summary["files"] else 1
+    return exit_code_for(len(summary["rejected"]))

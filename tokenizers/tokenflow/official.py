@@ -4,9 +4,10 @@ Reading: a ``.pt`` container (``ema`` if present, else ``model``, else ``state_d
 the official loaders), a ``.safetensors`` state dict, or a fixture folder (``checkpoint.pt`` or
 ``state_dict.safetensors`` + ``config.json`` with the official ``ModelArgs`` fields and ``_size_overrides``).
 Training checkpoints also pickle ``args`` (an ``argparse.Namespace``), which ``torch.load(weights_only=True)``
-refuses; such a file is loaded only with ``config={"trust_pickle": True}`` (``tokenforge convert --trust-pickle``),
-because unpickling can run arbitrary code. Even then ``argparse.Namespace`` is first allowlisted in the safe
-loader, so a file holding nothing worse never runs the full unpickler.
+refuses; such a file is loaded only when the caller passes ``trust_pickle=True`` (``from_official(..., trust_pickle=
+True)``, ``tokenforge convert --trust-pickle``), because unpickling can run arbitrary code; a ``trust_pickle`` key
+in a config or a folder's ``config.json`` is ignored. Even then ``argparse.Namespace`` is first allowlisted in the
+safe loader, so a file holding nothing worse never runs the full unpickler.
 
 Architecture is read off the weights (tower kind and sizes, pixel encoder/decoder incl. the enhanced decoder,
 codebook sizes); ``config`` supplies what weights cannot: attention head counts (defaults: CLIP width/64,
@@ -18,7 +19,6 @@ transformers-4.4x ``vision_model.`` level. The vitamin teacher (timm) is not sup
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 from collections.abc import Mapping
@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
-from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, register_official
+from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
+                            read_safetensors, register_official, without_trust_keys)
 from tokenforge.parity import Result, load_inputs, register_parity
 from tokenforge.tokenizers.tokenflow.model import TokenFlow
 from tokenforge.tokenizers.tokenflow.quantizer import DualCodebookQuantizer
@@ -97,7 +97,7 @@ def key_map(kind: str):
 def read_official_state(path: Path, trust_pickle: bool = False) -> dict[str, Tensor]:
     """The tokenizer's state dict from a file (``ema`` -> ``model`` -> ``state_dict`` -> the dict itself)."""
     if path.suffix == ".safetensors":
-        return load_file(str(path))
+        return read_safetensors(path)
     if trust_pickle:
         try:
             with torch.serialization.safe_globals([argparse.Namespace]):
@@ -195,12 +195,12 @@ def build_from_state(state: Mapping[str, Tensor], config: Mapping[str, Any]) -> 
                      dropout=float(get("dropout_p", 0.0)), pixel_output_size=output, **arch)
 
 
-def load_tokenflow(path: Path, config: Mapping[str, Any] | None = None) -> TokenFlow:
-    """Loader registered as ``tokenflow`` (see the module docstring)."""
+def load_tokenflow(path: Path, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False) -> TokenFlow:
+    """Loader registered as ``tokenflow`` (see the module docstring); trust comes from ``trust_pickle`` only."""
     weights, config_file = _sources(Path(path))
-    saved = json.loads(config_file.read_text()) if config_file is not None and config_file.is_file() else {}
-    config = {**saved, **(config or {})}
-    state = read_official_state(weights, bool(config.get("trust_pickle", False)))
+    saved = read_config_file(config_file) if config_file is not None and config_file.is_file() else {}
+    config = {**saved, **without_trust_keys(config or {})}
+    state = read_official_state(weights, trust_pickle)
     model = build_from_state(state, config)
     load_mapped_state_dict(model, state, key_map(tower_kind(state)), source=str(weights),
                            ignore_missing=[r"^semantic_decoder\.blocks\.\d+\.attn\.zero_k_bias$"])

@@ -9,15 +9,14 @@ dim_head, point_embed_hidden_dim); without a config, ``config.json`` beside the 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
-from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, register_official
+from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
+                            read_safetensors, register_official)
 from tokenforge.parity import Result, load_inputs, register_parity
 from tokenforge.tokenizers.vat.shape2vecset import Shape2VecSet, official_key_map
 
@@ -36,10 +35,10 @@ def model_from_config(config: Mapping[str, Any]) -> Shape2VecSet:
     return Shape2VecSet(**{k: int(v) for k, v in cfg.items()})
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
+def _read_state(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
-        return load_file(str(path))
-    state = load_checkpoint(path)
+        return read_safetensors(path)
+    state = load_checkpoint(path, trust_pickle=trust_pickle)
     if isinstance(state, Mapping) and "model" in state:
         state = state["model"]
     if not isinstance(state, Mapping):
@@ -47,16 +46,18 @@ def _read_state(path: Path) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
-def load_shape2vecset(path: Path, config: Mapping[str, Any] | None = None) -> Shape2VecSet:
+def load_shape2vecset(
+    path: Path, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False
+) -> Shape2VecSet:
     path = Path(path)
     weights = path / WEIGHTS_FILE if path.is_dir() else path
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found (a 3DShape2VecSet state dict or checkpoint-<epoch>.pth)")
     if config is None:
         config_file = weights.parent / "config.json"
-        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        config = read_config_file(config_file) if config_file.is_file() else {}
     model = model_from_config(config)
-    load_mapped_state_dict(model, _read_state(weights), official_key_map, source=str(weights))
+    load_mapped_state_dict(model, _read_state(weights, trust_pickle), official_key_map, source=str(weights))
     return model.eval()
 
 

@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, register_official
+from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_safetensors,
+                            register_official, without_trust_keys)
 from tokenforge.tokenizers.base import AutoencoderOutput, Tokenizer, Tokens
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
 from tokenforge.tokenizers.vqgan.networks import Decoder, Encoder
@@ -101,17 +102,15 @@ class MageVQGAN(Tokenizer):
 # --------------------------------------------------------------------------- official checkpoint
 
 
-def _read(path: Path) -> dict[str, Tensor]:
+def _read(path: Path, trust_pickle: bool = False) -> dict[str, Tensor]:
     if path.is_dir():
         path = path / "vq_state_dict.safetensors"
     if not path.is_file():
         raise FileNotFoundError(f"no MAGE VQGAN checkpoint at {path} (expected vqgan_jax_strongaug.ckpt, a "
                                 ".safetensors file or a folder with vq_state_dict.safetensors)")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    blob = load_checkpoint(path)
+        return read_safetensors(path)
+    blob = load_checkpoint(path, trust_pickle=trust_pickle)
     state = blob.get("state_dict", blob) if isinstance(blob, Mapping) else None
     if not isinstance(state, Mapping):
         raise CheckpointError(f"{path} holds no state dict")
@@ -135,10 +134,12 @@ def mage_architecture(state: Mapping[str, Tensor]) -> dict[str, Any]:
     }
 
 
-def load_mage_vqgan(path: str | Path, config: Mapping[str, Any] | None = None) -> MageVQGAN:
+def load_mage_vqgan(
+    path: str | Path, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False
+) -> MageVQGAN:
     """Loader for ``mage_vqgan`` (strict: every official key must be used and every parameter filled)."""
-    state = _read(Path(path))
-    arch = {**mage_architecture(state), **dict(config or {})}
+    state = _read(Path(path), trust_pickle)
+    arch = {**mage_architecture(state), **without_trust_keys(config or {})}
     model = MageVQGAN(**arch)
     load_mapped_state_dict(model, state, var_key_map(len(arch["ch_mult"])), source=str(path))
     return model.eval()

@@ -16,7 +16,6 @@ beta), and may override anything. `to_llamagen_state` / `to_var_state` are the i
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,7 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, register_official
+from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
+                            register_official, without_trust_keys)
 from tokenforge.nn.taming import split_fused_qkv
 from tokenforge.parity import Result
 from tokenforge.tokenizers.quantizers.official_var import (
@@ -94,17 +94,17 @@ def to_llamagen_state(model: VQGAN) -> dict[str, Tensor]:
             for k, v in model.state_dict().items()}
 
 
-def load_llamagen_vq(path: Path, config: Mapping[str, Any] | None = None) -> VQGAN:
+def load_llamagen_vq(path: Path, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False) -> VQGAN:
     """Loader for ``llamagen_vq``: a LlamaGen VQ file (``{"model": state}`` or a bare state dict).
 
-    Files that also pickle training ``args`` are refused by ``torch.load(weights_only=True)``; pass
-    ``config={"trust_pickle": True}`` for a file whose origin you trust.
+    Files that also pickle training ``args`` are refused by ``torch.load(weights_only=True)``; the caller passes
+    ``trust_pickle=True`` (``--trust-pickle``) for a file whose origin they trust.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no LlamaGen VQ checkpoint at {path} (expected e.g. vq_ds16_c2i.pt)")
-    config = {**LLAMAGEN_DEFAULTS, **(config or {})}
-    blob = load_checkpoint(path, trust_pickle=bool(config.pop("trust_pickle", False)))
+    config = {**LLAMAGEN_DEFAULTS, **without_trust_keys(config or {})}
+    blob = load_checkpoint(path, trust_pickle=trust_pickle)
     state = blob.get("model", blob) if isinstance(blob, Mapping) else None
     if not isinstance(state, Mapping) or "quantize.embedding.weight" not in state:
         raise CheckpointError(f"{path} holds no LlamaGen VQModel state (no 'model' dict with quantize.embedding.weight)")
@@ -184,13 +184,13 @@ def _var_sources(path: Path) -> tuple[Path, Path | None]:
     raise FileNotFoundError(f"no VAR VQVAE checkpoint at {path} (expected vae_ch160v4096z32.pth or a fixture folder)")
 
 
-def load_var_vqvae(path: Path, config: Mapping[str, Any] | None = None) -> VQGAN:
+def load_var_vqvae(path: Path, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False) -> VQGAN:
     """Loader for ``var_vqvae``: VAR's VQVAE as a `VQGAN` with a `MultiScaleResidualQuantizer`."""
     weights, config_file = _var_sources(Path(path))
     if config is None:
-        config = json.loads(config_file.read_text()) if config_file and config_file.is_file() else VAR_RELEASE_VQVAE
+        config = read_config_file(config_file) if config_file and config_file.is_file() else VAR_RELEASE_VQVAE
     vq_config = dict(config.get("vqvae", config))
-    state = split_fused_qkv(_read_state(weights))
+    state = split_fused_qkv(_read_state(weights, trust_pickle))
     if not any(k.startswith("encoder.down.") for k in state):
         raise CheckpointError(f"{weights} has no encoder.down.* keys: not a VAR VQVAE state dict")
     arch = _architecture(state, "encoder.down", "block", "encoder.mid.attn_1.q.weight", "decoder.up.0.block")

@@ -4,8 +4,9 @@
 ``torch.load(weights_only=True)``, only ``state_dict`` is used), a ``.safetensors`` state dict, or a folder
 holding one of them (``model.ckpt`` / ``state_dict.safetensors``) and ``config.json`` / a ``*.yaml``.
 ``config`` is the official training YAML (``model.init_args.{feature_extractor,backbone,head}``) as a dict,
-or None to use a config beside the checkpoint; ``{"trust_pickle": True}`` (what ``tokenforge convert
---trust-pickle`` passes) allows a checkpoint that needs full unpickling. A ``hardcoded_in_EncodecFeatures_overridden`` block (the
+or None to use a config beside the checkpoint; the caller's ``trust_pickle=True`` (what ``tokenforge convert
+--trust-pickle`` passes) alone allows a checkpoint that needs full unpickling (never a key in a config).
+A ``hardcoded_in_EncodecFeatures_overridden`` block (the
 parity fixtures) overrides the SEANet / quantizer sizes that the official ``EncodecFeatures`` hard-codes
 (released: dimension 512, n_filters 32, lstm 2). As the official loader, only ``feature_extractor.``,
 ``backbone.`` and ``head.`` keys are read (discriminators and ``melspec_loss`` buffers are skipped);
@@ -14,7 +15,6 @@ everything else must match strictly (legacy ``weight_g/weight_v`` weight norm is
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, register_official
+from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
+                            read_safetensors, register_official, without_trust_keys)
 from tokenforge.nn.conv1d import convert_weight_norm_keys
 from tokenforge.parity import Result, register_parity
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
@@ -109,8 +110,11 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if path.suffix in (".yaml", ".yml"):
         import yaml
 
-        return yaml.safe_load(path.read_text())
-    return json.loads(path.read_text())
+        config = yaml.safe_load(path.read_text())
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{path} holds no YAML mapping: not a WavTokenizer config")
+        return without_trust_keys(config)
+    return read_config_file(path)
 
 
 def _locate(path: Path) -> tuple[Path, Path | None]:
@@ -133,7 +137,7 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
 
 def read_official_state(weights: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     if weights.suffix == ".safetensors":
-        state = load_file(str(weights))
+        state = read_safetensors(weights)
     else:
         checkpoint = load_checkpoint(weights, trust_pickle=trust_pickle)
         state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
@@ -145,16 +149,18 @@ def read_official_state(weights: Path, trust_pickle: bool = False) -> dict[str, 
     return state
 
 
-def load_official(path: str | Path, config: Mapping[str, Any] | str | Path | None = None) -> WavTokenizer:
-    """Loader registered as ``wavtokenizer`` (see the module docstring); returns the model in eval mode."""
+def load_official(
+    path: str | Path, config: Mapping[str, Any] | str | Path | None = None, *, trust_pickle: bool = False
+) -> WavTokenizer:
+    """Loader registered as ``wavtokenizer`` (see the module docstring); returns the model in eval mode.
+
+    Unpickling is allowed by the caller's ``trust_pickle`` alone; a ``trust_pickle`` key in any config is ignored.
+    """
     weights, found = _locate(Path(path))
     if isinstance(config, (str, Path)):
         config = read_config(config)
-    trust_pickle = False
-    if config is not None:  # `tokenforge convert --trust-pickle` passes {"trust_pickle": True}
-        config = dict(config)
-        trust_pickle = bool(config.pop("trust_pickle", False))
-        config = config or None
+    if config is not None:
+        config = without_trust_keys(config) or None
     if config is None:
         if found is None:
             raise FileNotFoundError(f"no config for {weights}: pass the official YAML (as a dict or path) or put "
