@@ -38,12 +38,15 @@ def make_bench_shards(modality: str, data: Path, out: Path) -> Path:
     if (target / "manifest.json").exists():
         return target
     if modality == "image":
-        make_shards("images", data / "images", target, shard_size=32, format="jpg", max_side=384, progress=False)
+        make_shards("images", data / "images", target, shard_size=32, format="jpg", max_side=384, progress=False,
+                    overwrite=True)
     elif modality == "audio":
-        make_shards("audio", data / "speech", target, shard_size=32, sample_rate=16000, progress=False)
+        make_shards("audio", data / "speech", target, shard_size=32, sample_rate=16000, progress=False,
+                    overwrite=True)
     elif modality == "mesh":
         make_shards("meshes", f"{data}/meshes/[!b]*.ply", target, shard_size=8, num_surface=4096, num_vol=2048,
-                    num_near=2048, workers=max(0, min(4, (os.cpu_count() or 1) - 1)), progress=False)
+                    num_near=2048, workers=max(0, min(4, (os.cpu_count() or 1) - 1)), progress=False,
+                    overwrite=True)
     else:
         import webdataset as wds
 
@@ -55,7 +58,9 @@ def make_bench_shards(modality: str, data: Path, out: Path) -> Path:
             for i in range(1024):
                 writer.write({"__key__": f"{i:06d}", "ids.npy": npy_bytes(rng.integers(0, 16384, 256, dtype=np.int16)),
                               "cls": str(i % 10).encode()})
-        (target / "manifest.json").write_text(json.dumps({"kind": "tokens", "splits": {"train": {"count": 1024}}}))
+        shards = [{"name": path.name} for path in sorted(target.glob("train-*.tar"))]
+        (target / "manifest.json").write_text(json.dumps({"kind": "tokens",
+                                                          "splits": {"train": {"count": 1024, "shards": shards}}}))
     return target
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -21,7 +23,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-shard-bytes", type=float, default=1e9, help="max bytes per shard (1e9)")
     parser.add_argument("--workers", type=int, default=0, help="parallel preprocessing processes (0: inline)")
     parser.add_argument("--resume", action="store_true", help="keep finished shards of an interrupted run")
-    parser.add_argument("--overwrite", action="store_true", help="delete shards already in OUT first")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT's contents (written beside it, then swapped in at the end)")
     parser.add_argument("--seed", type=int, default=0, help="shuffle/split seed (0)")
     parser.add_argument("--labels", choices=("auto", "folder", "none"), default="auto")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -69,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--num-points", type=int, default=2048, help="surface points for mesh tokenizers")
     encode.add_argument("--shard-size", type=int, default=1000)
     encode.add_argument("--splits", default="train,val", help="comma-separated splits to encode")
+    encode.add_argument("--overwrite", action="store_true",
+                        help="replace OUT's contents (written beside it, then swapped in at the end)")
+    encode.add_argument("--retries", type=int, default=2, help="extra attempts for an unreadable shard (2)")
     encode.add_argument("--no-progress", action="store_true")
     return parser
 
@@ -98,19 +104,42 @@ def run_encode(args: argparse.Namespace) -> dict[str, Any]:
     return encode_shards(args.tokenizer, args.inp, args.out, batch_size=args.batch_size, device=args.device,
                          bf16=args.bf16, latents=args.latents, image_size=args.image_size,
                          sample_rate=args.sample_rate, num_points=args.num_points, shard_size=args.shard_size,
-                         splits=tuple(s for s in args.splits.split(",") if s), progress=not args.no_progress)
+                         splits=tuple(s for s in args.splits.split(",") if s), progress=not args.no_progress,
+                         overwrite=args.overwrite, retries=args.retries)
+
+
+def interrupted_message(args: argparse.Namespace, argv: list[str], staged: bool) -> str:
+    """The one line printed on Ctrl-C: what is left in OUT and the whole command that continues."""
+    if args.command == "encode" or staged:
+        return f"tokenforge shards: interrupted; {args.out} is unchanged (the new shards were being written beside it)"
+    again = [a for a in argv if a != "--overwrite"] + ([] if args.resume else ["--resume"])
+    return (f"tokenforge shards: interrupted; the finished shards in {args.out} are kept but unused until the run "
+            f"ends (no manifest.json yet); continue with: tokenforge shards {shlex.join(again)}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from tokenforge.data.output import is_nonempty_dir
+    from tokenforge.errors import RunFailedError, UsageError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    staged = args.command == "encode" or (args.overwrite and not args.resume and is_nonempty_dir(Path(args.out)))
     try:
         manifest = run_make(args) if args.command == "make" else run_encode(args)
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+    except (UsageError, FileNotFoundError, FileExistsError, ValueError) as error:
         print(f"tokenforge shards: {error}", file=sys.stderr)
         return 2
+    except RunFailedError as error:
+        print(f"tokenforge shards: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(interrupted_message(args, argv, staged), file=sys.stderr)
+        return 130
     summary = {"out": args.out, "count": manifest["count"],
                "splits": {k: v["count"] for k, v in manifest["splits"].items()},
                "rejected": manifest.get("rejected", 0)}
+    if args.command == "encode":
+        summary.update(skipped=manifest.get("skipped", 0), skipped_shards=manifest.get("skipped_shards", 0))
     print(json.dumps(summary))
     return 0
 

@@ -17,7 +17,11 @@ Validation is deterministic: shards in order, split by node then worker (disjoin
 augmentation, a final partial batch. A rank or worker that gets no shard yields nothing.
 
 Corrupt samples (unreadable tar member, undecodable file, wrong shape) are skipped with a warning; the
-shared count is `skipped` and is logged as ``data/skipped`` when a Lightning logger is attached.
+shared count is `skipped` and is logged as ``data/skipped`` when a Lightning logger is attached. A shard that
+cannot be read at all (missing, unreachable, truncated) is retried ``shard_retries`` more times, then skipped
+for the epoch, warned about with its reason and counted (`skipped_shards`, ``data/skipped_shards``); when no
+training batch can be read the run stops with `RunFailedError` instead of retrying forever
+(`tokenforge.data.reading`). A folder with a ``manifest.json`` is read as exactly the shards it lists.
 
 Batches (the contract other modules rely on): ``image`` [B,3,H,W] in [-1,1]; ``audio`` [B,T];
 ``points``/``normals`` [B,N,3], ``queries`` [B,Q,3], ``occupancy`` [B,Q], ``near`` [B,Q] bool;
@@ -35,6 +39,7 @@ import torch
 import webdataset as wds
 
 from tokenforge.data.collate import collate, with_extras
+from tokenforge.data.reading import ShardHealth, ShardReader
 from tokenforge.data.shards import (
     EpochSeed,
     ResampledShards,
@@ -90,6 +95,7 @@ class ShardDataModule(pl.LightningDataModule):
         seed: int = 0,
         val_batch_size: int | None = None,
         pin_memory: bool = False,
+        shard_retries: int = 2,
     ) -> None:
         super().__init__()
         modality = {"images": "image", "meshes": "mesh", "token": "tokens"}.get(modality, modality)
@@ -103,12 +109,14 @@ class ShardDataModule(pl.LightningDataModule):
         self.val_batch_size = val_batch_size or batch_size
         self.epoch_samples, self.shuffle_buffer, self.shardshuffle = epoch_samples, shuffle_buffer, shardshuffle
         self.resampled, self.seed, self.pin_memory = resampled, seed, pin_memory
+        self.shard_retries = shard_retries
+        self.healths: list[ShardHealth] = []  # one per loader built, for the skipped-shard count
         self.options = {"image_size": image_size, "random_crop": random_crop, "hflip": hflip,
                         "sample_rate": sample_rate, "segment_samples": segment_samples, "gain_db": gain_db,
                         "num_points": num_points, "num_queries": num_queries}
         self.counter = SkipCounter()
         self.epoch_seed = EpochSeed(seed)  # set each epoch by EpochLoader, read by the random stages
-        self._logged_skips = 0
+        self._logged_skips = (0, 0)
 
     # ------------------------------------------------------------------ pieces
 
@@ -116,6 +124,11 @@ class ShardDataModule(pl.LightningDataModule):
     def skipped(self) -> int:
         """Corrupt samples skipped so far (all workers of this process)."""
         return int(self.counter)
+
+    @property
+    def skipped_shards(self) -> int:
+        """Shards skipped as unreadable so far (every loader, every epoch)."""
+        return sum(int(health.skipped.value) for health in self.healths)
 
     def decoder(self, train: bool) -> Any:
         """The modality's picklable per-sample decode (raw sample dict -> tensors)."""
@@ -156,11 +169,14 @@ class ShardDataModule(pl.LightningDataModule):
         count = manifest["splits"].get("val", {}).get("count") if manifest else None
         return count is None or count >= world
 
-    def dataset(self, urls: list[str], train: bool, share: bool = False) -> wds.DataPipeline:
+    def dataset(self, urls: list[str], train: bool, share: bool = False,
+                health: ShardHealth | None = None) -> wds.DataPipeline:
         """The webdataset pipeline: shards -> samples -> decode (guarded) -> shuffle -> batches. ``share``
-        (validation only): every rank reads every shard and keeps its share of the samples (`SampleShare`)."""
+        (validation only): every rank reads every shard and keeps its share of the samples (`SampleShare`).
+        ``health`` is the loader's shared shard state (a fresh one when not given)."""
         stages: list[Any]
-        samples = wds.tarfile_to_samples(handler=self.counter.handler)
+        health = health or ShardHealth(urls, self.counter.context)
+        samples = ShardReader(health, self.counter, retries=self.shard_retries)
         if train and self.resampled:
             stages = [ResampledShards(urls, self.epoch_seed), samples]
         elif train:
@@ -190,7 +206,10 @@ class ShardDataModule(pl.LightningDataModule):
             workers = min(workers, 1 if share else max(1, len(urls)))
         # its own generator: a DataLoader otherwise draws its workers' base seed from the global torch RNG at
         # every epoch start, which would shift the training step's random stream on a mid-epoch resume
-        loader = wds.WebLoader(self.dataset(urls, train, share), batch_size=None, shuffle=False, num_workers=workers,
+        health = ShardHealth(urls, self.counter.context)  # before the workers start: they share it
+        self.healths.append(health)
+        loader = wds.WebLoader(self.dataset(urls, train, share, health), batch_size=None, shuffle=False,
+                               num_workers=workers,
                                pin_memory=self.pin_memory, persistent_workers=False,
                                generator=torch.Generator().manual_seed(self.seed),
                                multiprocessing_context=self.counter.context if workers > 0 else None)
@@ -199,8 +218,8 @@ class ShardDataModule(pl.LightningDataModule):
             with warnings.catch_warnings():  # with_length only provides len() for progress bars; that is all we want
                 warnings.simplefilter("ignore", UserWarning)
                 loader = loader.with_epoch(batches).with_length(batches)
-            return EpochLoader(loader, self.epoch_seed, self._trainer)
-        return loader
+            return EpochLoader(loader, self.epoch_seed, self._trainer, health, self.counter)
+        return CheckedLoader(loader, health)
 
     def _trainer(self) -> Any:
         return self.trainer
@@ -227,14 +246,15 @@ class ShardDataModule(pl.LightningDataModule):
         return self.val_dataloader()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        skipped = self.skipped
+        skipped = (self.skipped, self.skipped_shards)
         if skipped != self._logged_skips and self.trainer is not None and self.trainer.logger is not None:
-            self.trainer.logger.log_metrics({"data/skipped": float(skipped)}, step=self.trainer.global_step)
+            metrics = {"data/skipped": float(skipped[0]), "data/skipped_shards": float(skipped[1])}
+            self.trainer.logger.log_metrics(metrics, step=self.trainer.global_step)
             self._logged_skips = skipped
         return batch
 
     def state_dict(self) -> dict[str, Any]:
-        return {"skipped": self.skipped}
+        return {"skipped": self.skipped, "skipped_shards": self.skipped_shards}
 
 
 class SampleShare:
@@ -259,8 +279,10 @@ class EpochLoader:
     reproduces the position exactly. The skipped batches are read and decoded, which costs up to one epoch.
     """
 
-    def __init__(self, loader: Any, seed: EpochSeed, trainer: Any) -> None:
+    def __init__(self, loader: Any, seed: EpochSeed, trainer: Any, health: ShardHealth | None = None,
+                 counter: SkipCounter | None = None) -> None:
         self.loader, self.seed, self.trainer, self.passes = loader, seed, trainer, 0
+        self.health, self.counter = health, counter
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -279,9 +301,31 @@ class EpochLoader:
         self.seed.epoch = self.passes if trainer is None else trainer.current_epoch
         self.passes += 1
         done = _batches_done(trainer)
+        if self.health is not None:
+            self.health.reset()  # a shard that failed last epoch gets its retries again
+        count = 0
         for index, batch in enumerate(self.loader):
+            count += 1
             if index >= done:
                 yield batch
+        if self.health is not None:  # an epoch without a single batch: every shard failed; stop the run
+            self.health.check_epoch(count, "training", int(self.counter) if self.counter is not None else 0)
+
+
+class CheckedLoader:
+    """The validation loader: stops with `RunFailedError` when every one of its shards failed to read."""
+
+    def __init__(self, loader: Any, health: ShardHealth) -> None:
+        self.loader, self.health = loader, health
+
+    def __iter__(self) -> Any:
+        self.health.reset()
+        count = 0
+        for batch in self.loader:
+            count += 1
+            yield batch
+        if not count and self.health.all_failed():  # a rank given no shard legitimately yields nothing
+            self.health.check_epoch(count, "validation")
 
 
 def _batches_done(trainer: Any) -> int:

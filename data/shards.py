@@ -33,7 +33,9 @@ import numpy as np
 import webdataset as wds
 from torch.utils.data import IterableDataset
 
+from tokenforge.data.output import check_output, is_nonempty_dir, staged_output
 from tokenforge.data.sources import Item, collect
+from tokenforge.errors import UsageError
 
 KINDS: dict[str, str] = {
     "images": "tokenforge.data.image",
@@ -91,9 +93,12 @@ def _prepare(module: str, options: dict[str, Any], item: Item) -> tuple[Item, li
 
 
 def _init_worker() -> None:
+    import signal
+
     import torch
 
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: no traceback per worker
 
 
 def assign_splits(items: list[Item], val_fraction: float, seed: int) -> dict[str, list[Item]]:
@@ -193,16 +198,23 @@ def make_shards(
     module = kind_module(kind)
     kind = ALIASES.get(kind, kind)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    existing = list(out.glob("*.tar")) + list(out.glob("*.partial"))
-    if existing and not resume:
-        if not overwrite:
-            raise FileExistsError(f"{out} already holds shards; pass resume=True (--resume) to continue that run "
-                                  "or overwrite=True (--overwrite) to start again")
-        for path in existing + [out / PROGRESS, out / REJECTED, out / MANIFEST]:
-            path.unlink(missing_ok=True)
+    check_output(out, overwrite=overwrite, resume=resume, command="make")
     options = module.check_options(**options)
     items, classes = collect(src, module.EXTENSIONS, labels)
+    settings = {"val_fraction": val_fraction, "shard_size": shard_size, "max_shard_bytes": max_shard_bytes,
+                "workers": workers, "seed": seed, "labels": labels, "progress": progress}
+    if overwrite and not resume and is_nonempty_dir(out):  # replace atomically: write beside it, then swap
+        with staged_output(out) as stage:
+            return _write_shards(module, kind, src, stage, items, classes, resume=False, options=options,
+                                 **settings)
+    out.mkdir(parents=True, exist_ok=True)  # a fresh folder: written in place, so --resume can continue it
+    return _write_shards(module, kind, src, out, items, classes, resume=resume, options=options, **settings)
+
+
+def _write_shards(module: Any, kind: str, src: Any, out: Path, items: list[Item], classes: list[str], *,
+                  val_fraction: float, shard_size: int, max_shard_bytes: float, workers: int, resume: bool, seed: int,
+                  labels: str, progress: bool, options: dict[str, Any]) -> dict[str, Any]:
+    """The body of `make_shards`: preprocess ``items`` and write shards, progress and manifest into ``out``."""
     records, rejected = _load_resume(out) if resume else ([], {})
     if not resume:
         for name in (PROGRESS, REJECTED):
@@ -213,6 +225,7 @@ def make_shards(
     todo = {s: [i for i in splits[s] if i.key not in done_items and i.path not in rejected] for s in SPLITS}
     book = _Progress(out)
     bar = _progress_bar(sum(len(v) for v in todo.values()), progress, f"shards {kind}")
+    rejected_now = len(rejected)
     job = partial(_prepare, module.__name__, options)
     pool = mp.get_context("fork").Pool(workers, initializer=_init_worker) if workers > 0 else None
     try:
@@ -230,6 +243,8 @@ def make_shards(
                     bar.update(1)
                     if isinstance(result, str):
                         _reject(out, item, result)
+                        rejected_now += 1
+                        bar.set_postfix(shards=len(book.records), rejected=rejected_now, refresh=False)
                         continue
                     for sample in result:
                         key = item.key + sample.pop("__suffix__", "")
@@ -238,6 +253,7 @@ def make_shards(
                         writer.write(_with_meta(key, item, sample))
                         book.keys.append(key)
                     book.items.append(item.key)
+                    bar.set_postfix(shards=len(book.records), rejected=rejected_now, refresh=False)
             except BaseException:  # leave the unfinished shard as .partial, exactly as a kill would
                 writer.tarstream = None
                 book.file.close()
@@ -250,8 +266,15 @@ def make_shards(
     manifest = _manifest(kind, src, out, records + book.records, classes, module.describe(options),
                          {"val_fraction": val_fraction, "shard_size": shard_size, "max_shard_bytes": max_shard_bytes,
                           "seed": seed, "labels": labels, **options})
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    write_manifest(out, manifest)
     return manifest
+
+
+def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
+    """Write ``manifest.json`` whole or not at all (a temporary file renamed over it): readers trust it."""
+    temporary = out / (MANIFEST + ".partial")
+    temporary.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(temporary, out / MANIFEST)
 
 
 def _with_meta(key: str, item: Item, sample: dict[str, Any]) -> dict[str, Any]:
@@ -309,10 +332,7 @@ def shard_urls(spec: str | os.PathLike, split: str = "train") -> list[str]:
     text = str(spec)
     path = Path(text)
     if path.is_dir():
-        urls = sorted(str(p) for p in path.glob(f"{split}-*.tar"))
-        if not urls:
-            raise FileNotFoundError(f"{path} holds no {split}-*.tar shards; make them with `tokenforge shards make`")
-        return urls
+        return folder_shards(path, split)
     if "{" in text:
         urls = list(braceexpand.braceexpand(text))
     elif any(ch in text for ch in "*?["):
@@ -325,6 +345,40 @@ def shard_urls(spec: str | os.PathLike, split: str = "train") -> list[str]:
     if missing or not urls:
         raise FileNotFoundError(f"shard spec {text!r}: no such file(s) {missing[:3] or urls}")
     return urls
+
+
+def folder_shards(folder: Path, split: str) -> list[str]:
+    """A folder's ``split`` shards: exactly those its ``manifest.json`` lists, else (no manifest) its
+    ``{split}-*.tar``. A listed shard that is missing is a `UsageError` naming it; shards the manifest does not
+    list (left by another run) are ignored with a warning; an unfinished ``shards make`` run is refused."""
+    manifest = read_manifest(folder)
+    present = sorted(folder.glob(f"{split}-*.tar"))
+    if manifest is None:
+        if (folder / PROGRESS).exists():
+            raise UsageError(f"{folder} holds an unfinished `tokenforge shards make` run (no {MANIFEST}); finish "
+                             "it with --resume or remake it with --overwrite")
+        if not present:
+            raise FileNotFoundError(f"{folder} holds no {split}-*.tar shards; make them with `tokenforge shards make`")
+        return [str(p) for p in present]
+    entry = manifest.get("splits", {}).get(split)
+    if entry is None or "shards" not in entry:  # a manifest that does not list this split's shards by name
+        if not present:
+            raise FileNotFoundError(f"{folder} holds no {split}-*.tar shards; make them with `tokenforge shards make`")
+        return [str(p) for p in present]
+    listed = [shard["name"] for shard in entry["shards"]]
+    if not listed:
+        raise FileNotFoundError(f"{folder} holds no {split}-*.tar shards (its {MANIFEST} lists none); "
+                                "make them with `tokenforge shards make`")
+    missing = [name for name in listed if not (folder / name).is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise UsageError(f"shard {folder / missing[0]}{more} is listed in {folder / MANIFEST} but missing; restore it "
+                         "or remake the shards into a new folder")
+    unlisted = [p.name for p in present if p.name not in set(listed)]
+    if unlisted:
+        warnings.warn(f"{folder}: ignoring {len(unlisted)} {split} shard(s) that {MANIFEST} does not list "
+                      f"(e.g. {unlisted[0]})", stacklevel=2)
+    return [str(folder / name) for name in listed]
 
 
 class EpochSeed:

@@ -14,7 +14,6 @@ are never batched together), mesh surface points ([B,N,3], a fixed per-key subse
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,10 @@ import torch
 import webdataset as wds
 
 from tokenforge.data.collate import collate, with_extras
-from tokenforge.data.shards import MANIFEST, SkipCounter, npy_bytes, read_manifest, sha256, shard_urls
+from tokenforge.data.output import check_output, staged_output
+from tokenforge.data.reading import ShardHealth, ShardReader
+from tokenforge.data.shards import SkipCounter, npy_bytes, read_manifest, sha256, shard_urls, write_manifest
+from tokenforge.errors import UsageError
 
 INPUT_KEY = {"image": "image", "audio": "audio", "mesh": "points"}
 
@@ -97,12 +99,23 @@ def encode_shards(
     shard_size: int = 1000,
     splits: tuple[str, ...] = ("train", "val"),
     progress: bool = True,
+    overwrite: bool = False,
+    retries: int = 2,
 ) -> dict[str, Any]:
-    """Encode every sample of the raw shards in ``inp`` with ``tokenizer``; write token shards to ``out``."""
-    from tqdm.auto import tqdm
+    """Encode every sample of the raw shards in ``inp`` with ``tokenizer``; write token shards to ``out``.
 
+    ``out`` must be empty or missing unless ``overwrite``. The shards are written into a hidden sibling folder
+    and swapped in at the end (`staged_output`), so ``out`` holds either its old contents or the complete new
+    token shards, never a mix, whatever interrupts the run. A raw shard that cannot be read after ``retries``
+    more attempts is skipped and counted (``skipped_shards`` in the manifest); when none can be read the run
+    stops with `RunFailedError`.
+    """
     from tokenforge.hub import from_pretrained
 
+    out = Path(out)
+    check_output(out, overwrite=overwrite, command="encode")
+    if Path(inp).is_dir() and out.resolve() in (Path(inp).resolve(), *Path(inp).resolve().parents):
+        raise UsageError(f"{out} would replace the input shards {inp}; choose another output folder")
     name = str(tokenizer) if not isinstance(tokenizer, torch.nn.Module) else type(tokenizer).__name__
     model = tokenizer if isinstance(tokenizer, torch.nn.Module) else from_pretrained(tokenizer)
     for attribute in ("encode", "modality", "vocab_size"):
@@ -113,23 +126,56 @@ def encode_shards(
     raw = read_manifest(inp) if Path(inp).is_dir() else None
     if model.modality == "audio" and sample_rate is None:
         sample_rate = (raw or {}).get("sample_rate") or getattr(model, "sample_rate", None) or 24000
-    key = INPUT_KEY.get(model.modality, "image")
-    decode = with_extras(_raw_decoder(model.modality, image_size, sample_rate, num_points))
-    counter = SkipCounter()
-    dtype = ids_dtype(int(model.vocab_size))
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {}
-    scales = None
+    found = {}
     for split in splits:
         try:
-            urls = shard_urls(inp, split)
+            found[split] = shard_urls(inp, split)
         except FileNotFoundError:
             continue
-        total = raw["splits"][split]["count"] if raw and split in raw.get("splits", {}) else None
-        bar = tqdm(total=total, disable=not progress, desc=f"encode {split}", unit="sample", dynamic_ncols=True)
-        pipeline = wds.DataPipeline(wds.SimpleShardList(urls), wds.tarfile_to_samples(handler=counter.handler),
-                                    wds.map(counter.guard(decode)))
+    if not found:
+        raise FileNotFoundError(f"{inp}: no {'/'.join(splits)} shards to encode")
+    decode = with_extras(_raw_decoder(model.modality, image_size, sample_rate, num_points))
+    job = _EncodeJob(model, INPUT_KEY.get(model.modality, "image"), decode, device, bf16, latents, batch_size,
+                     shard_size, ids_dtype(int(model.vocab_size)), progress, retries)
+    with staged_output(out) as stage:
+        summary = {split: job.split(urls, stage, split, _count(raw, split)) for split, urls in found.items()}
+        manifest = {
+            "kind": "tokens", "modality": "tokens", "source_modality": model.modality, "source": str(inp),
+            "count": sum(s["count"] for s in summary.values()), "splits": summary, "skipped": int(job.counter),
+            "skipped_shards": job.skipped_shards,
+            "tokenizer": {"name": name, "spec": model.spec() if hasattr(model, "spec") else None,
+                          "vocab_size": int(model.vocab_size), "token_layout": getattr(model, "token_layout", None)},
+            "ids_dtype": job.dtype.name, "scales": job.scales, "latents": bool(latents),
+            "input": {"image_size": image_size, "sample_rate": sample_rate, "num_points": num_points},
+            "classes": (raw or {}).get("classes", []),
+        }
+        write_manifest(stage, manifest)
+    return manifest
+
+
+def _count(raw: dict[str, Any] | None, split: str) -> int | None:
+    return raw["splits"][split]["count"] if raw and split in raw.get("splits", {}) else None
+
+
+class _EncodeJob:
+    """One `encode_shards` run: reads raw shards (retrying, skipping unreadable ones) and writes token shards."""
+
+    def __init__(self, model: torch.nn.Module, key: str, decode: Any, device: str, bf16: bool, latents: bool,
+                 batch_size: int, shard_size: int, dtype: np.dtype, progress: bool, retries: int) -> None:
+        self.model, self.key, self.decode, self.device, self.bf16 = model, key, decode, device, bf16
+        self.latents, self.batch_size, self.shard_size, self.dtype = latents, batch_size, shard_size, dtype
+        self.progress, self.retries = progress, retries
+        self.counter = SkipCounter()
+        self.scales: list[list[int]] | None = None
+        self.skipped_shards = 0
+
+    def split(self, urls: list[str], out: Path, split: str, total: int | None) -> dict[str, Any]:
+        """Encode one split's shards into ``out/{split}-NNNNNN.tar``; its manifest entry."""
+        from tqdm.auto import tqdm
+
+        health = ShardHealth(urls, self.counter.context)
+        reader = ShardReader(health, self.counter, retries=self.retries)
+        pipeline = wds.DataPipeline(wds.SimpleShardList(urls), reader, wds.map(self.counter.guard(self.decode)))
         records: list[dict[str, Any]] = []
         keys: list[str] = []
 
@@ -142,42 +188,41 @@ def encode_shards(
                             "sha256": sha256(path), "keys": list(keys)})
             keys.clear()
 
-        writer = wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=shard_size, post=finished, verbose=0,
+        bar = tqdm(total=total, disable=not self.progress, desc=f"encode {split}", unit="sample", dynamic_ncols=True)
+        writer = wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=self.shard_size, post=finished, verbose=0,
                                  mtime=0.0)
-        for batch in _batches(iter(pipeline), key, batch_size):
-            x = batch[key].to(device)
-            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
-                tokens = model.encode(x)
-            per_ids, per_latents, scales = split_tokens(tokens, len(batch["__key__"]))
-            for i, sample_key in enumerate(batch["__key__"]):
-                sample = {"__key__": sample_key, "ids.npy": npy_bytes(per_ids[i].astype(dtype))}
-                if latents and per_latents[i] is not None:
-                    sample["latents.npy"] = npy_bytes(per_latents[i].astype(np.float16))
-                if "cls" in batch:
-                    sample["cls"] = str(int(batch["cls"][i])).encode()
-                if "txt" in batch:
-                    sample["txt"] = batch["txt"][i].encode()
-                writer.write(sample)
-                keys.append(sample_key)
-            bar.update(len(batch["__key__"]))
-        writer.close()
-        bar.close()
-        summary[split] = {"count": sum(r["count"] for r in records),
-                          "shards": [{k: r[k] for k in ("name", "count", "bytes", "sha256")} for r in records],
-                          "keys": [k for r in records for k in r["keys"]]}
-    if not summary:
-        raise FileNotFoundError(f"{inp}: no {'/'.join(splits)} shards to encode")
-    manifest = {
-        "kind": "tokens", "modality": "tokens", "source_modality": model.modality, "source": str(inp),
-        "count": sum(s["count"] for s in summary.values()), "splits": summary, "skipped": int(counter),
-        "tokenizer": {"name": name, "spec": model.spec() if hasattr(model, "spec") else None,
-                      "vocab_size": int(model.vocab_size), "token_layout": getattr(model, "token_layout", None)},
-        "ids_dtype": dtype.name, "scales": scales, "latents": bool(latents),
-        "input": {"image_size": image_size, "sample_rate": sample_rate, "num_points": num_points},
-        "classes": (raw or {}).get("classes", []),
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    return manifest
+        try:
+            for batch in _batches(iter(pipeline), self.key, self.batch_size):
+                for sample in self.encode(batch):
+                    writer.write(sample)
+                    keys.append(sample["__key__"])
+                bar.update(len(batch["__key__"]))
+                bar.set_postfix(shards=len(records), skipped=int(self.counter) + int(health.skipped.value),
+                                refresh=False)
+            writer.close()
+        finally:
+            bar.close()
+        self.skipped_shards += int(health.skipped.value)
+        health.check_epoch(len(records), split, int(self.counter))
+        return {"count": sum(r["count"] for r in records),
+                "shards": [{k: r[k] for k in ("name", "count", "bytes", "sha256")} for r in records],
+                "keys": [k for r in records for k in r["keys"]]}
+
+    def encode(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Token samples of one batch of raw inputs."""
+        x = batch[self.key].to(self.device)
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            tokens = self.model.encode(x)
+        per_ids, per_latents, self.scales = split_tokens(tokens, len(batch["__key__"]))
+        for i, sample_key in enumerate(batch["__key__"]):
+            sample = {"__key__": sample_key, "ids.npy": npy_bytes(per_ids[i].astype(self.dtype))}
+            if self.latents and per_latents[i] is not None:
+                sample["latents.npy"] = npy_bytes(per_latents[i].astype(np.float16))
+            if "cls" in batch:
+                sample["cls"] = str(int(batch["cls"][i])).encode()
+            if "txt" in batch:
+                sample["txt"] = batch["txt"][i].encode()
+            yield sample
 
 
 class Decoder:

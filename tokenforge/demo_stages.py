@@ -302,7 +302,8 @@ def encode(tokenizer: str, name: str, size: int, latents: bool = False) -> Calla
         out = run.path("tokens", name)
         check(shards_main(["encode", "--tokenizer", run.result(f"{tokenizer}/fit")["checkpoint"],
                            run.result("data/faces")["shards"], str(out), "--image-size", str(size), "--device",
-                           run.device, "--no-progress", *(["--latents"] if latents else [])]), "shards encode")
+                           run.device, "--overwrite", "--no-progress", *(["--latents"] if latents else [])]),
+              "shards encode")
         manifest = json.loads((out / "manifest.json").read_text())
         result = {"tokens": str(out), "splits": {k: s["count"] for k, s in manifest["splits"].items()}}
         if not latents:

@@ -1,0 +1,216 @@
+"""Data safety on the bundled faces: outputs never mix two runs, the loader reads what the manifest lists,
+and unreadable shards are retried, skipped and counted, or stop the run when none can be read."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tokenforge.data.cli import main as shards_main
+from tokenforge.data.datamodule import ShardDataModule
+from tokenforge.data.shards import make_shards, shard_urls
+from tokenforge.data.tokens import encode_shards
+from tokenforge.errors import RunFailedError, UsageError
+from tokenforge.hub import from_pretrained, save_pretrained
+from tokenforge.tokenizers import quantizers, vqgan
+
+IMAGE = 16
+
+
+@pytest.fixture(scope="module")
+def setup(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Raw shards of 12 bundled faces (3 per shard, 2 held out) and a tiny VQGAN to encode them."""
+    root = tmp_path_factory.mktemp("safety")
+    rows = ["path,label"] + [f"{shared_data}/images/faces/face_{i:03d}.png,1" for i in range(12)]
+    (root / "faces.csv").write_text("\n".join(rows) + "\n")
+    make_shards("images", root / "faces.csv", root / "raw", val_fraction=0.2, shard_size=3, format="png",
+                max_side=32, progress=False)
+    torch.manual_seed(0)
+    model = vqgan.VQGAN(quantizers.VectorQuantizer(32, 8, l2_normalize=True), ch=32, ch_mult=[1, 1],
+                        num_res_blocks=1, z_channels=32, attn_last_level=False, attn_mid=False).eval()
+    save_pretrained(model, root / "vqgan")
+    return root
+
+
+def encode_argv(root: Path, out: Path, *extra: str) -> list[str]:
+    return ["encode", "--tokenizer", str(root / "vqgan"), str(root / "raw"), str(out), "--image-size", str(IMAGE),
+            "--device", "cpu", "--no-progress", *extra]
+
+
+def listing(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def one_error_line(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_encode_refuses_a_non_empty_folder_and_overwrite_replaces_it(setup: Path, capsys) -> None:
+    root = setup
+    out = root / "tokens_refuse"
+    out.mkdir()
+    (out / "train-000099.tar").write_bytes(b"an older run's shard")
+    assert shards_main(encode_argv(root, out)) == 2
+    line = one_error_line(capsys)
+    assert "is not empty" in line and "--overwrite" in line
+    assert listing(out) == {"train-000099.tar": b"an older run's shard"}  # untouched
+    with pytest.raises(UsageError, match="not empty"):  # shards make refuses too, and names --resume
+        make_shards("images", root / "faces.csv", out, progress=False)
+    assert shards_main(encode_argv(root, out, "--overwrite", "--shard-size", "4")) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    listed = {s["name"] for split in manifest["splits"].values() for s in split["shards"]}
+    assert set(listing(out)) == listed | {"manifest.json"}  # the old shard is gone, nothing unlisted
+    assert manifest["count"] == 12 and manifest["splits"]["train"]["count"] == 10
+    assert not [p for p in root.iterdir() if p.name.startswith(".tokens_refuse")]  # no staging folder left
+
+
+def test_an_interrupted_overwrite_leaves_the_old_folder_whole(setup: Path) -> None:
+    root = setup
+    out = root / "tokens_interrupt"
+    encode_shards(str(root / "vqgan"), root / "raw", out, image_size=IMAGE, device="cpu", progress=False,
+                  shard_size=2, batch_size=2)
+    before = listing(out)
+    model = from_pretrained(root / "vqgan")
+    calls = []
+
+    def encode_then_ctrl_c(x: torch.Tensor):  # a Ctrl-C after the first batch was written
+        calls.append(len(x))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return type(model).encode(model, x)
+
+    model.encode = encode_then_ctrl_c
+    with pytest.raises(KeyboardInterrupt):
+        encode_shards(model, root / "raw", out, image_size=IMAGE, device="cpu", progress=False, shard_size=1,
+                      batch_size=2, overwrite=True)
+    assert listing(out) == before  # all old shards, the old manifest, no new shard beside them
+    assert not [p for p in root.iterdir() if p.name.startswith(".tokens_interrupt")]
+
+
+def test_the_loader_reads_exactly_the_listed_shards(setup: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(setup / "raw", raw)
+    manifest = json.loads((raw / "manifest.json").read_text())
+    listed = [s["name"] for s in manifest["splits"]["train"]["shards"]]
+    shutil.copy(raw / listed[0], raw / "train-000777.tar")  # a stray shard of another run: not read
+    with pytest.warns(UserWarning, match="does not list"):
+        urls = shard_urls(raw, "train")
+    assert [Path(u).name for u in urls] == listed
+    dm = ShardDataModule(train=str(raw), val=str(raw), image_size=IMAGE, batch_size=4)
+    with pytest.warns(UserWarning, match="does not list"):
+        dm.setup()
+    keys = [k for batch in dm.loader(dm.train_urls, train=False) for k in batch["__key__"]]
+    assert sorted(keys) == sorted(manifest["splits"]["train"]["keys"])  # each listed sample once, no stray
+    (raw / listed[1]).unlink()
+    with pytest.raises(UsageError) as error:
+        ShardDataModule(train=str(raw), image_size=IMAGE).setup()
+    message = str(error.value)
+    assert listed[1] in message and "manifest.json" in message and "\n" not in message
+    (raw / "manifest.json").unlink()  # progress.jsonl without a manifest: an unfinished `shards make`
+    with pytest.raises(UsageError, match="unfinished"):
+        shard_urls(raw, "train")
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unreachable_url_stops_the_run_within_seconds(workers: int) -> None:
+    spec = f"http://127.0.0.1:{closed_port()}/train-{{000000..000002}}.tar"
+    dm = ShardDataModule(train=spec, image_size=IMAGE, batch_size=2, epoch_samples=4, num_workers=workers,
+                         shard_retries=1)
+    dm.setup()
+    start = time.monotonic()
+    # the workers warn on their own stderr; in-process, the warning names each shard and the count so far
+    warned = pytest.warns(UserWarning, match="skipped shard") if workers == 0 else contextlib.nullcontext()
+    with pytest.raises(RunFailedError) as error, warned:
+        list(dm.train_dataloader())
+    assert time.monotonic() - start < 30
+    message = str(error.value).strip().splitlines()[-1]
+    assert "3 of 3 shards failed" in message and "127.0.0.1" in message
+
+
+def test_encode_from_an_unreachable_url_fails_with_one_line(setup: Path, tmp_path: Path, capsys) -> None:
+    spec = f"http://127.0.0.1:{closed_port()}/train-{{000000..000001}}.tar"
+    argv = ["encode", "--tokenizer", str(setup / "vqgan"), spec, str(tmp_path / "t"), "--image-size", str(IMAGE),
+            "--device", "cpu", "--no-progress", "--retries", "0", "--splits", "train"]
+    with pytest.warns(UserWarning, match="skipped shard"):
+        assert shards_main(argv) == 1
+    line = one_error_line(capsys)
+    assert "2 of 2 shards failed" in line and "127.0.0.1" in line
+    assert not (tmp_path / "t").exists()
+
+
+def test_a_corrupt_shard_is_skipped_and_counted_while_the_rest_loads(setup: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(setup / "raw", raw)
+    manifest = json.loads((raw / "manifest.json").read_text())
+    shards = manifest["splits"]["train"]["shards"]
+    bad = shards[1]["name"]
+    (raw / bad).write_bytes(bytes(range(256)) * 8)  # not a tar
+    with tarfile.open(raw / shards[0]["name"]) as tar:
+        good_keys = {m.name.split(".")[0] for m in tar.getmembers()}
+    for entry in shards[2:]:
+        with tarfile.open(raw / entry["name"]) as tar:
+            good_keys |= {m.name.split(".")[0] for m in tar.getmembers()}
+    dm = ShardDataModule(train=str(raw), image_size=IMAGE, batch_size=2, shard_retries=1, epoch_samples=6)
+    dm.setup()
+    with pytest.warns(UserWarning, match=f"skipped shard .*{bad} after 2 attempts"):
+        keys = [k for batch in dm.loader(dm.train_urls, train=False) for k in batch["__key__"]]
+    assert set(keys) == good_keys and len(keys) == len(good_keys) == 10 - shards[1]["count"]
+    assert dm.skipped_shards == 1
+    with pytest.warns(UserWarning, match="skipped shard"):  # training draws from the good shards only
+        batches = list(dm.train_dataloader())
+    assert len(batches) == 3 and {k for b in batches for k in b["__key__"]} <= good_keys
+    with pytest.warns(UserWarning, match="skipped shard"):  # encode too: the manifest counts the skip
+        encoded = encode_shards(str(setup / "vqgan"), raw, tmp_path / "tokens", image_size=IMAGE, device="cpu",
+                                progress=False, retries=0)
+    assert encoded["skipped_shards"] == 1 and encoded["splits"]["train"]["count"] == len(good_keys)
+
+
+def test_ctrl_c_in_shards_make_prints_one_line_and_leaves_nothing_that_loads(setup: Path, tmp_path: Path,
+                                                                             monkeypatch, capsys) -> None:
+    from tokenforge.data import image
+
+    real, seen = image.prepare, []
+
+    def prepare_then_ctrl_c(path, **options):
+        seen.append(path)
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+        return real(path, **options)
+
+    monkeypatch.setattr(image, "prepare", prepare_then_ctrl_c)
+    out = tmp_path / "raw"
+    argv = ["make", "images", str(setup / "faces.csv"), str(out), "--shard-size", "2", "--format", "png",
+            "--no-progress"]
+    assert shards_main(argv) == 130
+    line = one_error_line(capsys)
+    assert "interrupted" in line and f"tokenforge shards {' '.join(argv)} --resume" in line
+    assert not (out / "manifest.json").exists() and list(out.glob("train-*.tar"))  # finished shards kept
+    with pytest.raises(UsageError, match="unfinished"):  # the finished shards are not read as a dataset
+        shard_urls(out, "train")
+    monkeypatch.setattr(image, "prepare", real)
+    assert shards_main([*argv, "--resume"]) == 0  # the hint's command finishes the run
+    assert json.loads((out / "manifest.json").read_text())["count"] == 12
+    capsys.readouterr()
+    # an interrupted --overwrite leaves the finished folder as it was
+    before = listing(out)
+    seen.clear()
+    monkeypatch.setattr(image, "prepare", prepare_then_ctrl_c)
+    assert shards_main([*argv, "--overwrite"]) == 130
+    assert "is unchanged" in one_error_line(capsys)
+    assert listing(out) == before and not [p for p in tmp_path.iterdir() if p.name.startswith(".raw")]
