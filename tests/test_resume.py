@@ -2,10 +2,16 @@
 weights as one uninterrupted run (CPU, fixed batch order). Covers the WavTokenizer GAN module (two optimisers,
 two schedulers, its generator-step counter, the EMA codebook, random bandwidth ids, dead-code restarts) and a
 class-conditional GPT (EMA weights, warm-up + cosine schedule, label and token dropout). A run stopped
-mid-epoch by Ctrl-C (``interrupted.ckpt``) on audio shards read by DataLoader workers resumes exactly too."""
+mid-epoch by Ctrl-C (``interrupted.ckpt``) on audio shards read by DataLoader workers resumes exactly too, and
+so does one stopped by a real SIGINT in the middle of an optimiser step (GAN and GPT; the GPT through
+``tokenforge fit`` and the printed resume command)."""
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import shlex
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,12 +22,16 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from tokenforge.cli import lightning_cli
 from tokenforge.config import build
 from tokenforge.generators.autoregressive.gpt import GPT
 from tokenforge.generators.autoregressive.module import ARModule
+from tokenforge.interrupt_checkpoint import InterruptCheckpoint
 from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
 
-TINY = Path(__file__).resolve().parents[1] / "configs" / "tokenizers" / "wavtokenizer" / "tiny.yaml"
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "configs" / "tokenizers" / "wavtokenizer" / "tiny.yaml"
+GPT_TINY = REPO / "configs" / "generators" / "autoregressive" / "tiny.yaml"
 CROP = 12000  # 0.5 s
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -116,7 +126,23 @@ class CtrlCAt(pl.Callback):
             raise KeyboardInterrupt
 
 
-def test_mid_epoch_interrupt_on_shards_resumes_exactly(shared_data: Path, tmp_path: Path) -> None:
+class SigintAt(pl.Callback):
+    """A real Ctrl-C in the middle of an optimiser step: SIGINT to this process and its DataLoader workers (a
+    terminal sends it to all of them) after the first backward pass of the batch that starts at ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step, self.sent = step, False
+
+    def on_after_backward(self, trainer: pl.Trainer, *args) -> None:
+        if trainer.global_step == self.step and not self.sent:
+            self.sent = True
+            for child in multiprocessing.active_children():
+                os.kill(child.pid, signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("stop", ["raise", "sigint"])
+def test_mid_epoch_interrupt_on_shards_resumes_exactly(shared_data: Path, tmp_path: Path, stop: str) -> None:
     from tokenforge.data.datamodule import ShardDataModule
     from tokenforge.data.shards import make_shards
 
@@ -136,14 +162,61 @@ def test_mid_epoch_interrupt_on_shards_resumes_exactly(shared_data: Path, tmp_pa
         return module
 
     whole = run(tmp_path / "whole")
+    # 3 mel-only batches (1 step each), then GAN batches (2 steps each): step 5 starts batch 2 of 3 in epoch 2.
+    # "raise": KeyboardInterrupt before that batch; "sigint": SIGINT inside its discriminator step, which
+    # finishes the batch and saves before the next one (after 7 steps).
     with pytest.raises(SystemExit):  # Lightning exits after a Ctrl-C, once InterruptCheckpoint has saved
-        run(tmp_path / "first", CtrlCAt(5))  # after 3 mel-only batches (1 step each) and 1 GAN batch (2 steps):
-        # epoch 2 has trained on 1 of its 3 batches
+        run(tmp_path / "first", CtrlCAt(5) if stop == "raise" else SigintAt(5))
     interrupted = tmp_path / "first" / "checkpoints" / "interrupted.ckpt"
-    assert torch.load(interrupted, weights_only=True)["global_step"] == 5
+    assert torch.load(interrupted, weights_only=True)["global_step"] == (5 if stop == "raise" else 7)
     torch.manual_seed(123)
     resumed = run(tmp_path / "resumed", ckpt=interrupted)
     assert int(resumed.generator_step) == int(whole.generator_step) == 6
     expected = whole.state_dict()
     for key, value in resumed.state_dict().items():
+        torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)
+
+
+@pytest.fixture(scope="module")
+def face_tokens(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from token_shards import make_token_shards
+
+    return make_token_shards(shared_data, tmp_path_factory.mktemp("faces"))
+
+
+def gpt_args(tokens: Path) -> list[str]:
+    """The tiny GPT config on face tokens: 5 batches per epoch, 12 steps; EMA and dropout on, validation at
+    every epoch's end."""
+    return ["--config", str(GPT_TINY), "--data.init_args.train", str(tokens), "--data.init_args.val", str(tokens),
+            "--data.init_args.batch_size", "8", "--data.init_args.epoch_samples", "40",
+            "--model.init_args.model.init_args.vocab_size", "16", "--model.init_args.ema_decay", "0.9",
+            "--trainer.max_steps", "12", "--trainer.enable_progress_bar", "false"]
+
+
+def test_gpt_sigint_mid_epoch_resumes_exactly_with_the_printed_command(face_tokens: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "whole").mkdir()
+    monkeypatch.chdir(tmp_path / "whole")
+    whole = lightning_cli(["fit", *gpt_args(face_tokens)]).model
+
+    (tmp_path / "first").mkdir()
+    monkeypatch.chdir(tmp_path / "first")
+    cli = lightning_cli(gpt_args(face_tokens), run=False)
+    cli.trainer.callbacks.append(SigintAt(7))  # inside batch 3 of 5 of epoch 2
+    with pytest.raises(SystemExit):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    saver = next(c for c in cli.trainer.callbacks if isinstance(c, InterruptCheckpoint))
+    saved = torch.load(saver.saved, weights_only=True)
+    assert saved["global_step"] == 8  # the step the signal landed in was finished
+    progress = saved["loops"]["fit_loop"]["epoch_loop.batch_progress"]["current"]
+    assert progress["completed"] == 3 and progress["ready"] == 4  # batch 4 of epoch 2 is next
+    config = Path(cli.trainer.log_dir) / "config.yaml"
+    assert saver.command == f"tokenforge fit --config {config} --ckpt_path {saver.saved}"
+
+    torch.manual_seed(123)  # a new process would not share the interrupted run's random state
+    resumed = lightning_cli(shlex.split(saver.command)[1:])  # the printed command, as typed
+    assert resumed.trainer.global_step == whole.trainer.global_step == 12
+    expected = whole.state_dict()
+    assert resumed.model.state_dict().keys() == expected.keys()
+    for key, value in resumed.model.state_dict().items():
         torch.testing.assert_close(value, expected[key], rtol=0, atol=0, msg=key)

@@ -22,6 +22,7 @@ from torch import nn
 from tokenforge.config import Configurable
 from tokenforge.hub import CKPT_KEY
 from tokenforge.interrupt_checkpoint import InterruptCheckpoint
+from tokenforge.nonfinite_guard import NonFiniteGuard
 
 MODEL_PREFIX = "model."
 RNG_KEY = "tokenforge_rng"
@@ -54,7 +55,12 @@ class TrainingModule(pl.LightningModule):
         self.ema = copy.deepcopy(model).requires_grad_(False).eval() if self.ema_decay else None
 
     def configure_callbacks(self) -> list[pl.Callback]:
-        return [InterruptCheckpoint()]  # Ctrl-C, SIGTERM or an error: save where training got to
+        """`InterruptCheckpoint` (Ctrl-C, SIGTERM or an error: save where training got to) and `NonFiniteGuard`
+        (a NaN/inf loss stops the fit), each unless the trainer already has one (e.g. a guard in skip mode)."""
+        trainer = getattr(self, "_trainer", None)
+        present = trainer.callbacks if trainer is not None else []
+        return [make() for make in (InterruptCheckpoint, NonFiniteGuard)
+                if not any(isinstance(c, make) for c in present)]
 
     def setup(self, stage: str) -> None:
         if self.partial_backward:
