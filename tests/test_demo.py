@@ -31,12 +31,16 @@ def test_samples_ship_with_attribution() -> None:
 def test_plan_pulls_in_what_each_method_needs() -> None:
     names = [name for name, _, _ in plan(["ecar"])]
     assert names == ["data/photos", "data/faces", "klvae/fit", "klvae/reconstruct", "klvae/evaluate",
-                     "encode/klvae", "ecar/fit", "ecar/generate", "ecar/evaluate"]
+                     "encode/klvae", "ecar/fit", "ecar/generate", "ecar/evaluate", "ecar/baseline", "ecar/claim"]
     everything = [name for name, _, _ in plan(list(METHODS))]
     for method in METHODS:  # every landed method has a fit stage and a visible result stage
         assert f"{method}/fit" in everything
         assert any(n.startswith(f"{method}/") and n.split("/")[1] in ("reconstruct", "generate") for n in everything)
     assert len(everything) == len(set(everything))
+    for method in METHODS:  # a trivial baseline beside every method's quality number
+        assert f"{method}/baseline" in everything, method
+    claims = {name.split("/")[0] for name in everything if name.endswith("/claim")}
+    assert claims == {"linfusion", "enat", "ecar", "flextok", "vat", "wavtokenizer"}  # the papers' claims
     assert config("gpt", "tiny").parts[-2:] == ("autoregressive", "tiny.yaml")
     assert config("flextok", "small").name == "small.yaml" and config("vqgan", "small").name == "tiny.yaml"
     assert set(STEPS["default"]) == set(METHODS)
@@ -73,7 +77,8 @@ def test_reduced_demo_runs_vqgan_then_gpt(tmp_path: Path) -> None:
     assert summary["methods"] == ["vqgan", "gpt"]
     stages = summary["stages"]
     assert list(stages) == ["data/photos", "data/faces", "vqgan/fit", "vqgan/reconstruct", "vqgan/evaluate",
-                            "encode/vqgan", "gpt/fit", "gpt/generate", "gpt/evaluate"]
+                            "encode/vqgan", "gpt/fit", "gpt/generate", "gpt/evaluate", "vqgan/baseline",
+                            "gpt/baseline"]
     assert all(result["status"] == "ok" for result in stages.values()), stages
     assert stages["data/faces"]["splits"] == {"train": 150, "val": 50}
     assert stages["encode/vqgan"]["codes_used"] > 16 and stages["encode/vqgan"]["unigram_entropy_nats"] > 2
@@ -97,12 +102,23 @@ def test_reduced_demo_runs_vqgan_then_gpt(tmp_path: Path) -> None:
     nll = stages["gpt/evaluate"]["metrics"]["nll_nats_per_token"]
     assert 0 < nll < 2 * np.log(256)
 
+    # trivial baselines beside the model's numbers: the mean training image (0 bytes), the unigram entropy
+    mean_image = stages["vqgan/baseline"]["metrics"]
+    assert stages["vqgan/baseline"]["baseline"] == "mean training image" and mean_image["bytes_per_item"] == 0
+    assert 8 < mean_image["psnr_db/mean"] < 30 and mean_image["psnr_db/mean"] != psnr
+    entropy = stages["encode/vqgan"]["unigram_entropy_nats"]
+    assert stages["gpt/baseline"]["metrics"] == {"nll_nats_per_token": entropy}
+
     table = (out / "results.md").read_text()
     assert table == results_table(summary)
-    assert f"| vqgan | image | evaluate: psnr_db/mean | {psnr:g} |" in table
-    assert f"| gpt | image tokens | evaluate: nll_nats_per_token | {nll:g} |" in table
-    assert f"| gpt | image tokens | baseline: unigram_entropy_nats | {stages['encode/vqgan']['unigram_entropy_nats']:g} |" in table
+    assert (f"| vqgan | image | evaluate: psnr_db/mean | {psnr:g} | {mean_image['psnr_db/mean']:g} "
+            "(mean training image) |") in table
+    assert (f"| gpt | image tokens | evaluate: nll_nats_per_token | {nll:g} | {entropy:g} "
+            "(unigram entropy of the training tokens) |") in table
+    assert "vary slightly across CPUs" in table
     page = (out / "index.html").read_text()
+    assert "trivial baseline: mean training image" in page and f"<td class='base'>{entropy:g}</td>" in page
+    assert "seconds of CPU training" in page  # what to expect, beside the pictures
     assert "id='method-vqgan'" in page and "id='method-gpt'" in page and (out / "curves" / "vqgan.png").is_file()
 
 
@@ -141,3 +157,72 @@ def test_saved_weights_are_group_readable(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert isinstance(from_pretrained(folder), Conv1d)
+
+
+def test_trivial_baselines_score_through_evaluate(tmp_path: Path) -> None:
+    """Mean training image and silence, scored by tokenforge.evaluate on real held-out shards: 0 bytes each."""
+    from tokenforge.baselines import image_baseline, mean_image, silence_baseline
+    from tokenforge.demo_stages import make_data
+
+    run = Run(out=tmp_path, device="cpu", steps={}, preset="tiny")
+    photos = make_data(run, "photos")["shards"]
+    mean = mean_image(photos, 16)
+    assert mean.shape == (3, 16, 16) and -1 <= mean.min() < mean.max() <= 1
+    image = image_baseline(photos, tmp_path / "img", 16)
+    assert image["protocol"]["n_items"] == 4 and image["bytes_per_item"] == 0
+    assert 8 < image["psnr_db"]["mean"] < 30 and 0 <= image["ssim"]["mean"] < 0.6  # a guess, not a picture
+    speech = make_data(run, "speech")["shards"]
+    silence = silence_baseline(speech, tmp_path / "audio")
+    assert silence["protocol"]["n_items"] == 4 and silence["bytes_per_second"] == 0
+    assert silence["mel_distance"]["mean"] > 1.0  # log-mel of zeros is far from speech
+
+
+def test_sphere_baseline_fits_a_radius_and_scores_meshes(shared_data: Path, tmp_path: Path) -> None:
+    from tokenforge.baselines import Sphere, sphere_radius
+    from tokenforge.data.shards import make_shards
+    from tokenforge.evaluate import evaluate_tokenizer
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ["icosahedron", "3torus", "eight", "sphere966"]:  # small real meshes: shards in seconds
+        (src / f"{name}.ply").write_bytes((shared_data / "meshes" / f"{name}.ply").read_bytes())
+    meshes = tmp_path / "raw"
+    make_shards("meshes", src, meshes, shard_size=2, val_fraction=0.5, progress=False, num_surface=512,
+                num_vol=512, num_near=512)
+    radius = sphere_radius(meshes)
+    assert 0.2 <= radius <= 0.95
+    metrics = evaluate_tokenizer(Sphere(radius), meshes, tmp_path / "sphere", resolution=16, progress=False)
+    assert 0.05 < metrics["iou"]["mean"] < 0.95 and metrics["no_surface"] == 0 and metrics["bytes_per_item"] == 0
+    # a sphere far too small is a worse guess than the fitted one
+    tiny = evaluate_tokenizer(Sphere(0.05), meshes, tmp_path / "tiny", resolution=16, progress=False)
+    assert tiny["iou"]["mean"] < metrics["iou"]["mean"]
+
+
+def test_peak_memory_sees_a_large_allocation() -> None:
+    from tokenforge.demo_claims import PeakMemory
+
+    with PeakMemory() as peak:
+        block = torch.ones(64 * 2**20 // 4)  # 64 MiB
+        del block
+    assert peak.mib is not None and 56 < peak.mib < 200
+    with PeakMemory() as small:
+        torch.ones(16)
+    assert small.mib < 40
+
+
+def test_compute_claims_run_the_benches(monkeypatch) -> None:
+    """E-CAR vs DiT and LinFusion vs softmax attention, measured in seconds on tiny random models: FLOP ratios
+    are exact counts; time growth only needs to separate quadratic from linear attention by a clear margin."""
+    import tokenforge.demo_claims as claims
+
+    torch.set_num_threads(1)
+    ecar = claims.ecar_claim(None)
+    by = {row["model"]: row for row in ecar["rows"]}
+    assert by["dit"]["gflops_per_image"] > 2 * by["ecar"]["gflops_per_image"] > 0 and "fewer FLOPs" in ecar["verdict"]
+    monkeypatch.setattr(claims, "LINFUSION_RESOLUTIONS", (128, 512))
+    lin = claims.linfusion_claim(None)
+    assert {r["attention"] for r in lin["rows"]} == {"softmax", "sdpa", "linfusion"} and len(lin["rows"]) == 6
+    growth = lin["growth"]
+    # 16x the pixels: softmax attention's materialised 4096^2 map costs far more memory than linear attention's
+    assert growth["softmax"]["memory_mib"] > 4 * growth["linfusion"]["memory_mib"]
+    assert growth["softmax"]["time_x"] > growth["linfusion"]["time_x"]

@@ -90,3 +90,40 @@ def test_chromium_renders_every_section(page: Path, tmp_path: Path) -> None:
     assert pixels.shape == (1600, 1280, 3)
     # the page drew pictures, not only text on white: many distinct colours (reconstructions, loss curve)
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500
+
+
+def test_every_section_shows_its_claim_and_baseline(tmp_path: Path) -> None:
+    """A summary with a claim and a baseline for every method: each section shows the claim, the measured
+    verdict and the baseline value beside the model's; results.md carries the same numbers side by side."""
+    from tokenforge.demo import METHODS, MODALITY, results_table
+
+    stages: dict = {}
+    for i, method in enumerate(METHODS):
+        stages[f"{method}/evaluate"] = {"status": "ok", "metrics": {"score": 10.0 + i}}
+        stages[f"{method}/baseline"] = {"status": "ok", "baseline": f"trivial-{method}", "metrics": {"score": 1.5 + i}}
+        stages[f"{method}/claim"] = {"status": "ok", "claim": f"claim of {method}", "verdict": f"seen {method}",
+                                     "rows": [{"x": 1, "y": 2.5}]}
+    stages["vat/claim"] = {"status": "failed", "error": "RuntimeError: no mesh"}
+    summary = {"command": "tokenforge demo", "device": "cpu", "steps_preset": "small", "wall_seconds": 1.0,
+               "methods": list(METHODS), "stages": stages}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    (tmp_path / "results.md").write_text(results_table(summary))
+    text = write_report(tmp_path).read_text()
+    sections = re.findall(r"<section id='method-(\w+)'>(.*?)</section>", text, re.S)
+    assert [name for name, _ in sections] == list(METHODS)
+    for i, (method, body) in enumerate(sections):
+        assert "paper claim, measured here" in body, method
+        if method == "vat":
+            assert "RuntimeError: no mesh" in body
+        else:
+            assert f"claim of {method}" in body and f"seen {method}" in body and "<td>2.5</td>" in body
+        assert f"trivial baseline: trivial-{method}" in body
+        assert f"<td>{10.0 + i:g}</td><td class='base'>{1.5 + i:g}</td>" in body, method
+        if MODALITY[method] in ("image", "audio", "mesh"):
+            assert "class='expect'" not in body or "seconds of CPU training" in body
+    table = (tmp_path / "results.md").read_text()
+    for i, method in enumerate(METHODS):
+        assert f"| {method} | {MODALITY[method]} | evaluate: score | {10.0 + i:g} | {1.5 + i:g} (trivial-{method}) |" \
+            in table
+    assert "| vat | F-score vs bytes per scale | failed: RuntimeError: no mesh |" in table
+    assert "| ecar | claim of ecar | seen ecar |" in table

@@ -272,9 +272,11 @@ def vat() -> list[tuple[str, Callable[[Run], Any], tuple[str, ...]]]:
         files = held_out(Path(run.result("data/meshes")["shards"]), run.path("held_out", "meshes"), {"ply"}, 3)
         out = run.path("reconstructions", "vat")
         main(["reconstruct", *map(str, files), "--model", run.result("vat/fit")["checkpoint"], "--out", str(out),
-              "--points", "512", "--resolution", "32", "--eval-points", "5000", "--device", run.device])
-        entries = json.loads((out / "metrics.json").read_text())  # one entry per mesh
-        per_shape = [entry for entry in entries if "error" not in entry]
+              "--points", "512", "--resolution", "32", "--eval-points", "5000", "--scales", "all",
+              "--device", run.device])
+        entries = json.loads((out / "metrics.json").read_text())  # one entry per mesh and number of scales kept
+        kept = max((entry["scales_kept"] for entry in entries if "error" not in entry), default=0)
+        per_shape = [entry for entry in entries if "error" not in entry and entry["scales_kept"] == kept]
         if not per_shape:
             raise RuntimeError("; ".join(f"{e['file']}: {e['error']}" for e in entries))
         means = {key: float(np.mean([entry[key] for entry in per_shape])) for key in ("iou", "bytes")}

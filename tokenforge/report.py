@@ -20,9 +20,11 @@ from typing import Any
 STYLE = """body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px;color:#222}
 h1{margin-bottom:4px}section{border-top:2px solid #ccc;margin-top:28px;padding-top:8px}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}
-img.pic{image-rendering:pixelated;height:96px;margin:2px;border:1px solid #ddd}img.curve{width:480px}
+img.pic{image-rendering:pixelated;height:96px;margin:2px;border:1px solid #ddd}img.curve{width:360px}
 .ok{color:#080}.failed{color:#b00}.skipped{color:#a60}details pre{font-size:12px;background:#f6f6f6;padding:8px}
-.audio{display:flex;gap:12px;align-items:center;font-size:13px}"""
+.audio{display:flex;gap:12px;align-items:center;font-size:13px}
+.claim{background:#eef5ff;border-left:4px solid #36c;padding:4px 12px;margin:8px 0}.note{font-size:12px;color:#555}
+.expect{background:#fff6e0;border-left:4px solid #e90;padding:4px 10px;font-size:13px}td.base{color:#555}"""
 
 
 def loss_curves(metrics_csv: Path, png: Path) -> Path | None:
@@ -59,11 +61,55 @@ def _rel(path: str | Path, root: Path) -> str:
     return html.escape(Path(path).resolve().relative_to(root).as_posix(), quote=True)
 
 
-def _metrics_table(rows: list[tuple[str, str, Any]]) -> str:
+def _value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else html.escape("" if value is None else str(value))
+
+
+def _metrics_table(rows: list[tuple[str, str, Any, Any]], baseline_name: str = "") -> str:
+    """Model values beside the trivial baseline's (scored with the same protocol), one row per metric."""
     if not rows:
         return "<p>no metrics</p>"
-    body = "".join(f"<tr><td>{html.escape(s)}</td><td>{html.escape(k)}</td><td>{v:g}</td></tr>" for s, k, v in rows)
-    return f"<table class='metrics'><tr><th>stage</th><th>metric</th><th>value</th></tr>{body}</table>"
+    body = "".join(f"<tr><td>{html.escape(s)}</td><td>{html.escape(k)}</td><td>{_value(v)}</td>"
+                   f"<td class='base'>{_value(b)}</td></tr>" for s, k, v, b in rows)
+    head = f"trivial baseline: {html.escape(baseline_name)}" if baseline_name else "trivial baseline"
+    return (f"<table class='metrics'><tr><th>stage</th><th>metric</th><th>model</th><th>{head}</th></tr>"
+            f"{body}</table>")
+
+
+def _claim_box(claim: dict[str, Any]) -> str:
+    """The paper's claim, the rows measured here and the verdict (or why the claim stage did not run)."""
+    if claim.get("status") != "ok":
+        why = claim.get("error") or claim.get("reason") or ""
+        return (f"<div class='claim'><h3>paper claim, measured here</h3><p class='{claim.get('status')}'>"
+                f"{html.escape(str(claim.get('status')))}: {html.escape(why)}</p></div>")
+    rows = claim.get("rows") or []
+    keys = list(rows[0]) if rows else []
+    table = ("<table><tr>" + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{_value(r.get(k))}</td>" for k in keys) + "</tr>" for r in rows) + "</table>"
+             if rows else "")
+    note = f"<p class='note'>{html.escape(claim['note'])}</p>" if claim.get("note") else ""
+    return (f"<div class='claim'><h3>paper claim, measured here</h3><p><b>claim:</b> {html.escape(claim['claim'])}"
+            f"</p>{table}<p><b>measured:</b> {html.escape(claim.get('verdict', ''))}</p>{note}</div>")
+
+
+INTRO = ("Every model here is a tiny config trained for seconds on a CPU: the pictures and sounds show that each "
+         "chain runs end to end, not what the method reaches. Each section gives the paper's claim measured on this "
+         "machine (compute claims on tiny random-weight models) and puts a trivial baseline beside every held-out "
+         "number. Numbers vary slightly across CPUs.")
+
+
+# what to expect from the pictures of a tiny config after seconds of CPU training, shown beside them
+EXPECT = {
+    "image": "Tiny config, seconds of CPU training on a dozen photos: expect blurry colour fields (TokenFlow's can be "
+             "near-uniform squares), not faithful reconstructions. The numbers below, against the mean-image "
+             "baseline, are the point.",
+    "audio": "Tiny config, seconds of CPU training: expect muffled, buzzy speech.",
+    "mesh": "Tiny config, seconds of CPU training: expect blobs roughly the size of the shape, not its details.",
+    "image tokens": "Generated from a model trained for seconds on VQGAN tokens of 32 px faces: expect textures, "
+                    "not faces.",
+    "image latents": "Generated from a model trained for seconds on KL latents of 16 px faces: expect colour "
+                     "blobs, not faces.",
+}
 
 
 def method_section(method: str, modality: str, stages: dict[str, dict[str, Any]], root: Path) -> str:
@@ -73,6 +119,31 @@ def method_section(method: str, modality: str, stages: dict[str, dict[str, Any]]
                       f"{' (' + html.escape(r.get('error') or r.get('reason') or '') + ')' if r['status'] != 'ok' else ''}"
                       f"{' ' + str(r['seconds']) + ' s' if 'seconds' in r else ''}</span>;" for name, r in stages.items())
     parts.append(f"<p class='stages'>{status}</p>")
+    if "claim" in stages:
+        parts.append(_claim_box(stages["claim"]))
+    base = stages.get("baseline", {})
+    rows = [(stage, key, value, base.get("metrics", {}).get(key)
+             if stage == "evaluate" or (stage == "generate" and method == "linfusion") else None)
+            for stage in ("evaluate", "reconstruct", "generate")
+            for key, value in (stages.get(stage, {}).get("metrics") or {}).items()]
+    parts.append("<h3>held-out metrics, model vs trivial baseline</h3>" + _metrics_table(rows, base.get("baseline", "")))
+    expect = f"<p class='expect'>{html.escape(EXPECT[modality])}</p>" if modality in EXPECT else ""
+    rec = stages.get("reconstruct", {})
+    if rec.get("pictures"):
+        parts.append("<h3>originals | reconstructions (held-out)</h3>" + expect + "<div>" + "".join(
+            f"<img class='pic' src='{_rel(p, root)}' alt='{html.escape(Path(p).stem)}' title='{html.escape(Path(p).stem)}'>"
+            for p in rec["pictures"]) + "</div>")
+    if rec.get("audio"):
+        parts.append("<h3>originals | reconstructions (held-out)</h3>" + expect + "".join(
+            f"<div class='audio'>{html.escape(Path(o).stem)}: original <audio controls src='{_rel(o, root)}'></audio>"
+            f" reconstruction <audio controls src='{_rel(r, root)}'></audio></div>" for o, r in rec["audio"]))
+    gen = stages.get("generate", {})
+    if gen.get("samples"):
+        caption = f"<p class='expect'>{html.escape(gen['caption'])}</p>" if gen.get("caption") else expect
+        labels = gen.get("labels") or gen.get("prompts") or []
+        parts.append("<h3>generated samples</h3>" + caption + "<div>" + "".join(
+            f"<img class='pic' src='{_rel(p, root)}' title='{html.escape(str(labels[i]) if i < len(labels) else '')}'"
+            f" alt='sample {i}'>" for i, p in enumerate(gen["samples"])) + "</div>")
     fit = stages.get("fit", {})
     if fit.get("config"):
         text = Path(fit["config"]).read_text() if Path(fit["config"]).is_file() else ""
@@ -82,25 +153,6 @@ def method_section(method: str, modality: str, stages: dict[str, dict[str, Any]]
         png = loss_curves(Path(fit["metrics_csv"]), root / "curves" / f"{method}.png")
         if png:
             parts.append(f"<h3>loss curves</h3><img class='curve' src='{_rel(png, root)}' alt='{method} loss'>")
-    rec = stages.get("reconstruct", {})
-    if rec.get("pictures"):
-        parts.append("<h3>originals | reconstructions (held-out)</h3><div>" + "".join(
-            f"<img class='pic' src='{_rel(p, root)}' alt='{html.escape(Path(p).stem)}' title='{html.escape(Path(p).stem)}'>"
-            for p in rec["pictures"]) + "</div>")
-    if rec.get("audio"):
-        parts.append("<h3>originals | reconstructions (held-out)</h3>" + "".join(
-            f"<div class='audio'>{html.escape(Path(o).stem)}: original <audio controls src='{_rel(o, root)}'></audio>"
-            f" reconstruction <audio controls src='{_rel(r, root)}'></audio></div>" for o, r in rec["audio"]))
-    gen = stages.get("generate", {})
-    if gen.get("samples"):
-        caption = f"<p>{html.escape(gen['caption'])}</p>" if gen.get("caption") else ""
-        labels = gen.get("labels") or gen.get("prompts") or []
-        parts.append("<h3>generated samples</h3>" + caption + "<div>" + "".join(
-            f"<img class='pic' src='{_rel(p, root)}' title='{html.escape(str(labels[i]) if i < len(labels) else '')}'"
-            f" alt='sample {i}'>" for i, p in enumerate(gen["samples"])) + "</div>")
-    rows = [(stage, key, value) for stage in ("evaluate", "reconstruct", "generate")
-            for key, value in (stages.get(stage, {}).get("metrics") or {}).items()]
-    parts.append("<h3>metrics</h3>" + _metrics_table(rows))
     return "".join(parts) + "</section>"
 
 
@@ -123,6 +175,7 @@ def write_report(out: str | Path) -> Path:
             f"<style>{STYLE}</style></head><body><h1>tokenforge demo</h1>"
             f"<p><code>{html.escape(summary['command'])}</code> on {html.escape(summary['device'])}, "
             f"steps preset {html.escape(summary['steps_preset'])}, wall time {summary['wall_seconds']:.0f} s.</p>"
+            f"<p class='expect'>{html.escape(INTRO)}</p>"
             f"<p>{toc}</p><section id='data'><h2>data and token shards</h2><ul>{data}</ul>"
             f"<details><summary>results.md</summary><pre>{html.escape(results)}</pre></details></section>"
             f"{sections}</body></html>\n")
