@@ -2,6 +2,11 @@
 
 Thin argparse front ends over `tokenforge.data.shards.make_shards` and `tokenforge.data.tokens.encode_shards`;
 ``tools/make_shards.py`` and ``tools/encode_shards.py`` call the same functions.
+
+Exit codes (`tokenforge.errors`): 0 done; 1 the run failed (no shard could be read); 2 a usage error, one
+line (e.g. OUT is not empty: pass ``--overwrite`` or choose another folder); 3 ``encode`` finished but skipped
+unreadable shards or samples (counted in its manifest); 130 Ctrl-C, one line saying what was kept and the
+command that continues.
 """
 
 from __future__ import annotations
@@ -119,7 +124,7 @@ def interrupted_message(args: argparse.Namespace, argv: list[str], staged: bool)
 
 def main(argv: list[str] | None = None) -> int:
     from tokenforge.data.output import is_nonempty_dir
-    from tokenforge.errors import RunFailedError, UsageError
+    from tokenforge.errors import RunFailedError, UsageError, exit_code_for
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -141,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "encode":
         summary.update(skipped=manifest.get("skipped", 0), skipped_shards=manifest.get("skipped_shards", 0))
     print(json.dumps(summary))
-    return 0
+    if args.command == "encode":  # skipped samples or shards: finished, but not with every input (exit 3)
+        return exit_code_for(summary["skipped"] + summary["skipped_shards"])
+    return 0  # rejected source files are listed in rejected.jsonl; `shards make` still ends with 0
 
 
 if __name__ == "__main__":

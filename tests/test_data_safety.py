@@ -175,9 +175,11 @@ def test_a_corrupt_shard_is_skipped_and_counted_while_the_rest_loads(setup: Path
     with pytest.warns(UserWarning, match="skipped shard"):  # training draws from the good shards only
         batches = list(dm.train_dataloader())
     assert len(batches) == 3 and {k for b in batches for k in b["__key__"]} <= good_keys
-    with pytest.warns(UserWarning, match="skipped shard"):  # encode too: the manifest counts the skip
-        encoded = encode_shards(str(setup / "vqgan"), raw, tmp_path / "tokens", image_size=IMAGE, device="cpu",
-                                progress=False, retries=0)
+    argv = ["encode", "--tokenizer", str(setup / "vqgan"), str(raw), str(tmp_path / "tokens"), "--image-size",
+            str(IMAGE), "--device", "cpu", "--no-progress", "--retries", "0"]
+    with pytest.warns(UserWarning, match="skipped shard"):  # encode too: exit 3, the manifest counts the skip
+        assert shards_main(argv) == 3
+    encoded = json.loads((tmp_path / "tokens/manifest.json").read_text())
     assert encoded["skipped_shards"] == 1 and encoded["splits"]["train"]["count"] == len(good_keys)
 
 
