@@ -1,5 +1,9 @@
 """The `tokenforge` command.
 
+Every command ends with one line on failure (`tokenforge.failure`; the traceback only with ``--debug``) and
+the exit codes of `tokenforge.errors`; ``--quiet`` keeps scripts' output to warnings, errors and results
+(`tokenforge.console`).
+
 ``fit | validate | test | predict`` go to LightningCLI (YAML configs with ``class_path``/``init_args``,
 any LightningModule / LightningDataModule subclass). The other subcommands are plain argparse programs that
 live beside the code they drive; each is ``main(argv) -> int`` in the module named in `SUBCOMMANDS`, imported
@@ -12,7 +16,11 @@ import importlib
 import sys
 from typing import Any
 
+from tokenforge.errors import UsageError
+from tokenforge.failure import report_failure
+
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+GLOBAL_FLAGS = ("--debug", "--quiet")  # accepted before or after the command name
 
 # name -> ("module:function", one-line help). Method issues add their commands here.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -33,7 +41,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "vat": ("tokenforge.tokenizers.vat.cli:main", "VAT 3D tokenizer: reconstruct meshes (PLY, tokens, preview PNG, bytes/Chamfer/F-score/IoU)"),
 }
 
-USAGE = """usage: tokenforge <command> [options]
+USAGE = """usage: tokenforge [--debug] [--quiet] <command> [options]
 
 training (LightningCLI, `tokenforge fit --help` for the options):
   fit          train a model from a YAML config:  tokenforge fit --config configs/tokenizers/vqgan/tiny.yaml
@@ -44,15 +52,19 @@ training (LightningCLI, `tokenforge fit --help` for the options):
 tools:
 {tools}
 
-`tokenforge <command> --help` explains each command."""
+`tokenforge <command> --help` explains each command. Every command also takes:
+  --debug      show the Python traceback of a failure (otherwise: one line)
+  --quiet      no progress bars or info lines; warnings, errors and results only (for scripts)"""
 
 
 def lightning_cli(args: list[str] | dict[str, Any] | None = None, run: bool = True) -> Any:
     """LightningCLI with tokenforge's defaults; ``args`` makes it drivable from tests."""
     from lightning.pytorch import LightningDataModule, LightningModule
-    from lightning.pytorch.cli import LightningCLI
 
-    return LightningCLI(
+    from tokenforge import console
+
+    console.install_filters()  # again: Lightning's loggers get their handlers when it is imported
+    return _cli_class()(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
@@ -67,32 +79,85 @@ def lightning_cli(args: list[str] | dict[str, Any] | None = None, run: bool = Tr
     )
 
 
+def _cli_class() -> type:
+    """LightningCLI whose trainer shows `FitProgressBar` (none under ``--quiet``)."""
+    from lightning.pytorch.callbacks import ProgressBar
+    from lightning.pytorch.cli import LightningCLI
+
+    from tokenforge import console
+
+    class TokenforgeCLI(LightningCLI):
+        def instantiate_trainer(self, **kwargs: Any) -> Any:
+            trainer = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
+            callbacks = trainer.get("callbacks") or []
+            callbacks = list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+            if console.is_quiet():
+                kwargs["enable_progress_bar"] = False
+                callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+            elif trainer.get("enable_progress_bar", True) is not False and not any(
+                    isinstance(c, ProgressBar) for c in callbacks):
+                from tokenforge.fit_progress import FitProgressBar
+
+                callbacks.append(FitProgressBar())
+            return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+
+    return TokenforgeCLI
+
+
 def _usage() -> str:
     tools = "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
     return USAGE.format(tools=tools)
 
 
+def split_global_flags(argv: list[str]) -> tuple[set[str], list[str]]:
+    """``--debug``/``--quiet`` anywhere before a ``--`` separator, and the arguments without them."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    flags = {a for a in argv[:end] if a in GLOBAL_FLAGS}
+    return flags, [a for a in argv[:end] if a not in GLOBAL_FLAGS] + argv[end:]
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in {"-h", "--help", "help"}:
-        print(_usage())
-        return 0
-    command, rest = argv[0], argv[1:]
+    """Run one command; every failure ends as one line on stderr and an exit code (`tokenforge.errors`)."""
+    from tokenforge import console
+
+    from_console = argv is None
+    flags, argv = split_global_flags(list(sys.argv[1:] if argv is None else argv))
+    console.set_quiet("--quiet" in flags)
+    console.install_filters()
+    command, rest = (argv[0], argv[1:]) if argv else ("--help", [])
+    known = command in LIGHTNING_COMMANDS or command in SUBCOMMANDS
+    try:
+        if command in {"-h", "--help", "help"}:
+            print(_usage())
+            return 0
+        return dispatch(command, rest, from_console)
+    except BaseException as error:  # noqa: BLE001 - every ending is turned into one line and an exit code
+        return report_failure(command if known else None, error, debug="--debug" in flags)
+
+
+def dispatch(command: str, rest: list[str], from_console: bool = False) -> int:
+    """Run ``command`` with its arguments; exceptions go to `main`."""
     if command in LIGHTNING_COMMANDS:
-        # from the console LightningCLI reads sys.argv itself (given both, it warns that they may disagree)
-        lightning_cli(args=None if argv == sys.argv[1:] else [command, *rest])
+        if from_console:  # LightningCLI reads sys.argv itself (given both, it warns that they may disagree)
+            saved = sys.argv
+            sys.argv = [sys.argv[0], command, *rest]
+            try:
+                lightning_cli(args=None)
+            finally:
+                sys.argv = saved
+        else:
+            lightning_cli(args=[command, *rest])
         return 0
     if command not in SUBCOMMANDS:
-        print(f"tokenforge: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
+        raise UsageError(f"unknown command {command!r}; `tokenforge --help` lists the commands ("
+                         f"{', '.join([*LIGHTNING_COMMANDS, *SUBCOMMANDS])})")
     target, _ = SUBCOMMANDS[command]
     module_name, function = target.split(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as error:
         if error.name and module_name.startswith(error.name):
-            print(f"tokenforge {command}: not available in this version ({module_name} is missing)", file=sys.stderr)
-            return 2
+            raise UsageError(f"not available in this version ({module_name} is missing)") from error
         raise
     return int(getattr(module, function)(rest) or 0)
 

@@ -36,6 +36,12 @@ def _conditioned(emb: nn.Embedding | None, h: Tensor, cond: Tensor | None) -> Te
     return (e * h).sum(dim=1, keepdim=True)
 
 
+def rectangular(length: int, like: Tensor) -> Tensor:
+    """The rectangular STFT window the official discriminators use (``window=None``), passed explicitly: the same
+    numbers, without torch's spectral-leakage warning on every call."""
+    return torch.ones(length, device=like.device, dtype=torch.float32)
+
+
 class PeriodDiscriminator(nn.Module):
     """One HiFi-GAN period discriminator (Vocos ``DiscriminatorP``); feature maps after convs 1..4 and post."""
 
@@ -90,7 +96,8 @@ class ResolutionDiscriminator(nn.Module):
     def forward(self, x: Tensor, cond: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
         n_fft, hop, win = self.resolution
         with torch.autocast(device_type=x.device.type, enabled=False):
-            x = torch.stft(x.float(), n_fft, hop, win, window=None, center=True, return_complex=True).abs()
+            x = torch.stft(x.float(), n_fft, hop, win, window=rectangular(win, x), center=True,
+                           return_complex=True).abs()
         x = x[:, None]
         fmap = []
         for conv in self.convs:
@@ -180,8 +187,8 @@ class DACResolution(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         with torch.autocast(device_type=x.device.type, enabled=False):
-            spec = torch.stft(x[:, 0].float(), self.window_length, self.hop_length, window=None, center=True,
-                              return_complex=True)
+            spec = torch.stft(x[:, 0].float(), self.window_length, self.hop_length,
+                              window=rectangular(self.window_length, x), center=True, return_complex=True)
         spec = torch.view_as_real(spec).permute(0, 3, 2, 1)  # (B, 2, time, freq)
         fmap, outs = [], []
         for (lo, hi), stack in zip(self.bands, self.band_convs):
