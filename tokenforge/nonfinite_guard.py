@@ -109,6 +109,7 @@ class NonFiniteGuard(pl.Callback):
                            batch_idx: int) -> None:
         if not self._bad:
             self.consecutive = 0
+            self._log_count(module)
             return
         terms = [f"{k}={_describe(v)}" for k, v in _terms(outputs).items() if not bool(torch.isfinite(v).all())]
         where = (f"non-finite loss at global step {self._step_at_start} (epoch {trainer.current_epoch}, batch "
@@ -127,8 +128,11 @@ class NonFiniteGuard(pl.Callback):
                                      f"(max_consecutive={self.max_consecutive}): lower the learning rate or check "
                                      "the data")
         _log.warning("%s; skipped (no optimiser step), %d skipped so far", where, self.skipped)
-        module.log("train/nonfinite_skipped", float(self.skipped), on_step=True, on_epoch=False,
-                   batch_size=1)
+        self._log_count(module)
+
+    def _log_count(self, module: pl.LightningModule) -> None:
+        if self.mode == "skip":  # the running count, at every logging step of a run that may skip
+            module.log("train/nonfinite_skipped", float(self.skipped), on_step=True, on_epoch=False, batch_size=1)
 
     # ------------------------------------------------------------------ checkpoints
 

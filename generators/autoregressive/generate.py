@@ -24,6 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tokenforge import console
+from tokenforge.devices import resolve_device
+from tokenforge.errors import UsageError
 from tokenforge.generators.sampling import CFG_SCHEDULES
 
 
@@ -48,15 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bf16", action="store_true", help="cast the generator to bfloat16")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each whole GPT sampling step (one CUDA graph per token on GPU)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (also: tokenforge --quiet)")
     p.add_argument("--out", required=True, help="output folder")
     return p
 
 
 def load_module(name: str) -> torch.nn.Module:
+    """A generator or tokenizer by name; non-finite weights (a diverged run) are refused with one line, rather
+    than sampled into all-zero ids."""
+    from tokenforge.errors import UsageError
     from tokenforge.generators.autoregressive.module import load_tokenizer
+    from tokenforge.nonfinite_guard import nonfinite_weights
 
-    return load_tokenizer(name)
+    module = load_tokenizer(name)
+    bad = nonfinite_weights(module)
+    if bad:
+        raise UsageError(f"{name} holds non-finite weights ({', '.join(bad)}): the run that wrote it diverged; "
+                         "use an earlier checkpoint or retrain with a lower learning rate")
+    return module
 
 
 def tokenizer_name(args: argparse.Namespace) -> str:
@@ -67,7 +79,29 @@ def tokenizer_name(args: argparse.Namespace) -> str:
         name = (manifest.get("tokenizer") or {}).get("name")
         if name:
             return name
-    raise ValueError("say which tokenizer decodes the ids: --tokenizer DIR|NAME (or --tokens SHARD_DIR)")
+    raise UsageError("say which tokenizer decodes the ids: --tokenizer DIR|NAME (or --tokens SHARD_DIR)")
+
+
+def require_generator(module: Any, spec: str, command: str = "generate") -> None:
+    """`UsageError` unless ``module`` (loaded from ``--generator spec``) samples with ``tokenforge generate``."""
+    from tokenforge.generators.base import Generator
+
+    if isinstance(module, Generator):
+        return
+    name = type(module).__name__
+    if callable(getattr(module, "encode", None)) and callable(getattr(module, "decode", None)):
+        raise UsageError(f"--generator {spec} holds a {name}, which is a tokenizer, not a generator: pass a generator "
+                         f"checkpoint (GPT, VAR, ENAT) as --generator and {spec} as --tokenizer")
+    hint = ("; E-CAR and DiT checkpoints sample with `tokenforge ecar-generate`"
+            if callable(getattr(module, "generate", None)) else "")
+    raise UsageError(f"--generator {spec} holds a {name}, which `tokenforge {command}` cannot sample{hint}")
+
+
+def require_tokenizer(module: Any, spec: str) -> None:
+    """`UsageError` unless ``module`` (loaded from ``--tokenizer spec``) can decode tokens."""
+    if not callable(getattr(module, "decode", None)) or callable(getattr(module, "generate", None)):
+        raise UsageError(f"--tokenizer {spec} holds a {type(module).__name__}, which cannot decode tokens: pass the "
+                         "tokenizer the generator was trained on (or --tokens SHARD_DIR to use its manifest's)")
 
 
 def flat_ids(ids: Tensor | list[Tensor]) -> Tensor:
@@ -121,26 +155,30 @@ def labels_for(args: argparse.Namespace, generator: Any, rng: torch.Generator) -
     if args.classes:
         bad = [c for c in args.classes if not 0 <= c < classes]
         if bad:
-            raise ValueError(f"--classes {bad} outside [0, {classes - 1}]")
+            raise UsageError(f"--classes {bad} outside [0, {classes - 1}] (the generator has {classes} classes)")
         return [args.classes[i % len(args.classes)] for i in range(args.n)]
     return torch.randint(0, classes, (args.n,), generator=rng).tolist()
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    from tqdm.auto import tqdm
-
+def run(args: argparse.Namespace, command: str = "generate") -> dict[str, Any]:
     from tokenforge.generators.autoregressive.var import VAR
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    generator = load_module(args.generator).to(device).eval()
-    tokenizer = load_module(tokenizer_name(args)).to(device).eval()
+    device = resolve_device(args.device)
+    generator = load_module(args.generator)
+    require_generator(generator, args.generator, command)
+    generator = generator.to(device).eval()
+    tokenizer_spec = tokenizer_name(args)
+    tokenizer = load_module(tokenizer_spec)
+    require_tokenizer(tokenizer, tokenizer_spec)
+    tokenizer = tokenizer.to(device).eval()
+    show_progress = not args.no_progress and console.progress_enabled()
     if args.bf16:
         generator = generator.to(torch.bfloat16)
     is_var = isinstance(generator, VAR)
     rng = torch.Generator(device=device).manual_seed(args.seed)
     labels = labels_for(args, generator, torch.Generator().manual_seed(args.seed))
     sampling: dict[str, Any] = {"temperature": args.temperature, "top_k": args.top_k, "greedy": args.greedy,
-                                "generator": rng, "progress": not args.no_progress}
+                                "generator": rng, "progress": show_progress}
     sampling["cfg"] = args.cfg if args.cfg is not None else (1.5 if is_var else 1.0)
     sampling["cfg_schedule"] = args.cfg_schedule or ("var" if is_var else "constant")
     if args.top_p is not None:
@@ -152,7 +190,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     all_ids: list[np.ndarray] = []
-    for start in tqdm(range(0, args.n, args.batch_size), desc="batches", disable=args.no_progress):
+    for start in console.progress(range(0, args.n, args.batch_size), desc="batches", disable=not show_progress):
         count = min(args.batch_size, args.n - start)
         cond = torch.tensor(labels[start:start + count], device=device) if labels is not None else None
         with torch.no_grad():
@@ -169,15 +207,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"out": str(out), "n": args.n, "ids_shape": list(ids.shape), "labels": labels}
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, command: str = "generate") -> int:
+    """``tokenforge generate``; wrong input ends as one line and exit 2 (`tokenforge.errors`)."""
+    from tokenforge.failure import one_line
+
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if args.n < 1 or args.batch_size < 1:
-        print("tokenforge generate: --n and --batch-size must be >= 1", file=sys.stderr)
-        return 2
     try:
-        summary = run(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"tokenforge generate: {error}", file=sys.stderr)
+        if args.n < 1 or args.batch_size < 1:
+            raise UsageError(f"--n and --batch-size must be >= 1 (got {args.n} and {args.batch_size})")
+        summary = run(args, command)
+    except (UsageError, FileNotFoundError, ValueError) as error:
+        print(f"tokenforge {command}: {one_line(error)}", file=sys.stderr)
         return 2
     print(json.dumps(summary))
     return 0

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 
+from tokenforge.errors import UsageError
 from tokenforge.generators.autoregressive.gpt import GPT, IGNORE
 from tokenforge.generators.autoregressive.var import VAR
 from tokenforge.training import TrainingModule, warmup_cosine
@@ -49,6 +50,20 @@ def split_scales(ids: Tensor, lengths: list[int]) -> list[Tensor]:
     if ids.shape[1] != sum(lengths):
         raise ValueError(f"got {ids.shape[1]} ids per sample; the model's scales hold {sum(lengths)} ({lengths})")
     return list(ids.split(lengths, dim=1))
+
+
+def check_token_ids(batch: Any, model: nn.Module) -> None:
+    """Raise `UsageError` (one line: both numbers and the config key) when a batch holds ids the model's
+    embedding has no row for, instead of an index error deep in ``nn.Embedding``."""
+    ids = batch.get("ids") if isinstance(batch, dict) else None
+    vocab = getattr(model, "vocab_size", None)
+    if not isinstance(ids, Tensor) or ids.numel() == 0 or vocab is None:
+        return
+    top = int(ids.max())
+    if top >= vocab:
+        raise UsageError(f"the token shards hold ids up to {top}, but the {type(model).__name__} has vocab_size "
+                         f"{vocab}: set model.init_args.model.init_args.vocab_size to at least {top + 1} (the "
+                         "tokenizer's codebook size)")
 
 
 class ARModule(TrainingModule):
@@ -116,6 +131,7 @@ class ARModule(TrainingModule):
         return self.nll(self.model, batch, self._compiled[0] if self._compiled else None)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        check_token_ids(batch, self.model)  # before the embedding: on a GPU a bad id is a device-side assert
         loss = self.train_loss(batch)
         size = batch["ids"].shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
@@ -124,6 +140,7 @@ class ARModule(TrainingModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         model = self.eval_model
+        check_token_ids(batch, model)
         loss = self.nll(model, batch)
         self.log("val/nll", loss, prog_bar=True, batch_size=batch["ids"].shape[0], sync_dist=True)
         return loss
