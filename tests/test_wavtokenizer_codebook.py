@@ -21,7 +21,7 @@ TINY = Path(__file__).resolve().parents[1] / "configs" / "tokenizers" / "wavtoke
 CROP = 12000  # 0.5 s
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.learning]  # tests/conftest.py, tests/README.md
 
 
 def speech_clips(shared_data: Path, train: int) -> tuple[list[torch.Tensor], torch.Tensor]:
@@ -127,13 +127,16 @@ def test_codebook_usage_does_not_collapse_while_mel_falls(speech) -> None:
     paper = train(module(1.0), data, clips)
     short = train(module(0.04), data, clips)
     usage_paper, usage_short = [u for u, _ in paper], [u for u, _ in short]
-    assert usage_short[0] == usage_paper[0] == 1 / 256  # before k-means every frame maps to code 0
-    assert min(usage_short[2:]) >= 0.15, usage_short  # >= 38 of 256 codes on 8 held-out clips from step 20 on
-    assert max(usage_paper[1:]) < 0.12, usage_paper  # the paper's single lr: <= 30 codes (collapse)
-    assert usage_short[-1] > 2 * usage_paper[-1]
     mel_short = [m for _, m in short]
-    assert mel_short[-1] < 0.8 * mel_short[0], mel_short
-    assert all(b < a for a, b in zip(mel_short[1:], mel_short[2:])), mel_short  # falls at every evaluation
+    print("held-out usage, paper lr:", usage_paper, "scaled:", usage_short, "mel, scaled:", mel_short)
+    assert usage_short[0] == usage_paper[0] == 1 / 256  # before k-means every frame maps to code 0
+    # measured under default / AVX2 / no-vectorisation kernels (ATEN_CPU_CAPABILITY=default), tests/README.md
+    assert min(usage_short[2:]) >= 0.13, usage_short  # >= 34 of 256 codes from step 20 on (0.199 / 0.176 / 0.188)
+    assert max(usage_paper[1:]) < 0.12, usage_paper  # the paper's single lr: <= 30 codes, collapse (0.074 / 0.078)
+    assert usage_short[-1] > 2 * usage_paper[-1]  # 0.332 vs 0.074, 0.348 vs 0.070, 0.348 vs 0.059
+    assert mel_short[-1] < 0.8 * mel_short[0], mel_short  # 2.206 -> 1.683 / 1.680 / 1.683
+    drops = [a - b for a, b in zip(mel_short[1:], mel_short[2:])]
+    assert min(drops) > 0.01, mel_short  # falls at every evaluation (the smallest drop 0.055 / 0.055 / 0.043)
 
 
 def test_held_out_curve_callback_writes_curve_and_flac(shared_data: Path, tmp_path: Path, speech) -> None:

@@ -24,7 +24,7 @@ from tokenforge.tokenizers.wavtokenizer.seanet import SEANetEncoder
 SHORT = TINY.with_name("short_75.yaml")
 STEPS = 200
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.learning]  # tests/conftest.py, tests/README.md
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +70,9 @@ def test_variance_preserving_init_lets_held_out_mel_fall_below_the_mean_spectrum
     fixed = [mel for _, mel in train(tiny_module("variance_preserving"), data, clips, STEPS)]
     print("held-out mel every 10 steps, default init:", [round(v, 3) for v in default])
     print("held-out mel every 10 steps, variance-preserving init:", [round(v, 3) for v in fixed])
-    assert fixed[-1] < default[-1] - 0.08, (default, fixed)  # 1.33 vs 1.48
-    assert max(fixed[-3:]) < min(default), (default, fixed)  # not a lucky last point
+    # measured: default kernels 1.330 vs 1.484, AVX2 1.322 vs 1.486
+    assert fixed[-1] < default[-1] - 0.08, (default, fixed)
+    assert max(fixed[-3:]) < min(default), (default, fixed)  # not a lucky last point: 1.338 / 1.346 vs 1.483 / 1.478
 
 
 def test_variance_preserving_init_keeps_the_codebook_used_at_the_paper_learning_rate(shared_data: Path) -> None:
@@ -80,8 +81,8 @@ def test_variance_preserving_init_keeps_the_codebook_used_at_the_paper_learning_
     data, clips = speech_clips(shared_data, 24)
     default = [u for u, _ in train(tiny_module("pytorch"), data, clips)]
     fixed = [u for u, _ in train(tiny_module("variance_preserving"), data, clips)]
-    assert max(default[1:]) < 0.12, default  # 4-7 % of 256 codes on held-out clips
-    assert min(fixed[1:]) > 0.25, fixed  # 32-50 %
+    assert max(default[1:]) < 0.12, default  # 2-8 % of 256 codes on held-out clips (max 0.074 default, 0.078 AVX2)
+    assert min(fixed[1:]) > 0.25, fixed  # 32-50 % (min 0.324 under both)
 
 
 def test_short_75_uses_the_variance_preserving_encoder_init() -> None:
