@@ -63,9 +63,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
-def prepare(path: Path, *, max_side: int | None, format: str, quality: int, min_side: int) -> list[dict[str, Any]]:
-    """One sample ``{"jpg"|"png": bytes, "json": facts}`` from an image file, or `Rejected` with the reason."""
-    data = path.read_bytes()
+def open_image(data: bytes) -> Image.Image:
+    """The decoded image of a file's bytes (any mode), or `Rejected` with the reason (empty, unknown, corrupt)."""
     if not data:
         raise Rejected("empty file (0 bytes)")
     try:
@@ -77,8 +76,28 @@ def prepare(path: Path, *, max_side: int | None, format: str, quality: int, min_
         raise Rejected("not an image PIL can identify") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as error:
         raise Rejected(f"corrupt or truncated image: {error}") from None
+    return image
+
+
+def upright_rgb(image: Image.Image) -> Image.Image:
+    """EXIF orientation applied, then 8-bit RGB by `to_rgb`: the conversion every image path uses."""
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def read_rgb(path: str | Path) -> Image.Image:
+    """An image file as the shard writer sees it (`open_image` + `upright_rgb`), or `Rejected` with the reason.
+
+    Commands that read image files directly (`tokenforge reconstruct`, FlexTok, TokenFlow) use this, so a
+    16-bit, palette or RGBA file gives the same pixels there as through `tokenforge shards make`.
+    """
+    return upright_rgb(open_image(Path(path).read_bytes()))
+
+
+def prepare(path: Path, *, max_side: int | None, format: str, quality: int, min_side: int) -> list[dict[str, Any]]:
+    """One sample ``{"jpg"|"png": bytes, "json": facts}`` from an image file, or `Rejected` with the reason."""
+    image = open_image(path.read_bytes())
     source_mode = image.mode
-    image = to_rgb(ImageOps.exif_transpose(image))
+    image = upright_rgb(image)
     if min(image.size) < min_side:
         raise Rejected(f"too small: {image.width}x{image.height} (shorter side < min_side={min_side})")
     if max_side and max(image.size) > max_side:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from tokenforge.data.shards import EpochSeed, Rejected, WorkerRandom, npy_bytes
+from tokenforge.metrics.mesh import contains
 
 MODALITY = "mesh"
 EXTENSIONS = (".obj", ".ply", ".stl", ".off", ".glb", ".gltf")
@@ -115,8 +116,8 @@ def prepare(path: Path, *, num_surface: int, num_vol: int, num_near: int, near_s
     vol = rng.uniform(-1.0, 1.0, size=(num_vol, 3)).astype(np.float32)
     near_base, _ = _surface(mesh, num_near, rng)
     near = np.clip(near_base + rng.normal(0.0, near_sigma, size=near_base.shape), -1.0, 1.0).astype(np.float32)
-    vol_occ = mesh.contains(vol).astype(bool)
-    near_occ = mesh.contains(near).astype(bool)
+    vol_occ = contains(mesh, vol)  # in chunks of points: one ray test over all of them can take tens of GB
+    near_occ = contains(mesh, near)
     buffer = io.BytesIO()
     mesh.export(buffer, file_type="ply", encoding="binary")
     facts = {"faces": int(len(mesh.faces)), "vertices": int(len(mesh.vertices)), "source": path.name,

@@ -11,6 +11,7 @@ from test_flextok_training import tiny as tiny_flextok  # tests/ is on sys.path
 from tokenforge import hub
 from tokenforge.cli import main as tokenforge_main
 from tokenforge.reconstruct import dedicated_command
+from tokenforge.reconstruct import main as reconstruct_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,6 +35,6 @@ def test_other_tokenizers_and_bad_models_stay_on_the_generic_path(tmp_path: Path
     hub.save_pretrained(vqgan, tmp_path / "vqgan")
     assert dedicated_command(["--model", str(tmp_path / "vqgan"), "a.png", "--out", "x"]) is None
     assert dedicated_command([f"--model={tmp_path / 'missing'}", "a.png"]) is None
-    with pytest.raises(SystemExit):  # the generic parser reports the missing input file
-        tokenforge_main(["reconstruct", "--model", str(tmp_path / "vqgan"), str(tmp_path / "none.png"),
-                         "--out", str(tmp_path / "rec")])
+    with pytest.raises(SystemExit):  # the generic parser reports the missing input file (tokenforge.cli: exit 2)
+        reconstruct_main(["--model", str(tmp_path / "vqgan"), str(tmp_path / "none.png"), "--out",
+                          str(tmp_path / "rec")])

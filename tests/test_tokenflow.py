@@ -203,7 +203,7 @@ def test_reconstruct_cli_on_odd_images(tmp_path: Path, shared_data: Path) -> Non
     assert Image.open(tmp_path / "in" / "deep16.png").mode in {"I;16", "I"}
     args = ["tokenflow", "reconstruct", "--model", str(folder), str(tmp_path / "in"),
             str(shared_data / "images" / "astronaut.png"), "--out", str(tmp_path / "out"), "--device", "cpu"]
-    assert main(args) == 0
+    assert main(args) == 3  # tiny8.png and broken.png are skipped (EXIT_SOME_SKIPPED); the rest are written
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics["files"]) == set(converted) | {"astronaut.png"}
     assert "smaller than --min-side" in metrics["rejected"]["tiny8.png"]
@@ -215,8 +215,8 @@ def test_reconstruct_cli_on_odd_images(tmp_path: Path, shared_data: Path) -> Non
     for values in metrics["files"].values():
         assert np.isfinite(values["psnr_db"]) and -1.0 <= values["ssim"] <= 1.0
     # the tiny image converts when the user allows it; --fit none refuses a wrong size with a message
-    assert main(args[:-4] + [str(tmp_path / "in" / "tiny8.png"), "--out", str(tmp_path / "o2"), "--min-side", "1"]) == 0
-    assert main(args[:-4] + [str(tmp_path / "in" / "gray.png"), "--out", str(tmp_path / "o3"), "--fit", "none"]) == 1
+    assert main(args[:-4] + [str(tmp_path / "in" / "tiny8.png"), "--out", str(tmp_path / "o2"), "--min-side", "1"]) == 3
+    assert main(args[:-4] + [str(tmp_path / "in" / "gray.png"), "--out", str(tmp_path / "o3"), "--fit", "none"]) == 3
     rejected = json.loads((tmp_path / "o3" / "metrics.json").read_text())["rejected"]
     assert "--fit none needs 32x32" in rejected["gray.png"]
 

@@ -82,7 +82,7 @@ def test_reconstruct_refuses_each_bad_file_with_one_line_and_keeps_going(shared_
     assert {p.name for p in bad} == set(REFUSED) | REPAIRED
     code = vat_main(["reconstruct", *map(str, bad), "--model", str(model_dir), "--out", str(tmp_path), *FAST])
     out, err = capsys.readouterr()
-    assert code == 1  # some files failed, and the run still finished every file
+    assert code == 3  # some files were skipped (EXIT_SOME_SKIPPED), and the run still finished every file
     assert "Traceback" not in out + err
     reasons = refusals(out)
     assert set(reasons) == set(REFUSED)
@@ -123,7 +123,7 @@ def test_empty_scene_and_point_cloud_files_are_refused_by_both_paths(model_dir: 
     code = vat_main(["reconstruct", str(scene), str(cloud), "--model", str(model_dir), "--out",
                      str(tmp_path / "rec"), *FAST])
     out, err = capsys.readouterr()
-    assert code == 1 and "Traceback" not in out + err
+    assert code == 3 and "Traceback" not in out + err
     reasons = refusals(out)
     assert reasons["empty_scene.gltf"] == "no faces: an empty scene or mesh (the file holds no geometry)"
     assert reasons["cloud.ply"].startswith("no faces: a point cloud (500 points, no triangles)")

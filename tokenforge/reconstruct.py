@@ -9,38 +9,73 @@ given here, so ``tokenforge reconstruct --model FLEXTOK_DIR a.png --tokens 1,16,
 
 Images: each output PNG shows the input (centre crop) beside its reconstruction, plus ``grid.png`` of all of
 them; audio: the reconstruction as FLAC at the tokenizer's sample rate. ``metrics.json`` holds PSNR (images)
-or the L1 waveform error (audio) per file and the token count.
+or the audio metrics per file and the token count. Images are read as the shard writer reads them
+(`tokenforge.data.image.read_rgb`: 16-bit, palette and transparent files converted the same way).
+
+A file that cannot be read is skipped with one line saying why (``skipped: NAME: reason`` on stderr, and under
+``skipped`` in ``metrics.json``); the others are still reconstructed and written. Exit code 0, or 3 when any
+input was skipped (`tokenforge.errors`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from tqdm import tqdm
 
+from tokenforge.devices import resolve_device
+from tokenforge.errors import UsageError, exit_code_for
 from tokenforge.metrics.image import psnr, to_uint8  # noqa: F401  (re-exported: reconstruct.psnr)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 
 
+def image_files(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (by suffix, recursively, sorted)."""
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class UnreadableInput(ValueError):
+    """An input file that cannot be used; the message is the one-line reason (starting with the file name)."""
+
+
 def load_image(path: Path, size: int) -> torch.Tensor:
-    """RGB, EXIF-rotated, short side resized to ``size``, centre-cropped square, in [-1, 1] as [3, size, size]."""
-    with Image.open(path) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
-        scale = size / min(image.size)
-        image = image.resize((max(size, round(image.width * scale)), max(size, round(image.height * scale))),
-                             Image.Resampling.BICUBIC)
-        left, top = (image.width - size) // 2, (image.height - size) // 2
-        image = image.crop((left, top, left + size, top + size))
-    array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    return torch.from_numpy(array).permute(2, 0, 1)
+    """``[3, size, size]`` in [-1, 1]: read as the shard writer does (`tokenforge.data.image.read_rgb`), then the
+    shard reader's evaluation transform (short side resized to ``size``, bicubic, centre crop).
+
+    Raises `UnreadableInput` with the reason for an empty, unknown or corrupt file.
+    """
+    from tokenforge.data.image import read_rgb, transform
+    from tokenforge.data.shards import Rejected
+
+    try:
+        image = read_rgb(path)
+    except Rejected as error:
+        raise UnreadableInput(f"{Path(path).name}: {error}") from None
+    except OSError as error:  # unreadable from disk (permissions, a folder, vanished)
+        raise UnreadableInput(f"{Path(path).name}: cannot read ({error.strerror or error})") from None
+    return transform(image, size, train=False, random_crop=False, hflip=False, rng=random.Random(0))
+
+
+def load_images(paths: list[Path], size: int) -> tuple[list[tuple[Path, torch.Tensor]], dict[str, str]]:
+    """The readable images as ``(path, tensor)`` and ``{name: reason}`` for the others, each printed as one line."""
+    loaded, skipped = [], {}
+    for path in paths:
+        try:
+            loaded.append((path, load_image(path, size)))
+        except UnreadableInput as error:
+            skipped[path.name] = str(error)
+            print(f"skipped: {error}", file=sys.stderr)
+    return loaded, skipped
 
 
 @torch.no_grad()
@@ -52,11 +87,12 @@ def reconstruct_images(model: Any, paths: list[Path], out: Path, size: int = 256
     tokenizer = from_pretrained(model) if isinstance(model, (str, Path)) else model
     tokenizer = tokenizer.to(device).eval()
     out.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, Any] = {"files": {}}
+    loaded, skipped = load_images(paths, size)
+    metrics: dict[str, Any] = {"files": {}, "skipped": skipped}
     pairs = []
-    for start in tqdm(range(0, len(paths), batch_size), desc="reconstruct", unit="batch"):
-        chunk = paths[start:start + batch_size]
-        x = torch.stack([load_image(p, size) for p in chunk]).to(device)
+    for start in tqdm(range(0, len(loaded), batch_size), desc="reconstruct", unit="batch"):
+        chunk = [p for p, _ in loaded[start:start + batch_size]]
+        x = torch.stack([t for _, t in loaded[start:start + batch_size]]).to(device)
         tokens = tokenizer.encode(x)
         x_hat = tokenizer.decode(tokens).float()
         ids = tokens.ids if tokens.ids is not None else tokens.latents
@@ -71,7 +107,7 @@ def reconstruct_images(model: Any, paths: list[Path], out: Path, size: int = 256
     values = [m["psnr_db"] for m in metrics["files"].values()]
     metrics["mean_psnr_db"] = round(float(np.mean(values)), 3) if values else None
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return {"out": str(out), "mean_psnr_db": metrics["mean_psnr_db"], "files": len(values)}
+    return {"out": str(out), "mean_psnr_db": metrics["mean_psnr_db"], "files": len(values), "skipped": len(skipped)}
 
 
 def reconstruct_audio(model: Any, paths: list[Path], out: Path, device: str = "cpu") -> dict[str, Any]:
@@ -107,6 +143,21 @@ def dedicated_command(argv: list[str]) -> str | None:
         return None  # the generic path below reports what is wrong with --model
 
 
+def require_tokenizer(model: Any, spec: Any) -> None:
+    """`UsageError` unless ``model`` is a tokenizer (a generator checkpoint is named as such, with its command)."""
+    from tokenforge.generators.base import Generator
+    from tokenforge.tokenizers.base import Tokenizer
+
+    if isinstance(model, Tokenizer):
+        return
+    kind = type(model).__name__
+    if isinstance(model, Generator):
+        raise UsageError(f"--model {spec} is a generator ({kind}), not a tokenizer: sample from it with "
+                         f"`tokenforge generate --generator {spec} --tokenizer TOKENIZER`; reconstruct needs a "
+                         "tokenizer checkpoint")
+    raise UsageError(f"--model {spec} holds a {kind}, not a tokenizer; reconstruct needs a tokenizer checkpoint")
+
+
 def main(argv: list[str] | None = None) -> int:
     import importlib
     import sys
@@ -121,8 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("inputs", nargs="+", type=Path, help="image or audio files (or folders of them)")
     parser.add_argument("--out", type=Path, required=True, help="folder for the reconstructions")
     parser.add_argument("--size", type=int, default=256, help="image side after centre crop (default 256)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
     args = parser.parse_args(argv)
+    if args.size < 1:
+        raise UsageError(f"--size {args.size}: the image side must be a positive number of pixels (e.g. 256)")
+    device = str(resolve_device(args.device))
 
     files = []
     for item in args.inputs:
@@ -137,12 +191,18 @@ def main(argv: list[str] | None = None) -> int:
     from tokenforge.hub import from_pretrained
 
     tokenizer = from_pretrained(args.model)
+    require_tokenizer(tokenizer, args.model)
+    skipped = 0
     if images:
         if tokenizer.modality != "image":
-            parser.error(f"{args.model} is a {tokenizer.modality} tokenizer; it cannot reconstruct images")
-        print(json.dumps(reconstruct_images(tokenizer, images, args.out, args.size, args.device)))
+            raise UsageError(f"{args.model} is a {tokenizer.modality} tokenizer; it cannot reconstruct images")
+        summary = reconstruct_images(tokenizer, images, args.out, args.size, device)
+        skipped += summary["skipped"]
+        print(json.dumps(summary))
     if audio:
         if tokenizer.modality != "audio":
-            parser.error(f"{args.model} is a {tokenizer.modality} tokenizer; it cannot reconstruct audio")
-        print(json.dumps(reconstruct_audio(tokenizer, audio, args.out, args.device)))
-    return 0
+            raise UsageError(f"{args.model} is a {tokenizer.modality} tokenizer; it cannot reconstruct audio")
+        summary = reconstruct_audio(tokenizer, audio, args.out, device)
+        skipped += summary["rejected"]
+        print(json.dumps(summary))
+    return exit_code_for(skipped)

@@ -10,6 +10,15 @@ common length. Distances return batch means as tensors (usable in training logs)
   `stoi`: STOI (``pystoi``, extended=False) at the native rate. Per-file failures (e.g. no utterance found
   in silence) give NaN, and `pesq_stoi` averages over the files that have a score.
 - `utmos`: needs a local TorchScript UTMOS file (``weights=`` path); nothing is downloaded.
+
+Long signals are scored in windows, so memory stays bounded whatever the length (PESQ's own buffers grow
+faster than the signal: one 10-minute clip asked for 34 GB and crashed). The window rule, the same for every
+metric here: a signal of ``L`` samples longer than ``window_seconds`` (default `WINDOW_SECONDS` = 30 s) is cut
+into ``n = ceil(L / W)`` consecutive, non-overlapping windows of equal length (``round(i * L / n)``
+boundaries, so each is between W/2 and W long and there is no short tail); every window is scored on its own
+and the scores are averaged weighted by window length. PESQ/STOI leave out windows without a score (silence:
+NaN) and give NaN when no window has one; the spectral distances weight by frames and sum the spectral
+convergence's norms over windows. A signal no longer than the window is scored whole, exactly as before.
 """
 
 from __future__ import annotations
@@ -23,6 +32,29 @@ import torch
 from torch import Tensor
 
 _MEL: dict[tuple, torch.nn.Module] = {}
+WINDOW_SECONDS = 30.0
+
+
+def windows(length: int, max_length: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of ``ceil(length / max_length)`` equal, non-overlapping windows covering ``[0, length)``."""
+    if max_length <= 0 or length <= max_length:
+        return [(0, length)]
+    n = math.ceil(length / max_length)
+    bounds = [round(i * length / n) for i in range(n + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def _window_length(sample_rate: int, window_seconds: float | None) -> int:
+    seconds = WINDOW_SECONDS if window_seconds is None else window_seconds
+    return int(seconds * sample_rate) if seconds and seconds > 0 else 0
+
+
+def _weighted(scores: list[tuple[float, int]]) -> float:
+    """Length-weighted mean of the finite scores; NaN when none is finite."""
+    finite = [(v, n) for v, n in scores if math.isfinite(v)]
+    if not finite:
+        return float("nan")
+    return float(sum(v * n for v, n in finite) / sum(n for _, n in finite))
 
 
 def _pair(est: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
@@ -36,30 +68,55 @@ def _pair(est: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
     return est[..., :n], ref[..., :n].to(est.device)
 
 
-def mel_distance(est: Tensor, ref: Tensor, sample_rate: int = 24000) -> Tensor:
-    """L1 between log(clamp(mel, 1e-7)) spectrograms (100 mels, n_fft 1024, hop 256)."""
+def mel_distance(est: Tensor, ref: Tensor, sample_rate: int = 24000, window_seconds: float | None = None) -> Tensor:
+    """L1 between log(clamp(mel, 1e-7)) spectrograms (100 mels, n_fft 1024, hop 256); long signals in windows."""
     from tokenforge.tokenizers.wavtokenizer.losses import MelLoss
 
     est, ref = _pair(est, ref)
     key = (sample_rate, str(est.device))
     if key not in _MEL:
         _MEL[key] = MelLoss(sample_rate).to(est.device)
+    parts = windows(est.shape[-1], _window_length(sample_rate, window_seconds))
+    if len(parts) == 1:
+        with torch.no_grad():
+            return _MEL[key](est, ref)
+    total, frames = torch.zeros((), device=est.device), 0
     with torch.no_grad():
-        return _MEL[key](est, ref)
+        for start, end in parts:
+            n = (end - start) // 256 + 1  # frames of a centred STFT with hop 256
+            total = total + _MEL[key](est[..., start:end], ref[..., start:end]) * n
+            frames += n
+    return total / frames
 
 
 def stft_distance(est: Tensor, ref: Tensor,
-                  resolutions: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (2048, 512))) -> Tensor:
-    """Multi-resolution STFT distance: mean of spectral convergence + L1 log magnitude over resolutions."""
+                  resolutions: tuple[tuple[int, int], ...] = ((512, 128), (1024, 256), (2048, 512)),
+                  window_samples: int | None = None) -> Tensor:
+    """Multi-resolution STFT distance: mean of spectral convergence + L1 log magnitude over resolutions.
+
+    Signals longer than ``window_samples`` (default `WINDOW_SECONDS` at 24 kHz: 720,000) are transformed window
+    by window: the convergence's squared norms are summed and the log-magnitude L1 is weighted by elements.
+    """
     est, ref = _pair(est, ref)
+    parts = windows(est.shape[-1], _window_length(24000, None) if window_samples is None else window_samples)
     total = torch.zeros((), device=est.device)
     with torch.no_grad():
         for n_fft, hop in resolutions:
             window = torch.hann_window(n_fft, device=est.device)
-            s_e, s_r = (torch.stft(s, n_fft, hop, window=window, return_complex=True).abs().clamp_min(1e-7)
-                        for s in (est, ref))
-            convergence = torch.linalg.norm(s_r - s_e) / torch.linalg.norm(s_r).clamp_min(1e-7)
-            total = total + convergence + (s_r.log() - s_e.log()).abs().mean()
+            norms, l1s = [], []  # per window: (|S_r - S_e|, |S_r|) and (mean |log S_r - log S_e|, elements)
+            for start, end in parts:
+                s_e, s_r = (torch.stft(s[..., start:end], n_fft, hop, window=window, return_complex=True)
+                            .abs().clamp_min(1e-7) for s in (est, ref))
+                norms.append((torch.linalg.norm(s_r - s_e), torch.linalg.norm(s_r)))
+                l1s.append(((s_r.log() - s_e.log()).abs().mean(), s_r.numel()))
+            if len(parts) == 1:
+                convergence = norms[0][0] / norms[0][1].clamp_min(1e-7)
+                log_l1 = l1s[0][0]
+            else:
+                diff, ref_norm = (torch.stack([n[i] for n in norms]).square().sum().sqrt() for i in (0, 1))
+                convergence = diff / ref_norm.clamp_min(1e-7)
+                log_l1 = sum(m * c for m, c in l1s) / sum(c for _, c in l1s)
+            total = total + convergence + log_l1
     return total / len(resolutions)
 
 
@@ -76,38 +133,48 @@ def _numpy_rows(x: Tensor) -> list[np.ndarray]:
     return [row.astype(np.float64) for row in x.detach().cpu().float().numpy()]
 
 
-def pesq_wb(est: Tensor, ref: Tensor, sample_rate: int) -> list[float]:
-    """Wideband PESQ per item at 16 kHz (NaN where PESQ finds no utterance)."""
+def _pesq_one(est: Tensor, ref: Tensor, sample_rate: int) -> float:
     from pesq import pesq as _pesq
 
     from tokenforge.data.audio import resample
 
-    est, ref = _pair(est, ref)
-    scores = []
-    for e, r in zip(est, ref):
-        with torch.autocast("cpu", enabled=False):  # callers may sit inside a (CPU) autocast region
-            e16, r16 = (resample(s.cpu().float(), sample_rate, 16000).float().numpy().astype(np.float64)
-                        for s in (e, r))
-        try:
-            scores.append(float(_pesq(16000, r16, e16, "wb")))
-        except Exception:  # pesq raises NoUtterancesError / BufferTooShortError on silence or tiny inputs
-            scores.append(float("nan"))
-    return scores
+    with torch.autocast("cpu", enabled=False):  # callers may sit inside a (CPU) autocast region
+        e16, r16 = (resample(s.cpu().float(), sample_rate, 16000).float().numpy().astype(np.float64)
+                    for s in (est, ref))
+    try:
+        return float(_pesq(16000, r16, e16, "wb"))
+    except Exception:  # pesq raises NoUtterancesError / BufferTooShortError on silence or tiny inputs
+        return float("nan")
 
 
-def stoi(est: Tensor, ref: Tensor, sample_rate: int) -> list[float]:
-    """STOI per item (pystoi, extended=False) at the native rate."""
+def _stoi_one(est: np.ndarray, ref: np.ndarray, sample_rate: int) -> float:
     from pystoi import stoi as _stoi
 
+    try:
+        value = float(_stoi(ref, est, sample_rate, extended=False))
+    except Exception:
+        return float("nan")
+    return value if value > 1e-5 else float("nan")  # pystoi's 1e-5: too few speech frames
+
+
+def pesq_wb(est: Tensor, ref: Tensor, sample_rate: int, window_seconds: float | None = None) -> list[float]:
+    """Wideband PESQ per item at 16 kHz (NaN where PESQ finds no utterance); long items in windows (see top)."""
+    import pesq  # noqa: F401  (ImportError here, before any work, when the package is missing)
+
     est, ref = _pair(est, ref)
-    scores = []
-    for e, r in zip(_numpy_rows(est), _numpy_rows(ref)):
-        try:
-            value = float(_stoi(r, e, sample_rate, extended=False))
-            scores.append(value if value > 1e-5 else float("nan"))  # pystoi's 1e-5: too few speech frames
-        except Exception:
-            scores.append(float("nan"))
-    return scores
+    size = _window_length(sample_rate, window_seconds)
+    return [_weighted([(_pesq_one(e[a:b], r[a:b], sample_rate), b - a) for a, b in windows(len(e), size)])
+            for e, r in zip(est, ref)]
+
+
+def stoi(est: Tensor, ref: Tensor, sample_rate: int, window_seconds: float | None = None) -> list[float]:
+    """STOI per item (pystoi, extended=False) at the native rate; long items in windows (see top)."""
+    import pystoi  # noqa: F401
+
+    est, ref = _pair(est, ref)
+    size = _window_length(sample_rate, window_seconds)
+    return [_weighted([(_stoi_one(e[a:b], r[a:b], sample_rate), b - a) for a, b in windows(len(e), size)])
+            for e, r in zip(_numpy_rows(est), _numpy_rows(ref))]
 
 
 def pesq_stoi(est: Tensor, ref: Tensor, sample_rate: int) -> dict[str, float]:

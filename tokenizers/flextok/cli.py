@@ -6,6 +6,11 @@
 Per image, ``<name>.png`` is a strip: the input, then the reconstruction from the first k tokens for each k.
 ``metrics.json`` holds PSNR (8-bit, dB) per image and k and the mean per k. Sampling: ``--steps`` Euler steps,
 ``--guidance`` (APG unless ``--cfg``), fixed ``--seed`` so every k starts from the same noise.
+
+Images are read as the shard writer reads them (`tokenforge.reconstruct.load_image`). A file that cannot be
+read is skipped with one line saying why and listed under ``skipped`` in ``metrics.json``; the rest are written,
+and the exit code is 3 when any was skipped (`tokenforge.errors`). ``--size`` must be a size the model takes
+(a multiple of its VAE factor x patch, up to its position-embedding grid): others end with one line saying which.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tokenforge.reconstruct import load_image, psnr, to_uint8
+from tokenforge.devices import resolve_device
+from tokenforge.errors import UsageError, exit_code_for
+from tokenforge.reconstruct import image_files, load_images, psnr, to_uint8
 
 
 def parse_ks(text: str) -> list[int]:
@@ -31,20 +38,37 @@ def parse_ks(text: str) -> list[int]:
     return ks
 
 
+def size_step_and_max(model) -> tuple[int, int]:
+    """(pixels per latent patch, largest square side) that ``model`` can encode and decode."""
+    step = int(model.vae.factor) * int(model.encoder.patch_emb.patch)
+    grids = [int(g) for m in (model.encoder, model.decoder) for g in m.patch_emb.posembs.shape[-2:]]
+    return step, step * min(grids)
+
+
+def check_size(model, size: int) -> None:
+    """`UsageError` (one line) unless ``size`` is a square side this FlexTok takes."""
+    step, largest = size_step_and_max(model)
+    if size < 1 or size % step or size > largest:
+        raise UsageError(f"--size {size}: this FlexTok takes image sides that are multiples of {step} from {step} "
+                         f"to {largest} (its VAE factor x patch, up to its position grid); e.g. --size {largest}")
+
+
 @torch.no_grad()
 def reconstruct(model, paths: list[Path], out: Path, ks: list[int], size: int = 256, device: str = "cpu",
                 steps: int | None = None, guidance: float | None = None, apg: bool = True, seed: int = 0,
                 batch_size: int = 8) -> dict:
-    """Write one PNG strip per image and ``metrics.json``; returns the metrics."""
+    """Write one PNG strip per image and ``metrics.json``; returns the metrics (unreadable files skipped)."""
     model = model.to(device).eval()
     bad = [k for k in ks if not 1 <= k <= model.num_registers]
     if bad:
-        raise ValueError(f"--tokens values must be in 1..{model.num_registers}, got {bad}")
+        raise UsageError(f"--tokens values must be in 1..{model.num_registers} for this FlexTok, got {bad}")
+    check_size(model, size)
     out.mkdir(parents=True, exist_ok=True)
-    metrics: dict = {"tokens": ks, "files": {}}
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start:start + batch_size]
-        images = torch.stack([load_image(p, size) for p in chunk]).to(device)
+    loaded, skipped = load_images(paths, size)
+    metrics: dict = {"tokens": ks, "files": {}, "skipped": skipped}
+    for start in range(0, len(loaded), batch_size):
+        chunk = [p for p, _ in loaded[start:start + batch_size]]
+        images = torch.stack([t for _, t in loaded[start:start + batch_size]]).to(device)
         tokens = model.encode(images)
         noise = torch.randn((len(chunk), *tokens.meta["latent_shape"]),
                             generator=torch.Generator().manual_seed(seed + start)).to(device)
@@ -55,7 +79,8 @@ def reconstruct(model, paths: list[Path], out: Path, ks: list[int], size: int = 
             Image.fromarray(strip).save(out / f"{path.stem}.png")
             metrics["files"][path.name] = {f"psnr_k{k}": psnr(images[i], recs[k][i]) for k in ks}
     files = metrics["files"].values()
-    metrics["mean"] = {f"psnr_k{k}": float(np.mean([f[f"psnr_k{k}"] for f in files])) for k in ks}
+    metrics["mean"] = {f"psnr_k{k}": float(np.mean([f[f"psnr_k{k}"] for f in files])) if files else None
+                       for k in ks}
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
@@ -69,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     source.add_argument("--model", help="tokenforge checkpoint (folder, .ckpt or name)")
     source.add_argument("--official", help="official FlexTok model.safetensors (or its folder)")
     rec.add_argument("--vae-config", help="diffusers config.json of the VAE (with --official)")
-    rec.add_argument("files", nargs="+", type=Path)
+    rec.add_argument("files", nargs="+", type=Path, help="image files or folders of them")
     rec.add_argument("--out", type=Path, required=True)
     rec.add_argument("--tokens", type=parse_ks, default=[1, 4, 16, 64, 256])
     rec.add_argument("--size", type=int, default=256)
@@ -77,18 +102,25 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--guidance", type=float)
     rec.add_argument("--cfg", action="store_true", help="plain CFG instead of APG")
     rec.add_argument("--seed", type=int, default=0)
-    rec.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    rec.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
     args = parser.parse_args(argv)
+    device = str(resolve_device(args.device))
+    if args.size < 1:
+        raise UsageError(f"--size {args.size}: the image side must be a positive number of pixels (e.g. 256)")
     from tokenforge.hub import from_official, from_pretrained
 
     if args.model:
         model = from_pretrained(args.model)
     else:
         model = from_official("flextok", args.official, {"vae_config": args.vae_config} if args.vae_config else None)
-    missing = [str(p) for p in args.files if not p.is_file()]
+    if type(model).__name__ != "FlexTok":
+        raise UsageError(f"{args.model} holds a {type(model).__name__}, not a FlexTok; `tokenforge flextok "
+                         "reconstruct` needs a FlexTok checkpoint (other tokenizers: `tokenforge reconstruct`)")
+    missing = [str(p) for p in args.files if not p.exists()]
     if missing:
         parser.error(f"no such image file(s): {', '.join(missing)}")
-    metrics = reconstruct(model, args.files, args.out, args.tokens, args.size, args.device, args.steps,
+    files = [f for p in args.files for f in (image_files(p) if p.is_dir() else [p])]
+    metrics = reconstruct(model, files, args.out, args.tokens, args.size, device, args.steps,
                           args.guidance, not args.cfg, args.seed)
     print(json.dumps(metrics["mean"]))
-    return 0
+    return exit_code_for(len(metrics["skipped"]))

@@ -8,7 +8,10 @@ one reconstruction per K, coarse-to-fine), extract the mesh on a ``--resolution`
 ceil(log2 V) bits), Chamfer, F-score at 0.01/0.02/0.05, volume IoU on uniform points, watertightness (a K
 whose field is empty is recorded with ``empty`` = the reason, F-score 0 and no Chamfer).
 ``summary.md`` / ``summary.json``: the per-K means over the shapes (the coarse-to-fine table). Malformed
-meshes are refused with the loader's reason and the run continues (exit code 1 if any failed).
+meshes are refused with the loader's reason and the run continues (exit code 3 if any was skipped,
+`tokenforge.errors.exit_code_for`). Memory is bounded whatever ``--eval-points``: the ground-truth inside test
+(`tokenforge.metrics.mesh.contains`), the predicted occupancy and the nearest-point queries all run in chunks
+of points (peak on the bundled 19,536-face camel with 100k evaluation points: see docs/methods/vat.md).
 """
 
 from __future__ import annotations
@@ -24,12 +27,15 @@ import numpy as np
 import torch
 
 from tokenforge.data.shards import Rejected
-from tokenforge.metrics.mesh import chamfer_distance, f_score, occupancy_iou
+from tokenforge.devices import resolve_device
+from tokenforge.errors import UsageError, exit_code_for
+from tokenforge.metrics.mesh import chamfer_distance, contains, f_score, occupancy_iou
 from tokenforge.tokenizers.vat.extract import logit_grid, marching_cubes
 from tokenforge.tokenizers.vat.model import VAT
 from tokenforge.tokenizers.vat.preview import render_pair
 
 TAUS = (0.01, 0.02, 0.05)
+QUERY_CHUNK = 65536  # occupancy queries per decoder call
 
 
 def packed_bytes(tokens_per_scale: list[int], vocab_size: int) -> int:
@@ -77,13 +83,13 @@ def reconstruct_one(model: VAT, path: Path, out: Path, num_points: int, resoluti
     rng = np.random.default_rng(0)
     gt_pts = trimesh.sample.sample_surface(mesh, eval_points, seed=rng)[0]
     uniform = rng.uniform(-1, 1, size=(eval_points, 3)).astype(np.float32)
-    gt_occ = torch.from_numpy(mesh.contains(uniform))[None]
+    gt_occ = torch.from_numpy(contains(mesh, uniform))[None]
     entries = []
     for k in ks:
         ids = tokens.ids[:k]
         planes = model.decode(ids)
         counts = [int(t.shape[1]) for t in ids]
-        pred_occ = model.occupancy(planes, torch.from_numpy(uniform)[None].to(device)).cpu() >= 0
+        pred_occ = occupancy_in_chunks(model, planes, torch.from_numpy(uniform)).cpu()[None] >= 0
         name = stem if len(ks) == 1 else f"{stem}.k{k}"
         entry = {"file": path.name, "scales_kept": len(ids), "tokens": sum(counts), "tokens_per_scale": counts,
                  "bytes": packed_bytes(counts, model.vocab_size), "vocab_size": model.vocab_size,
@@ -103,6 +109,15 @@ def reconstruct_one(model: VAT, path: Path, out: Path, num_points: int, resoluti
                         "f_score": dict(zip(map(str, TAUS), f_score(rec_pts, gt_pts, TAUS))),
                         "watertight": bool(rec.is_watertight), "components": len(rec.split(only_watertight=False))})
     return entries
+
+
+@torch.no_grad()
+def occupancy_in_chunks(model: VAT, planes: torch.Tensor, queries: torch.Tensor,
+                        chunk: int = QUERY_CHUNK) -> torch.Tensor:
+    """Logits ``[Q]`` of one shape's ``planes`` at ``[Q, 3]`` queries, ``chunk`` queries per decoder call."""
+    device = planes.device
+    return torch.cat([model.occupancy(planes, queries[i:i + chunk][None].to(device))[0].float().cpu()
+                      for i in range(0, len(queries), chunk)])
 
 
 def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -152,19 +167,21 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--largest-component", action="store_true",
                      help="keep only the largest connected piece of each reconstruction")
     rec.add_argument("--eval-points", type=int, default=100_000, help="surface/volume samples for the metrics")
-    rec.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    rec.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
     args = parser.parse_args(argv)
     if args.points < 1 or args.resolution < 2 or args.eval_points < 1:
-        parser.error("--points and --eval-points must be >= 1 and --resolution >= 2")
+        raise UsageError("--points and --eval-points must be >= 1 and --resolution >= 2")
+    args.device = str(resolve_device(args.device))
     from tokenforge.hub import from_pretrained
 
     model = from_pretrained(args.model)
     if not isinstance(model, VAT):
-        parser.error(f"{args.model} holds a {type(model).__name__}, not a VAT")
+        raise UsageError(f"{args.model} holds a {type(model).__name__}, not a VAT; `tokenforge vat reconstruct` "
+                         "needs a VAT checkpoint (other tokenizers: `tokenforge reconstruct --model ...`)")
     try:
         ks = parse_scales(args.scales, len(model.scales))
     except ValueError as error:
-        parser.error(str(error))
+        raise UsageError(str(error)) from None
     model = model.to(args.device).eval()
     args.out.mkdir(parents=True, exist_ok=True)
     results, failed = [], 0
@@ -180,10 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             reason = str(error) if isinstance(error, Rejected) else f"{type(error).__name__}: {error}"
             results.append({"file": path.name, "error": reason})
-            print(f"{path.name}: refused: {results[-1]['error']}")
+            print(f"{path.name}: refused: {results[-1]['error']}")  # one line per skipped file
     (args.out / "metrics.json").write_text(json.dumps(results, indent=1))
     table = summarise(results)
     (args.out / "summary.json").write_text(json.dumps(table, indent=1))
     (args.out / "summary.md").write_text(markdown_table(table))
     print(markdown_table(table), end="")
-    return 1 if failed else 0
+    return exit_code_for(failed)

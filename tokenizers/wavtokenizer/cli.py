@@ -8,8 +8,9 @@
 channel count are mixed to mono and resampled; long files are processed in chunks (``--chunk-seconds``, 0 =
 whole file). `reconstruct` writes ``<stem>.flac`` (the model's rate), ``<stem>.codes.npy`` and
 ``metrics.json`` (mel and STFT distance, SI-SNR, PESQ-WB, STOI per file against the resampled input, and their
-means). A file that cannot be processed is skipped with a one-line reason (listed under ``rejected``); the exit
-status is 1 when any file was rejected.
+means; long files are scored in windows, `tokenforge.metrics.audio`). A file that cannot be processed is skipped
+with a one-line reason (``skipped: ...`` on stderr; listed under ``rejected``) and the others are still written;
+`encode` and `decode` do the same. The exit status is 3 when any file was skipped (`tokenforge.errors`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from tokenforge.devices import resolve_device
+from tokenforge.errors import UsageError, exit_code_for
 from tokenforge.tokenizers.wavtokenizer.files import AudioFileError, decode_long, encode_long, load_audio
 
 
@@ -39,8 +42,11 @@ def load_model(spec: str, device: str = "cpu") -> Any:
 
         model = from_pretrained(spec)
     if getattr(model, "modality", None) != "audio":
-        raise SystemExit(f"{spec} is not an audio tokenizer")
-    return model.to(device).eval()
+        from tokenforge.reconstruct import require_tokenizer
+
+        require_tokenizer(model, spec)  # a generator is named as such, with the command to use
+        raise UsageError(f"--model {spec} is a {model.modality} tokenizer, not an audio tokenizer")
+    return model.to(resolve_device(device)).eval()
 
 
 def _files(items: list[Path], suffixes: tuple[str, ...] | None = None) -> list[Path]:
@@ -98,7 +104,7 @@ def _parser(prog: str, description: str, inputs: str) -> argparse.ArgumentParser
     parser.add_argument("--model", required=True, help="tokenizer folder, fit .ckpt, name, or official:CKPT[:YAML]")
     parser.add_argument("inputs", nargs="+", type=Path, help=inputs)
     parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (the VQ lookup and iSTFT stay fp32)")
     parser.add_argument("--chunk-seconds", type=float, default=30.0, help="chunk length; 0 = whole file (30)")
     parser.add_argument("--context-seconds", type=float, default=1.0, help="context on each side of a chunk (1)")
@@ -115,7 +121,7 @@ def reconstruct_main(argv: list[str] | None = None) -> int:
     summary = reconstruct_files(model, _files(args.inputs, EXTENSIONS), args.out, args.chunk_seconds, args.context_seconds,
                                 args.bf16, not args.no_metrics)
     print(json.dumps(summary))
-    return 1 if summary["rejected"] else 0
+    return exit_code_for(summary["rejected"])
 
 
 def encode_main(argv: list[str] | None = None) -> int:
@@ -137,7 +143,27 @@ def encode_main(argv: list[str] | None = None) -> int:
         meta = {"num_samples": int(wave.numel()), "sample_rate": int(model.sample_rate),
                 "hop_length": int(model.hop_length), **facts}
         (args.out / f"{path.stem}.json").write_text(json.dumps(meta) + "\n")
-    return 1 if rejected else 0
+    return exit_code_for(rejected)
+
+
+def read_codes(path: Path, vocab_size: int) -> tuple[torch.Tensor, int | None]:
+    """Codes ``(T,)`` of a ``.npy`` file and the sample count of its ``.json`` (if any); `AudioFileError` with the
+    reason for a file that is unreadable, pickled, not integer, empty or out of ``[0, vocab_size)``."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise AudioFileError(f"{path.name}: not a readable .npy array ({str(error).splitlines()[0]})") from None
+    if not np.issubdtype(array.dtype, np.integer):
+        raise AudioFileError(f"{path.name}: codes must be integers, got {array.dtype}")
+    codes = torch.from_numpy(array.astype(np.int64)).reshape(-1)
+    if codes.numel() == 0 or int(codes.min()) < 0 or int(codes.max()) >= vocab_size:
+        raise AudioFileError(f"{path.name}: codes must be non-empty and in [0, {vocab_size - 1}]")
+    meta_file = path.with_suffix(".json")
+    try:
+        length = json.loads(meta_file.read_text()).get("num_samples") if meta_file.is_file() else None
+    except (ValueError, AttributeError):
+        raise AudioFileError(f"{meta_file.name}: not a JSON object with num_samples") from None
+    return codes, length
 
 
 def decode_main(argv: list[str] | None = None) -> int:
@@ -146,18 +172,19 @@ def decode_main(argv: list[str] | None = None) -> int:
     args = _parser("tokenforge decode", "<stem>.npy codes -> <stem>.flac", ".npy code files or folders").parse_args(argv)
     model = load_model(args.model, args.device)
     args.out.mkdir(parents=True, exist_ok=True)
+    skipped = 0
     for path in _files(args.inputs, (".npy",)):
-        codes = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.int64)).reshape(-1)
-        if codes.numel() == 0 or int(codes.min()) < 0 or int(codes.max()) >= model.vocab_size:
-            print(f"skipped: {path.name}: codes must be non-empty and in [0, {model.vocab_size - 1}]", file=sys.stderr)
-            return 1
-        meta_file = path.with_suffix(".json")
-        length = json.loads(meta_file.read_text()).get("num_samples") if meta_file.is_file() else None
+        try:
+            codes, length = read_codes(path, model.vocab_size)
+        except AudioFileError as error:
+            print(f"skipped: {error}", file=sys.stderr)
+            skipped += 1
+            continue
         wave = decode_long(model, codes, length, args.chunk_seconds, args.context_seconds, args.bf16)
         sf.write(args.out / f"{path.stem}.flac", wave.clamp(-1, 32767 / 32768).numpy(), model.sample_rate,
                  subtype="PCM_16")
         print(f"{path.name}: {codes.numel()} codes -> {wave.numel() / model.sample_rate:.2f} s")
-    return 0
+    return exit_code_for(skipped)
 
 
 if __name__ == "__main__":
