@@ -292,9 +292,10 @@ def _reject(out: Path, item: Item, reason: str) -> None:
 
 
 def _progress_bar(total: int, enabled: bool, desc: str) -> Any:
-    from tqdm.auto import tqdm
+    """Files done, shards written and files rejected; off under --quiet or off-terminal (`tokenforge.console`)."""
+    from tokenforge.console import progress
 
-    return tqdm(total=total, disable=not enabled, desc=desc, unit="file", dynamic_ncols=True)
+    return progress(total=total, disable=not enabled, desc=desc, unit="file")
 
 
 def _manifest(kind: str, src: Any, out: Path, records: list[dict[str, Any]], classes: list[str],

@@ -171,7 +171,7 @@ class _EncodeJob:
 
     def split(self, urls: list[str], out: Path, split: str, total: int | None) -> dict[str, Any]:
         """Encode one split's shards into ``out/{split}-NNNNNN.tar``; its manifest entry."""
-        from tqdm.auto import tqdm
+        from tokenforge.console import progress
 
         health = ShardHealth(urls, self.counter.context)
         reader = ShardReader(health, self.counter, retries=self.retries)
@@ -188,7 +188,7 @@ class _EncodeJob:
                             "sha256": sha256(path), "keys": list(keys)})
             keys.clear()
 
-        bar = tqdm(total=total, disable=not self.progress, desc=f"encode {split}", unit="sample", dynamic_ncols=True)
+        bar = progress(total=total, disable=not self.progress, desc=f"encode {split}", unit="sample")
         writer = wds.ShardWriter(str(out / f"{split}-%06d.tar"), maxcount=self.shard_size, post=finished, verbose=0,
                                  mtime=0.0)
         try:
