@@ -199,7 +199,7 @@ def flextok_claim(run: Run) -> dict[str, Any]:
 def vat_claim(run: Run) -> dict[str, Any]:
     """F-score and IoU against bytes per shape for each number of scales kept (coarse-to-fine prefixes)."""
     table = json.loads((Path(run.result("vat/reconstruct")["out"]) / "summary.json").read_text())
-    tau = next(key for key in table[-1] if key.startswith("f_score@"))
+    tau = max((key for key in table[-1] if key.startswith("f_score@")), key=lambda key: float(key.split("@")[1]))
     rows = [{"scales": r["scales_kept"], "bytes": r["bytes_per_shape"], "f_score": r[tau], "iou": r["iou"]}
             for r in table]
     verdict = (f"{rows[0]['bytes']} -> {rows[-1]['bytes']} bytes/shape: {tau} {rows[0]['f_score']:.3f} -> "
