@@ -3,10 +3,12 @@
 Thin argparse front ends over `tokenforge.data.shards.make_shards` and `tokenforge.data.tokens.encode_shards`;
 ``tools/make_shards.py`` and ``tools/encode_shards.py`` call the same functions.
 
-Exit codes (`tokenforge.errors`): 0 done; 1 the run failed (no shard could be read); 2 a usage error, one
-line (e.g. OUT is not empty: pass ``--overwrite`` or choose another folder); 3 ``encode`` finished but skipped
-unreadable shards or samples (counted in its manifest); 130 Ctrl-C, one line saying what was kept and the
-command that continues.
+Exit codes (`tokenforge.errors`): 0 done; 1 the run failed (no shard could be read, or ``make`` rejected
+every source file); 2 a usage error, one line (e.g. OUT is not empty: pass ``--overwrite`` or choose another
+folder); 3 finished but skipped some inputs: ``make`` rejected source files (unreadable, malformed, too
+small, silent; one ``skipped: FILE: reason`` line each on stderr, all of them in ``OUT/rejected.jsonl``),
+``encode`` skipped unreadable shards or samples (counted in its manifest); 130 Ctrl-C, one line saying what
+was kept and the command that continues.
 """
 
 from __future__ import annotations
@@ -124,7 +126,7 @@ def interrupted_message(args: argparse.Namespace, argv: list[str], staged: bool)
 
 def main(argv: list[str] | None = None) -> int:
     from tokenforge.data.output import is_nonempty_dir
-    from tokenforge.errors import RunFailedError, UsageError, exit_code_for
+    from tokenforge.errors import EXIT_FAILED, RunFailedError, UsageError, exit_code_for
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -148,7 +150,25 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(summary))
     if args.command == "encode":  # skipped samples or shards: finished, but not with every input (exit 3)
         return exit_code_for(summary["skipped"] + summary["skipped_shards"])
-    return 0  # rejected source files are listed in rejected.jsonl; `shards make` still ends with 0
+    report_rejected(Path(args.out))
+    if summary["rejected"] and not summary["count"]:  # every file rejected: nothing usable was written
+        print(f"tokenforge shards: no sample made: all {summary['rejected']} source files were rejected (reasons "
+              f"above and in {Path(args.out) / 'rejected.jsonl'}); check the source and the options", file=sys.stderr)
+        return EXIT_FAILED
+    return exit_code_for(summary["rejected"])  # rejected source files: finished without them (exit 3)
+
+
+def report_rejected(out: Path, limit: int = 20) -> None:
+    """One ``skipped: FILE: reason`` line on stderr per file in ``OUT/rejected.jsonl`` (the first ``limit``,
+    then how many more): the rejections of the whole dataset, an earlier run's too when it was resumed."""
+    path = out / "rejected.jsonl"
+    lines = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    for line in lines[:limit]:
+        entry = json.loads(line)
+        reason = " ".join(str(entry["reason"]).split())  # one line even for a library's multi-line message
+        print(f"skipped: {entry['file']}: {reason}", file=sys.stderr)
+    if len(lines) > limit:
+        print(f"skipped: {len(lines) - limit} more files, listed with their reasons in {path}", file=sys.stderr)
 
 
 if __name__ == "__main__":

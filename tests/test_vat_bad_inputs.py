@@ -104,11 +104,14 @@ def test_reconstruct_refuses_each_bad_file_with_one_line_and_keeps_going(shared_
 def test_shards_make_meshes_writes_one_line_reasons(shared_data: Path, tmp_path: Path, capsys) -> None:
     code = shards_main(["make", "meshes", str(shared_data / "meshes/bad"), str(tmp_path), "--no-progress",
                         "--num-surface", "64", "--num-vol", "32", "--num-near", "32"])
-    assert code == 0
-    assert "Traceback" not in "".join(capsys.readouterr())
+    assert code == 3  # some files were rejected (EXIT_SOME_SKIPPED); the others are in the shards
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
     lines = (tmp_path / "rejected.jsonl").read_text().splitlines()
     rejected = {Path(r["file"]).name: r["reason"] for r in map(json.loads, lines)}
     assert set(rejected) == set(REFUSED) and len(lines) == len(REFUSED)
+    printed = [line for line in err.splitlines() if line.startswith("skipped: ")]  # one line per file, with why
+    assert len(printed) == len(REFUSED) and all(rejected[Path(line.split(": ")[1]).name] in line for line in printed)
     for name, piece in REFUSED.items():
         assert rejected[name].startswith(piece) and "\n" not in rejected[name], (name, rejected[name])
     manifest = json.loads((tmp_path / "manifest.json").read_text())
@@ -133,7 +136,7 @@ def test_empty_scene_and_point_cloud_files_are_refused_by_both_paths(model_dir: 
     code = shards_main(["make", "meshes", str(src), str(tmp_path / "shards"), "--no-progress"])
     rejected = {Path(r["file"]).name: r["reason"]
                 for r in map(json.loads, (tmp_path / "shards/rejected.jsonl").read_text().splitlines())}
-    assert code == 0 and rejected == {"empty_scene.gltf": reasons["empty_scene.gltf"],
+    assert code == 1 and rejected == {"empty_scene.gltf": reasons["empty_scene.gltf"],  # all rejected: failed
                                       "cloud.ply": reasons["cloud.ply"]}
 
 

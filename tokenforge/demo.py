@@ -107,7 +107,7 @@ class Stages:
         seconds = time.perf_counter() - start
         self.report[name] = {"status": "ok", "seconds": round(seconds, 1), **(result or {})}
         shown = {k: v for k, v in (result or {}).items()
-                 if k in ("metrics", "splits", "steps", "unigram_entropy_nats", "codes_used")}
+                 if k in ("metrics", "splits", "rejected", "steps", "unigram_entropy_nats", "codes_used")}
         print(f"[demo] {name:<22} ok in {seconds:.1f} s {json.dumps(shown)}", flush=True)
         return result
 
