@@ -20,7 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from tokenforge.generators.autoregressive.generate import image_grid, labels_for, load_module, save_images, tokenizer_name
+from tokenforge import console
+from tokenforge.devices import resolve_device
+from tokenforge.errors import UsageError
+from tokenforge.generators.autoregressive.generate import (image_grid, labels_for, load_module, require_tokenizer,
+                                                           save_images, tokenizer_name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", type=float, default=1.0, help="classifier-free guidance scale (1 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
     p.add_argument("--bf16", action="store_true", help="autocast the generator and decoder to bfloat16")
     p.add_argument("--out", required=True)
     return p
@@ -46,19 +50,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from tokenforge.generators.ecar.dit import FlowDiT
     from tokenforge.generators.ecar.model import ECAR
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device)
     generator = load_module(args.generator)
     if not isinstance(generator, (ECAR, FlowDiT)):
-        raise TypeError(f"{args.generator} holds a {type(generator).__name__}, not an ECAR or FlowDiT")
+        what = ("is a tokenizer: pass it as --tokenizer and an E-CAR or DiT checkpoint as --generator"
+                if callable(getattr(generator, "encode", None)) else "is no E-CAR or DiT: GPT and VAR sample with "
+                "`tokenforge generate`, ENAT with `tokenforge enat-generate`")
+        raise UsageError(f"--generator {args.generator} holds a {type(generator).__name__}, which {what}")
     generator = generator.to(device).eval()
-    tokenizer = load_module(tokenizer_name(args)).to(device).eval()
+    tokenizer_spec = tokenizer_name(args)
+    tokenizer = load_module(tokenizer_spec)
+    require_tokenizer(tokenizer, tokenizer_spec)
+    tokenizer = tokenizer.to(device).eval()
     rng = torch.Generator(device=device).manual_seed(args.seed)
     labels = labels_for(args, generator, torch.Generator().manual_seed(args.seed)) or [0] * args.n
     steps: int | list[int] = args.steps[0] if len(args.steps) == 1 else args.steps
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     all_latents = []
-    for start in range(0, args.n, args.batch_size):
+    for start in console.progress(range(0, args.n, args.batch_size), desc="batches"):
         batch = torch.tensor(labels[start: start + args.batch_size], device=device)
         with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
             if isinstance(generator, FlowDiT):  # the baseline: one Euler schedule over the full resolution
@@ -75,10 +85,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``tokenforge ecar-generate``; wrong input ends as one line and exit 2 (`tokenforge.errors`)."""
+    from tokenforge.failure import one_line
+
     args = build_parser().parse_args(argv)
     try:
-        run(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"ecar-generate: {error}", file=sys.stderr)
+        if args.n < 1 or args.batch_size < 1:
+            raise UsageError(f"--n and --batch-size must be >= 1 (got {args.n} and {args.batch_size})")
+        summary = run(args)
+    except (UsageError, ValueError, FileNotFoundError) as error:
+        print(f"tokenforge ecar-generate: {one_line(error)}", file=sys.stderr)
         return 2
+    print(json.dumps(summary))
     return 0

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     if "-h" in rest or "--help" in rest:
         print(p.format_help().replace("usage: tokenforge enat-generate", "ENAT options of tokenforge enat-generate"))
     if own.steps < 1:
-        print("tokenforge enat-generate: --steps must be >= 1", file=sys.stderr)
+        print(f"tokenforge enat-generate: --steps must be >= 1 (got {own.steps})", file=sys.stderr)
         return 2
     if "--cfg" not in rest:
         rest = [*rest, "--cfg", "2.5"]
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler.CLI_DEFAULTS.update(steps=own.steps, mask_temp=own.mask_temp, samp_temp=own.samp_temp,
                                 reuse=not own.no_reuse, mode=own.mode)
     try:
-        return generate_main(rest)
+        return generate_main(rest, command="enat-generate")
     finally:
         sampler.CLI_DEFAULTS.clear()
         sampler.CLI_DEFAULTS.update(saved)

@@ -20,6 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tokenforge import console
+from tokenforge.devices import resolve_device
+from tokenforge.errors import UsageError
+from tokenforge.failure import one_line
 from tokenforge.generators.linfusion.linfusion import LinFusion
 
 TILING_ABOVE = 2048 * 2048  # pixels; official tiles: sample 2048, latent 256
@@ -86,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=123)
     p.add_argument("--ladder", type=float, nargs="*", default=[], help="SDEdit strengths, each doubles the size")
     p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
     p.add_argument("--chunk-size", type=int, default=None, help="tokens per chunk in LinFusion (bounds memory)")
     p.add_argument("--out", type=Path, default=Path("linfusion.png"))
     return p
@@ -98,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tokenforge linfusion: --base {args.base} is not a local diffusers folder", file=sys.stderr)
         return 2
     try:
-        pipe = load_pipeline(args.base, args.linfusion, getattr(torch, args.dtype), args.device, args.chunk_size)
+        device = str(resolve_device(args.device))
+        pipe = load_pipeline(args.base, args.linfusion, getattr(torch, args.dtype), device, args.chunk_size)
+        pipe.set_progress_bar_config(disable=not console.progress_enabled())
         images = generate(pipe, args.prompt, args.height, args.width, args.steps, args.guidance, args.seed, args.ladder)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"tokenforge linfusion: {error}", file=sys.stderr)
+    except (UsageError, FileNotFoundError, ValueError) as error:
+        print(f"tokenforge linfusion: {one_line(error)}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_png(images[0], args.out)
