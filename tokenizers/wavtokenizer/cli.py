@@ -45,7 +45,11 @@ def load_model(spec: str, device: str = "cpu") -> Any:
         from tokenforge.reconstruct import require_tokenizer
 
         require_tokenizer(model, spec)  # a generator is named as such, with the command to use
-        raise UsageError(f"--model {spec} is a {model.modality} tokenizer, not an audio tokenizer")
+        article = "an" if str(model.modality)[:1] in "aeiou" else "a"
+        raise UsageError(f"--model {spec} is {article} {model.modality} tokenizer, not an audio tokenizer: `tokenforge "
+                         f"encode/decode` handle audio only; for {model.modality} files use `tokenforge reconstruct "
+                         f"--model {spec} FILES --out DIR`, and for token ids of a dataset `tokenforge shards encode "
+                         f"--tokenizer {spec} SHARDS OUT`")
     return model.to(resolve_device(device)).eval()
 
 
