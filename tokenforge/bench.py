@@ -15,6 +15,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from tokenforge.errors import UsageError
+
 DATA = ("tokenforge.data.bench:main", "shard loader samples/s per worker, per modality")
 METHODS: dict[str, dict[str, tuple[str, str]]] = {
     "tokenizer": {
@@ -55,8 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     found = resolve(argv)
     if found is None:
-        print(usage())
-        return 0 if argv and argv[0] in {"-h", "--help"} else 2
+        if not argv or argv[0] in {"-h", "--help"}:
+            print(usage())
+            return 0 if argv else 2
+        choices = ", ".join(["data", *(f"{area} {name}" for area, methods in METHODS.items() for name in methods)])
+        raise UsageError(f"nothing to measure called {' '.join(argv[:2])!r}; choose one of: {choices}")
     target, rest = found
     module_name, function = target.split(":")
     return int(getattr(importlib.import_module(module_name), function)(rest) or 0)

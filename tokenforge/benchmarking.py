@@ -1,7 +1,9 @@
 """Timing for `tokenforge bench`: the measuring conditions of shared/BENCHMARKS.md, written once.
 
 Warm-up calls first, ``torch.cuda.synchronize()`` around every timed call, the median of the repeats, and
-the peak of ``torch.cuda.max_memory_allocated()`` over the timed region.
+the peak of ``torch.cuda.max_memory_allocated()`` over the timed region. While it measures, a transient progress
+bar counts the calls (`tokenforge.console.progress`: on a terminal only, never under ``--quiet``; it is cleared
+when done, so the printed results stay as they were).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import torch
 
+from tokenforge import console
+
 
 def synchronize(device: torch.device | str) -> None:
     device = torch.device(device)
@@ -22,23 +26,28 @@ def synchronize(device: torch.device | str) -> None:
 
 def median_seconds(fn: Callable[[], Any], device: torch.device | str, warmup: int = 2, repeats: int = 5) -> float:
     """Median wall time of ``fn()`` over ``repeats`` synchronised calls, after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        fn()
     times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
+    with console.progress(total=warmup + repeats, desc="measuring", unit="call", leave=False) as bar:
+        for _ in range(warmup):
+            fn()
+            bar.update()
+        for _ in range(repeats):
+            synchronize(device)
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+            bar.update()
     return statistics.median(times)
 
 
 def timed(fn: Callable[[], Any], device: torch.device | str, warmup: int = 2, repeats: int = 5) -> tuple[float, float]:
     """(median seconds, peak GiB allocated during the timed calls; NaN off CUDA)."""
     device = torch.device(device)
-    for _ in range(warmup):
-        fn()
+    with console.progress(total=warmup, desc="warm-up", unit="call", leave=False) as bar:
+        for _ in range(warmup):
+            fn()
+            bar.update()
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

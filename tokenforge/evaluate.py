@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,8 +39,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
-
+from tokenforge import console
+from tokenforge.devices import resolve_device
+from tokenforge.errors import EXIT_USAGE, UsageError
+from tokenforge.failure import one_line
 from tokenforge.metrics.image import FIDMetric, LPIPSMetric, mean_std, psnr, ssim
 
 SKIPPED = "skipped: no weights"
@@ -91,7 +94,7 @@ def check_modality(shards: str | Path, want: str, who: str) -> dict[str, Any] | 
 
 def _limited(loader: Any, max_items: int | None, desc: str, progress: bool) -> Any:
     seen = 0
-    bar = tqdm(total=max_items, desc=desc, unit="item", disable=not progress)
+    bar = console.progress(total=max_items, desc=desc, unit="item", disable=not progress)
     for batch in loader:
         first = next(v for k, v in batch.items() if isinstance(v, torch.Tensor))
         size = len(first)
@@ -296,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="val", help="split to evaluate (default val)")
     parser.add_argument("--kind", choices=("tokenizer", "generator"), default=None, help="default: inferred")
     parser.add_argument("--out", type=Path, default=Path("outputs/evaluate"), help="folder for metrics.json")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-items", type=int, default=None, help="evaluate only the first N items")
     parser.add_argument("--image-size", type=int, default=256, help="image side after centre crop (default 256)")
@@ -309,11 +312,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if not args.shards.exists():
-        parser.error(f"--shards {args.shards} does not exist")
-    if args.max_items is not None and args.max_items < 1:
-        parser.error("--max-items must be >= 1")
     try:
+        if not args.shards.exists():
+            raise UsageError(f"--shards {args.shards} does not exist; point it at a shard folder")
+        if args.max_items is not None and args.max_items < 1:
+            raise UsageError(f"--max-items must be >= 1 (got {args.max_items})")
+        args.device = str(resolve_device(args.device))
         model = load_model(args.model, args.device)
         kind = args.kind or infer_kind(model)
         common = dict(split=args.split, batch_size=args.batch_size, device=args.device, max_items=args.max_items,
@@ -325,8 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             metrics = evaluate_generator(model, args.shards, args.out, reference=args.reference,
                                          tokenizer=args.tokenizer, **common)
-    except (ValueError, FileNotFoundError, TypeError) as error:
-        parser.error(str(error))
+    except (UsageError, ValueError, FileNotFoundError, TypeError) as error:
+        print(f"tokenforge evaluate: {one_line(error)}", file=sys.stderr)  # one line, exit 2 (tokenforge.errors)
+        raise SystemExit(EXIT_USAGE) from None
     metrics["protocol"]["model"] = args.model
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     print(json.dumps({k: v for k, v in metrics.items() if k != "per_item"}, indent=2))
