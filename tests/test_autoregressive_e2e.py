@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import webdataset as wds
 
@@ -45,6 +46,7 @@ def unigram_entropy(ids: torch.Tensor) -> float:
     return float(-(p * p.log()).sum())
 
 
+@pytest.mark.learning
 def test_images_to_tokens_to_gpt_to_pngs(shared_data, tmp_path, monkeypatch, one_thread):
     faces = make_face_shards(shared_data, tmp_path)
     assert len(faces) == 200

@@ -123,6 +123,7 @@ def test_eos_variable_length_sequences():
         assert (row[:length] >= 0).all() and (row[length:] == -1).all()
 
 
+@pytest.mark.learning
 def test_eos_training_loss_decreases():
     torch.manual_seed(0)
     model = tiny_gpt(layout="sequence", eos=True, num_classes=0, vocab_size=8, token_dropout=0.0,
@@ -196,6 +197,7 @@ def test_var_loader_recomputes_official_buffers(fixtures_dir):
     assert torch.equal(model.mask, state["attn_bias_for_masking"][0, 0] == 0)
 
 
+@pytest.mark.learning
 def test_var_trains_on_fixture_quantizer(fixtures_dir):
     """Teacher forcing with the quantizer's inputs: loss drops on one real batch; sampling fits the quantizer."""
     torch.manual_seed(0)

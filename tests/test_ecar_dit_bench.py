@@ -14,6 +14,7 @@ from tokenforge.generators.ecar.dit import FlowDiT
 from tokenforge.generators.ecar.mar import patchify
 
 
+@pytest.mark.learning
 def test_dit_identity_at_init_and_loss_falls(shared_data: Path) -> None:
     torch.manual_seed(0)
     dit = FlowDiT(4, 8, 2, dim=32, depth=2, num_heads=2, num_classes=3)

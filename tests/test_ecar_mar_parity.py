@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -95,6 +96,7 @@ def test_reverse_chain_with_an_oracle_eps_recovers_the_data_point():
     assert torch.allclose(out, x_star.expand(4, 3), atol=1e-3)
 
 
+@pytest.mark.learning
 def test_diffloss_training_lowers_the_loss():
     torch.manual_seed(0)
     head = DiffLoss(token_dim=2, cond_dim=4, width=64, depth=2, num_sampling_steps="20")

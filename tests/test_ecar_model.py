@@ -51,6 +51,7 @@ def test_oracle_velocity_recovers_the_data_point() -> None:
     assert torch.allclose(preview, resize(maps[1], 8), atol=1e-4)
 
 
+@pytest.mark.learning
 def test_training_lowers_the_flow_loss_on_real_latents(shared_data: Path) -> None:
     torch.manual_seed(0)
     images = load_images(shared_data / "images", size=16)  # real photos as 4x8x8 "latents": pixel-unshuffle

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import webdataset as wds
 
@@ -63,6 +64,7 @@ def test_reuse_training_step_uses_the_ema_state():
     assert module.partial_backward  # so DDP is told to expect parameters a step leaves unused (test_gan_ddp.py)
 
 
+@pytest.mark.learning
 def test_tokens_to_enat_fit_to_pngs(shared_data, tmp_path, monkeypatch, one_thread):
     faces = make_face_shards(shared_data, tmp_path)
     assert len(faces) == 200

@@ -95,6 +95,7 @@ def test_keep_k_sampling() -> None:
         sample_keep_k(2, 8, "random")
 
 
+@pytest.mark.learning
 def test_fit_tiny_config_through_the_cli(tmp_path: Path, shared_data: Path) -> None:
     from tokenforge.cli import lightning_cli
     from tokenforge.data.shards import make_shards

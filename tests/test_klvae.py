@@ -59,6 +59,7 @@ def test_hub_round_trip(tmp_path: Path, images: torch.Tensor) -> None:
         assert torch.equal(model.encode(images).latents, again.encode(images).latents)
 
 
+@pytest.mark.learning
 def test_autoencoder_gan_loop_lowers_reconstruction_loss(images: torch.Tensor) -> None:
     torch.manual_seed(0)
     from tokenforge.tokenizers.losses.patch import NLayerDiscriminator

@@ -39,6 +39,7 @@ def train(module: LinFusionDistillModule, batch: dict, steps: int) -> None:
     trainer.fit(module, DataLoader([batch] * steps, batch_size=None))
 
 
+@pytest.mark.learning
 def test_distillation_losses_fall_and_only_linfusion_trains(batch: dict) -> None:
     module = LinFusionDistillModule(**TINY)
     frozen = {k: v.clone() for k, v in module.parts.unet.state_dict().items() if ".attn1." not in k}
@@ -58,6 +59,7 @@ def test_distillation_losses_fall_and_only_linfusion_trains(batch: dict) -> None
     assert set(module.state_dict()) == {f"model.{k}" for k in module.model.state_dict()}
 
 
+@pytest.mark.learning
 def test_pure_distillation_brings_the_student_to_the_teacher(batch: dict) -> None:
     module = LinFusionDistillModule(**{**TINY, "loss_weights": {"loss_noise": 0.0}})
     before = fixed_losses(module, batch)

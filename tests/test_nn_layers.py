@@ -174,6 +174,7 @@ def test_transformer_round_trips_through_hub(tmp_path):
     assert torch.allclose(again(x, cond, causal=True), model.eval()(x, cond, causal=True))
 
 
+@pytest.mark.learning
 def test_causal_transformer_learns_real_image_rows(shared_data):
     """Next-pixel regression on rows of a real photograph: the loss must fall well below its start."""
     image = np.asarray(Image.open(shared_data / "images" / "camera.png").convert("L"), dtype=np.float32) / 255.0

@@ -134,6 +134,7 @@ def test_kmeans_init_puts_codes_at_data_clusters():
     assert torch.allclose(vq.embedding.weight, before, atol=1e-3)
 
 
+@pytest.mark.learning
 def test_learned_codebook_loss_decreases_on_a_real_image(shared_data):
     img = image_pixels(shared_data)
     vq = VectorQuantizer(16, 3, beta=0.25)

@@ -45,6 +45,7 @@ class Record(pl.Callback):
         self.outputs.append(outputs)
 
 
+@pytest.mark.learning
 def test_pixel_and_semantic_losses_fall_on_real_images(images: torch.Tensor) -> None:
     torch.manual_seed(0)
     module = TokenFlowModule(tiny_model(), perceptual_weight=0.0,
@@ -142,6 +143,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.learning
 def test_fit_tiny_config_through_the_cli(tmp_path: Path, shared_data: Path) -> None:
     from tokenforge.cli import lightning_cli
     from tokenforge.data.shards import make_shards

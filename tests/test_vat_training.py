@@ -36,6 +36,7 @@ def real_batch(shards: Path) -> dict:
     return next(iter(dm.val_dataloader()))
 
 
+@pytest.mark.learning
 def test_occupancy_loss_decreases_on_a_real_batch(shards: Path) -> None:
     torch.manual_seed(0)
     batch = real_batch(shards)

@@ -90,6 +90,7 @@ def surface(mesh_or_path, n: int = 4000) -> np.ndarray:
     return trimesh.sample.sample_surface(mesh, n, seed=np.random.default_rng(2))[0]
 
 
+@pytest.mark.learning
 @pytest.mark.parametrize("stem, other, euler", [("sphere", "torus", 2), ("torus", "sphere", 0)])
 def test_reconstruct_writes_a_watertight_ply_of_the_right_topology(fitted, tmp_path: Path, stem: str, other: str,
                                                                    euler: int) -> None:

@@ -48,6 +48,7 @@ class Record(pl.Callback):
             self.disc.append(torch.cat([p.detach().flatten().clone() for p in module.discriminator.parameters()]))
 
 
+@pytest.mark.learning
 def test_reconstruction_loss_decreases_on_real_images(images: torch.Tensor) -> None:
     module = TokenizerModule(tiny_vqgan(), perceptual_weight=0.0,
                              optimizer=lambda params: torch.optim.Adam(params, lr=2e-3, betas=(0.9, 0.95)))

@@ -63,6 +63,7 @@ def mel(module: WavTokenizerModule, batch: torch.Tensor) -> float:
     return module.mel_loss(module.model(batch).x_hat, batch).item()
 
 
+@pytest.mark.learning
 def test_mel_loss_falls_on_real_speech(batch: torch.Tensor) -> None:
     module = WavTokenizerModule(tiny_model(), learning_rate=3e-3, evaluate_pesq=False)
     before = mel(module, batch)  # eval mode: k-means has not run yet, every frame maps to code 0
