@@ -147,3 +147,27 @@ def test_device_cuda_without_a_gpu_is_one_line(monkeypatch, vqgan_dir: Path, sha
     with pytest.raises(UsageError, match="no CUDA GPU"):
         reconstruct_main(["--model", str(vqgan_dir), str(shared_data / "images/coffee.png"),
                           "--out", str(tmp_path / "rec"), "--device", "cuda"])
+
+
+def test_audio_encode_and_decode_skip_bad_files_and_go_on(fixtures_dir: Path, shared_data: Path, tmp_path: Path,
+                                                         capsys) -> None:
+    model = hub.save_pretrained(hub.from_official("wavtokenizer", fixtures_dir / "wavtokenizer"), tmp_path / "wt")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    good = sorted((shared_data / "speech24k").glob("*.flac"))[0]
+    shutil.copy(good, clips / good.name)
+    (clips / "notes.wav").write_text("not audio\n")
+    codes = tmp_path / "codes"
+    assert tokenforge_main(["encode", "--model", str(model), str(clips), "--out", str(codes),
+                            "--device", "cpu"]) == EXIT_SOME_SKIPPED
+    assert sorted(p.name for p in codes.glob("*.npy")) == [f"{good.stem}.npy"]
+    np.save(codes / "range.npy", np.array([0, 1, 10**6]))
+    (codes / "broken.npy").write_bytes(b"\x93NUMPY garbage")
+    capsys.readouterr()
+    assert tokenforge_main(["decode", "--model", str(model), str(codes), "--out", str(tmp_path / "wav"),
+                            "--device", "cpu"]) == EXIT_SOME_SKIPPED
+    reasons = skipped_lines(capsys.readouterr().err)
+    assert set(reasons) == {"range.npy", "broken.npy"}
+    assert reasons["range.npy"].startswith("codes must be non-empty and in [0, ")
+    assert reasons["broken.npy"].startswith("not a readable .npy array")
+    assert [p.name for p in (tmp_path / "wav").glob("*.flac")] == [f"{good.stem}.flac"]
