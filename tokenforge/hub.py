@@ -210,6 +210,15 @@ def _check_class_path(path: Any, source: str) -> None:
         raise CheckpointError(refusal)
 
 
+def unpickling_reason(error: BaseException) -> str:
+    """The informative line of torch's weights-only refusal (e.g. which global it met), without its preamble."""
+    for line in str(error).splitlines()[1:]:
+        line = line.split("WeightsUnpickler error:", 1)[-1].strip()
+        if line and not line.startswith(("Check the documentation", "Please file an issue")):
+            return line.rstrip(".")
+    return "it holds objects outside torch's weights-only allowlist"
+
+
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
@@ -270,8 +279,8 @@ def load_checkpoint(
             return torch.load(path, map_location=map_location, weights_only=False)
         raise PickledCheckpointError(
             f"refused to load {path}: it contains pickled Python objects, and unpickling can execute code "
-            f"({_first_line(error)}). If you trust its origin, pass trust_pickle=True (`--trust-pickle`) once "
-            "and save it again with save_pretrained."
+            f"({unpickling_reason(error)}). If you trust its origin, pass trust_pickle=True (`--trust-pickle`) "
+            "once and save it again with save_pretrained."
         ) from None
     except Exception as error:  # a truncated zip, a text file, an empty file ...
         raise CheckpointError(

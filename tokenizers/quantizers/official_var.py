@@ -46,7 +46,7 @@ def quantizer_from_config(config: Mapping[str, Any]) -> MultiScaleResidualQuanti
     cfg = dict(config.get("vqvae", config))
     missing = [k for k in ("vocab_size", "z_channels", "v_patch_nums") if k not in cfg]
     if missing:
-        raise KeyError(f"VAR vqvae config lacks {missing}; give vocab_size, z_channels and v_patch_nums")
+        raise CheckpointError(f"VAR vqvae config lacks {missing}; give vocab_size, z_channels and v_patch_nums")
     return MultiScaleResidualQuantizer(
         codebook_size=int(cfg["vocab_size"]),
         dim=int(cfg["z_channels"]),
@@ -83,10 +83,10 @@ def load_var_msrq(
         weights, config_file = path, path.parent / "config.json"
     else:
         raise FileNotFoundError(f"no VAR VQVAE checkpoint at {path}")
+    state = _read_state(weights, trust_pickle)  # the file first: a bad one fails before anything is built
     if config is None:
         config = read_config_file(config_file) if config_file.is_file() else VAR_RELEASE_VQVAE
     quantizer = quantizer_from_config(config)
-    state = _read_state(weights, trust_pickle)
     if not any(k.startswith(PREFIX) for k in state):
         raise CheckpointError(f"{weights} has no '{PREFIX}*' keys; it is not a VAR VQVAE state dict")
     load_mapped_state_dict(

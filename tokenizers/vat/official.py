@@ -53,11 +53,12 @@ def load_shape2vecset(
     weights = path / WEIGHTS_FILE if path.is_dir() else path
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found (a 3DShape2VecSet state dict or checkpoint-<epoch>.pth)")
+    state = _read_state(weights, trust_pickle)  # the file first: a bad one fails before the model is built
     if config is None:
         config_file = weights.parent / "config.json"
         config = read_config_file(config_file) if config_file.is_file() else {}
     model = model_from_config(config)
-    load_mapped_state_dict(model, _read_state(weights, trust_pickle), official_key_map, source=str(weights))
+    load_mapped_state_dict(model, state, official_key_map, source=str(weights))
     return model.eval()
 
 
