@@ -39,7 +39,7 @@ import torch
 import webdataset as wds
 
 from tokenforge.data.collate import collate, with_extras
-from tokenforge.data.reading import ShardHealth, ShardReader
+from tokenforge.data.reading import DecodeGuard, ShardHealth, ShardReader
 from tokenforge.data.shards import (
     EpochSeed,
     ResampledShards,
@@ -191,7 +191,7 @@ class ShardDataModule(pl.LightningDataModule):
             stages.append(wds.shuffle(self.shuffle_buffer, initial=min(self.shuffle_buffer, 100),
                                       rng=WorkerRandom(self.epoch_seed, "shuffle")))
         decode = with_extras(self.decoder(train))
-        stages += [wds.map(self.counter.guard(decode)), wds.select(_not_none),
+        stages += [wds.map(DecodeGuard(health, self.counter, decode)), wds.select(_not_none),
                    wds.batched(self.batch_size if train else self.val_batch_size, collation_fn=collate,
                                partial=not train)]
         pipeline = wds.DataPipeline(*stages)

@@ -6,6 +6,12 @@ short back-off for remote URLs), and a shard that still fails is skipped, counte
 its reason. Samples already yielded from a shard that broke half-way are never yielded twice: a retry skips
 them.
 
+A shard that opens fine but whose samples all fail to decode (garbage members) or that holds no sample
+fails too: the first read of each shard in an epoch is its probe (its samples are tagged), `DecodeGuard`
+tallies how its samples decode, and when the whole probe read gave no decodable sample the shard is skipped
+and counted exactly like an unreadable one (its later samples are dropped without decoding). Without this a
+resampled run drew such shards forever.
+
 `ShardHealth` is what the DataLoader workers of one loader share about its shards (unknown / read /
 failed, the number skipped, the last reason). A shard that failed is not tried again in the same epoch;
 a worker whose shards have all failed ends its stream instead of drawing failed shards forever (webdataset's
@@ -33,6 +39,7 @@ from tokenforge.errors import RunFailedError
 
 UNKNOWN, READ, FAILED = 0, 1, 2
 REASON_CHARS = 400
+PROBE = "__probe__"  # tags the samples of a shard's first read in an epoch (removed before decoding)
 
 
 def is_remote(url: str) -> bool:
@@ -61,35 +68,99 @@ class ShardHealth:
         self.state = context.Array("b", max(1, len(self.urls)))
         self.skipped = context.Value("l", 0)  # shards skipped, all epochs
         self.failed_now = context.Value("l", 0)  # shards failed in this epoch
+        self.undecodable_now = context.Value("l", 0)  # of those, shards that opened but gave no decodable sample
         self.reason = context.Array("c", REASON_CHARS + 200)
+        n = max(1, len(self.urls))  # per shard, this epoch: the probe (first) read and how its samples decoded
+        self.probing = context.Array("b", n, lock=False)
+        self.probe_size = context.Array("l", n, lock=False)  # samples of the finished probe read (-1: not yet)
+        self.probe_ok = context.Array("l", n, lock=False)
+        self.probe_failed = context.Array("l", n, lock=False)
+        self.decode_errors: dict[str, str] = {}  # last decode error per shard (this process: the probe's reader)
+        for i in range(n):
+            self.probe_size[i] = -1
 
     def reset(self) -> None:
         """A new epoch: every shard may be tried again (a shard that failed once may be back)."""
         with self.state.get_lock():
             for i in range(len(self.urls)):
                 self.state[i] = UNKNOWN
+                self.probing[i], self.probe_size[i], self.probe_ok[i], self.probe_failed[i] = 0, -1, 0, 0
             self.failed_now.value = 0
+            self.undecodable_now.value = 0
 
     def get(self, url: str) -> int:
         i = self.index.get(url)
         return UNKNOWN if i is None else self.state[i]
 
     def mark_read(self, url: str) -> None:
-        if url in self.index:
-            self.state[self.index[url]] = READ
+        i = self.index.get(url)
+        if i is not None and self.state[i] != FAILED:  # a read that ends after its shard was judged undecodable
+            self.state[i] = READ
 
     def mark_failed(self, url: str, error: BaseException, attempts: int) -> None:
         reason = describe(error)
+        self._fail(url, reason, f" after {attempts} attempts: {reason}")
+
+    def _fail(self, url: str, reason: str, told: str, undecodable: bool = False) -> None:
+        """Skip ``url`` for this epoch and count it; warn once with ``told`` and the running count."""
         with self.state.get_lock():  # two workers may fail the same shard at once: count it once
             i = self.index.get(url)
+            if i is not None and self.state[i] == FAILED and undecodable:
+                return  # already skipped (the probe's last decode and its end of read may both get here)
             if i is not None and self.state[i] != FAILED:
                 self.state[i] = FAILED
                 self.failed_now.value += 1
+                self.undecodable_now.value += int(undecodable)
             self.skipped.value += 1
             total = self.skipped.value
             self.reason.value = f"{url}: {reason}".encode("utf-8", "replace")[: REASON_CHARS + 199]
-        warnings.warn(f"skipped shard {url} after {attempts} attempts: {reason} [{total} shards skipped so far]",
-                      stacklevel=2)
+        warnings.warn(f"skipped shard {url}{told} [{total} shards skipped so far]", stacklevel=3)
+
+    # ---- shards that open but give no decodable sample
+
+    def claim_probe(self, url: str) -> bool:
+        """True for the first read of ``url`` in this epoch (by any worker): its samples are the probe."""
+        i = self.index.get(url)
+        if i is None:
+            return False
+        with self.state.get_lock():
+            if self.probing[i]:
+                return False
+            self.probing[i] = 1
+            return True
+
+    def probe_read(self, url: str, samples: int) -> None:
+        """The probe read of ``url`` ended after ``samples`` samples."""
+        i = self.index.get(url)
+        if i is not None:
+            self.probe_size[i] = samples
+            self.check_decodes(url)
+
+    def probe_decoded(self, url: str, error: BaseException | None) -> None:
+        """One probe sample of ``url`` decoded (``error`` None) or failed to."""
+        i = self.index.get(url)
+        if i is None:
+            return
+        with self.state.get_lock():
+            if error is None:
+                self.probe_ok[i] += 1
+            else:
+                self.probe_failed[i] += 1
+        if error is not None:
+            self.decode_errors[url] = describe(error)
+            self.check_decodes(url)
+
+    def check_decodes(self, url: str) -> None:
+        """Fail ``url`` when its whole probe read is known and gave no decodable sample (or none at all)."""
+        i = self.index[url]
+        size, ok, bad = self.probe_size[i], self.probe_ok[i], self.probe_failed[i]
+        if size < 0 or ok or bad < size or self.state[i] == FAILED:
+            return
+        if size == 0:
+            reason = "the shard opens but holds no samples"
+        else:
+            reason = f"all {size} samples failed to decode (last: {self.decode_errors.get(url, 'unknown')})"
+        self._fail(url, reason, f": {reason}", undecodable=True)
 
     def failed(self) -> int:
         """Shards that failed in this epoch."""
@@ -107,8 +178,10 @@ class ShardHealth:
             return
         failed = self.failed()
         if failed:
+            hint = ("check the shard paths or URLs and the network" if failed > self.undecodable_now.value else
+                    "the shards hold no decodable sample: remake them with `tokenforge shards make ... --overwrite`")
             raise RunFailedError(f"no {what} batch could be read: {failed} of {len(self.urls)} shards failed "
-                                 f"(last: {self.last_reason()}); check the shard paths or URLs and the network")
+                                 f"(last: {self.last_reason()}); {hint}")
         raise RunFailedError(f"no {what} batch could be read from {len(self.urls)} shards ({samples_skipped} "
                              "samples skipped as corrupt); check the shards, e.g. remake them with "
                              "`tokenforge shards make ... --overwrite`")
@@ -132,23 +205,30 @@ class ShardReader:
             yield from self.read(url)
 
     def read(self, url: str) -> Iterator[dict[str, Any]]:
-        """One shard's samples; retried, then skipped and counted."""
+        """One shard's samples; retried, then skipped and counted. The epoch's first read is its probe."""
         yielded, error = 0, None
+        probe = self.health.claim_probe(url)
         for attempt in range(self.retries + 1):
             if attempt and is_remote(url):
                 time.sleep(self.backoff * 2 ** (attempt - 1))
             try:
                 for index, sample in enumerate(self.samples(url)):
+                    if not probe and self.health.get(url) == FAILED:
+                        return  # judged undecodable while this later read was going on
                     if index >= yielded:  # a retry skips what the broken attempt already gave
                         yielded += 1
-                        yield sample
+                        yield {**sample, PROBE: True} if probe else sample
                 self.health.mark_read(url)
+                if probe:
+                    self.health.probe_read(url, yielded)
                 return
             except Exception as caught:  # any read error of this shard: retry, then skip
                 error = caught
         if yielded:  # the shard broke after some samples: keep those, count the rest as one skip
             self.health.mark_read(url)
             self.counter.skip(f"shard {url} after {yielded} samples", error)
+            if probe:
+                self.health.probe_read(url, yielded)
         else:
             self.health.mark_failed(url, error, self.retries + 1)
 
@@ -168,3 +248,28 @@ def _close_quietly(stream: Any) -> None:
         stream.close()
     except Exception:
         pass
+
+
+class DecodeGuard:
+    """Pipeline map: a sample's decode, or None when it fails (counted as a corrupt sample). It tallies how a
+    shard's probe samples decode (`ShardHealth.probe_decoded`), and drops samples of a shard already skipped
+    this epoch without decoding them."""
+
+    def __init__(self, health: ShardHealth, counter: Any, decode: Any) -> None:
+        self.health, self.counter, self.decode = health, counter, decode
+
+    def __call__(self, sample: dict[str, Any]) -> Any:
+        probe = sample.pop(PROBE, False)
+        url = sample.get("__url__")
+        if url is not None and self.health.get(url) == FAILED:
+            return None
+        try:
+            out = self.decode(sample)
+        except Exception as error:
+            self.counter.skip(f"key {sample.get('__key__')!r} in {url}", error)
+            if probe:
+                self.health.probe_decoded(url, error)
+            return None
+        if probe:
+            self.health.probe_decoded(url, None)
+        return out

@@ -24,7 +24,7 @@ import multiprocessing as mp
 import os
 import random
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -494,14 +494,3 @@ class SkipCounter:
         self._last = (type(error), first)
         return True
 
-    def guard(self, fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], Any]:
-        """Wrap a per-sample decode: a failure skips (returns None) instead of raising."""
-        return partial(_guarded, self, fn)
-
-
-def _guarded(counter: SkipCounter, fn: Callable, sample: dict[str, Any]) -> Any:
-    try:
-        return fn(sample)
-    except Exception as error:
-        counter.skip(f"key {sample.get('__key__')!r} in {sample.get('__url__')}", error)
-        return None

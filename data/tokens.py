@@ -25,7 +25,7 @@ import webdataset as wds
 
 from tokenforge.data.collate import collate, with_extras
 from tokenforge.data.output import check_output, staged_output
-from tokenforge.data.reading import ShardHealth, ShardReader
+from tokenforge.data.reading import DecodeGuard, ShardHealth, ShardReader
 from tokenforge.data.shards import SkipCounter, npy_bytes, read_manifest, sha256, shard_urls, write_manifest
 from tokenforge.errors import UsageError
 
@@ -175,7 +175,8 @@ class _EncodeJob:
 
         health = ShardHealth(urls, self.counter.context)
         reader = ShardReader(health, self.counter, retries=self.retries)
-        pipeline = wds.DataPipeline(wds.SimpleShardList(urls), reader, wds.map(self.counter.guard(self.decode)))
+        guard = DecodeGuard(health, self.counter, self.decode)
+        pipeline = wds.DataPipeline(wds.SimpleShardList(urls), reader, wds.map(guard))
         records: list[dict[str, Any]] = []
         keys: list[str] = []
 

@@ -4,11 +4,13 @@ and unreadable shards are retried, skipped and counted, or stop the run when non
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import shutil
 import socket
 import tarfile
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -216,3 +218,52 @@ def test_ctrl_c_in_shards_make_prints_one_line_and_leaves_nothing_that_loads(set
     assert shards_main([*argv, "--overwrite"]) == 130
     assert "is unchanged" in one_error_line(capsys)
     assert listing(out) == before and not [p for p in tmp_path.iterdir() if p.name.startswith(".raw")]
+
+
+def garbage_copy(source: Path, target: Path) -> list[str]:
+    """``source`` with every member's bytes replaced by garbage of the same length (same names: it opens fine)."""
+    with tarfile.open(source) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+    with tarfile.open(target, "w") as tar:
+        for member, data in members:
+            junk = bytes((7 * i + 13) % 256 for i in range(len(data)))
+            member.size = len(junk)
+            tar.addfile(member, io.BytesIO(junk))
+    return sorted({m.name.split(".")[0] for m, _ in members})
+
+
+def test_a_shard_whose_samples_all_fail_to_decode_is_skipped_and_counted(setup: Path, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(setup / "raw", raw)
+    shards = json.loads((raw / "manifest.json").read_text())["splits"]["train"]["shards"]
+    bad = shards[0]["name"]
+    bad_keys = garbage_copy(setup / "raw" / bad, raw / bad)
+    # a small shuffle buffer: the shard is judged once its first read's samples came out of the buffer
+    dm = ShardDataModule(train=str(raw), image_size=IMAGE, batch_size=2, epoch_samples=24, shuffle_buffer=6)
+    dm.setup()
+    with pytest.warns(UserWarning, match=f"skipped shard .*{bad}: all 3 samples failed to decode"):
+        batches = list(dm.train_dataloader())  # resampled: the garbage shard would be drawn again and again
+    keys = {k for b in batches for k in b["__key__"]}
+    assert len(batches) == 12 and keys and not keys & set(bad_keys)
+    assert dm.skipped_shards == 1  # once per epoch, however often it was drawn
+    assert dm.skipped >= 3  # its probe samples, each counted as a corrupt sample
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_shards_of_undecodable_samples_stop_the_run_within_seconds(setup: Path, tmp_path: Path,
+                                                                    workers: int) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(setup / "raw", raw)
+    shards = json.loads((raw / "manifest.json").read_text())["splits"]["train"]["shards"]
+    for entry in shards:
+        garbage_copy(setup / "raw" / entry["name"], raw / entry["name"])
+    dm = ShardDataModule(train=str(raw), image_size=IMAGE, batch_size=2, epoch_samples=8, num_workers=workers)
+    dm.setup()
+    start = time.monotonic()
+    with pytest.raises(RunFailedError) as error, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # one per garbage sample and per skipped shard
+        list(dm.train_dataloader())
+    assert time.monotonic() - start < 30
+    message = str(error.value)
+    assert f"{len(shards)} of {len(shards)} shards failed" in message and "\n" not in message
+    assert "samples failed to decode" in message and "remake them" in message
