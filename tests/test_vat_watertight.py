@@ -112,7 +112,9 @@ def test_reconstruct_writes_a_watertight_ply_of_the_right_topology(fitted, tmp_p
     assert entry["tokens"] == TOKENS and entry["tokens_per_scale"] == TINY["scales"]
     assert entry["bytes"] == math.ceil(math.ceil(math.log2(64)) * TOKENS / 8) == 24
     assert math.isfinite(entry["chamfer"]) and entry["chamfer"] < CHAMFER_BOUND, entry
-    assert entry["iou"] > 0.8 and entry["f_score"]["0.05"] > 0.9, entry
+    # measured (default / AVX2 kernels): IoU sphere 0.950 / 0.946, torus 0.922 / 0.958; F-score at 0.05 sphere
+    # 0.918 / 0.907, torus 0.974 / 0.979; Chamfer sphere 0.061 / 0.060, torus 0.047 / 0.048 (tests/README.md)
+    assert entry["iou"] > 0.8 and entry["f_score"]["0.05"] > 0.8, entry
     # the bound has teeth: the written mesh is far (in Chamfer) from the other shape
     wrong = chamfer_distance(surface(mesh), surface(fitted[other][1]))
     assert wrong > 3 * CHAMFER_BOUND
