@@ -7,7 +7,10 @@ import contextlib
 import io
 import json
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tarfile
 import time
 import warnings
@@ -18,6 +21,7 @@ import torch
 
 from tokenforge.data.cli import main as shards_main
 from tokenforge.data.datamodule import ShardDataModule
+from tokenforge.data.output import staged_output
 from tokenforge.data.shards import make_shards, shard_urls
 from tokenforge.data.tokens import encode_shards
 from tokenforge.errors import RunFailedError, UsageError
@@ -267,3 +271,43 @@ def test_shards_of_undecodable_samples_stop_the_run_within_seconds(setup: Path, 
     message = str(error.value)
     assert f"{len(shards)} of {len(shards)} shards failed" in message and "\n" not in message
     assert "samples failed to decode" in message and "remake them" in message
+
+
+KILL_DURING_OVERWRITE = """
+import os, signal, sys
+from tokenforge.data import image
+from tokenforge.data.cli import main
+real, seen = image.prepare, []
+def prepare_then_kill(path, **options):
+    seen.append(path)
+    if len(seen) == 5:
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9 while the new shards are being written beside OUT
+    return real(path, **options)
+image.prepare = prepare_then_kill
+main(sys.argv[1:])
+"""
+
+
+def test_a_staging_folder_left_by_kill_9_is_removed_by_the_next_run(setup: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "raw"
+    argv = ["make", "images", str(setup / "faces.csv"), str(out), "--shard-size", "2", "--format", "png",
+            "--max-side", "16", "--no-progress"]
+    assert shards_main(argv) == 0
+    before = listing(out)
+    killed = subprocess.run([sys.executable, "-c", KILL_DURING_OVERWRITE, *argv, "--overwrite"], timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith(".raw.writing-")]
+    assert len(stale) == 1 and list(stale[0].glob("train-*.tar*"))  # what the killed run had written
+    assert listing(out) == before  # the old folder is whole
+    others = [tmp_path / ".raw2.writing-1-abcdef", tmp_path / ".raw.old-1-abcdef"]  # not this OUT's staging
+    for folder in others:
+        folder.mkdir()
+    capsys.readouterr()
+    with pytest.raises(InterruptedError), staged_output(out) as live:  # a run still writing (holds the lock)
+        assert shards_main([*argv, "--overwrite"]) == 0
+        assert live.is_dir()  # in use: left alone
+        raise InterruptedError  # that run then stops without swapping in (its folder is removed)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"removed 1 staging folder(s) left beside {out}" in err[0] and stale[0].name in err[0]
+    assert not stale[0].exists() and all(folder.is_dir() for folder in others)
+    assert json.loads((out / "manifest.json").read_text())["count"] == 12
