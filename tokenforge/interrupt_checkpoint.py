@@ -24,6 +24,7 @@ from their periodic checkpoints.
 from __future__ import annotations
 
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -49,6 +50,7 @@ class InterruptCheckpoint(pl.Callback):
         self.requested: str | None = None  # the name of the signal that asked to stop
         self._previous: dict[int, Any] = {}
         self._abort = False  # a second signal: stop without saving
+        self._pid = os.getpid()  # the process whose handlers these are (forked workers inherit them)
 
     def folder(self, trainer: pl.Trainer) -> Path:
         callback = trainer.checkpoint_callback
@@ -62,11 +64,14 @@ class InterruptCheckpoint(pl.Callback):
         self.requested, self._abort = None, False
         if trainer.world_size > 1 or threading.current_thread() is not threading.main_thread():
             return  # signal handlers can only be set from the main thread
+        self._pid = os.getpid()
         for signum in SIGNALS:
             self._previous[signum] = signal.getsignal(signum)
             signal.signal(signum, self._request_stop)
 
     def _request_stop(self, signum: int, frame: Any) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked DataLoader worker: keep serving batches; the trainer decides when to stop
         if self.requested is not None:  # pressed again: stop now
             self._abort = True
             self._restore()

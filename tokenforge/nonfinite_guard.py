@@ -113,7 +113,7 @@ class NonFiniteGuard(pl.Callback):
             return
         terms = [f"{k}={_describe(v)}" for k, v in _terms(outputs).items() if not bool(torch.isfinite(v).all())]
         where = (f"non-finite loss at global step {self._step_at_start} (epoch {trainer.current_epoch}, batch "
-                 f"{batch_idx}): {', '.join(terms + self._bad)}")
+                 f"{batch_idx}): {', '.join(terms or self._bad)}")
         if self.mode == "stop":
             raise NonFiniteLossError(f"{where}; no optimiser step was taken and no checkpoint written. Lower the "
                                      f"learning rate or check this batch's data (to skip such batches: {SKIP_HINT})")
