@@ -75,7 +75,8 @@ def lightning_cli(args: list[str] | dict[str, Any] | None = None, run: bool = Tr
         },
         args=args,
         run=run,
-        parser_kwargs={"description": "Train and evaluate tokenforge models from YAML configs."},
+        # a config or option error raises (printed by `main` as one line) instead of printing the whole usage
+        parser_kwargs={"description": "Train and evaluate tokenforge models from YAML configs.", "exit_on_error": False},
     )
 
 

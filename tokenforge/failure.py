@@ -4,7 +4,8 @@
 
 - `UsageError` (exit 2) and `RunFailedError` (exit 1): their message, which already says what to do.
 - Wrong input the libraries report in their own words (exit 2): a missing file or folder, a pickled file
-  that torch refuses to unpickle, an unreadable ``.safetensors`` file.
+  that torch refuses to unpickle, an unreadable ``.safetensors`` file, a config or option that LightningCLI's
+  parser rejects (its nested report is shortened to the path of keys and the innermost reason).
 - ``SystemExit``: a number is the exit code as given (argparse and LightningCLI print their own usage
   message first); a message string is printed as the one line, exit 1 as Python does.
 - Ctrl-C: ``interrupted``, exit 130 (the shell's code for SIGINT).
@@ -15,6 +16,7 @@ With ``--debug`` the traceback is printed above the line.
 
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import re
@@ -33,6 +35,33 @@ def one_line(text: object) -> str:
     if not lines:
         return ""
     return lines[0] + (" ..." if len(lines) > 1 else "")
+
+
+def config_error_line(message: str) -> str:
+    """jsonargparse's nested report as one line: the keys and classes down to the innermost reason.
+
+    ``Parser key "model": ... class_path '...VQGAN': Parser key "ch": Expected a <class 'int'>. Got value: foo``
+    becomes ``model (VQGANModule) > model (VQGAN) > ch: Expected a <class 'int'>. Got value: foo``.
+    """
+    rows = [(len(line) - len(line.lstrip(" -")), line.strip(" -")) for line in message.splitlines() if line.strip()]
+    if len(rows) < 2:
+        return one_line(message)
+    depth = max(indent for indent, _ in rows)
+    index = next(i for i, (indent, _) in enumerate(rows) if indent == depth)
+    path: list[str] = []
+    chosen = ""  # the class a key's value names sits between the key and the key's own options
+    for indent, text in reversed(rows[:index]):
+        if indent >= depth:
+            continue
+        depth = indent
+        key = re.match(r'Parser key "([^"]+)"', text)
+        cls = re.search(r"class_path '([\w.]+)'", text)
+        if key:
+            path.insert(0, key.group(1) + (f" ({chosen})" if chosen else ""))
+            chosen = ""
+        elif cls:
+            chosen = cls.group(1).rsplit(".", 1)[-1]
+    return f"{' > '.join(path)}: {rows[index][1]}" if path else rows[index][1]
 
 
 def _is_safetensors_error(error: BaseException) -> bool:
@@ -54,6 +83,8 @@ def describe(error: BaseException) -> tuple[str, int]:
         return ("refused to unpickle a file that holds pickled Python objects (torch: "
                 f"{one_line(error)}); load safetensors or a tokenforge checkpoint, or pass --trust-pickle for a "
                 "file you trust"), EXIT_USAGE
+    if isinstance(error, argparse.ArgumentError):
+        return f"{config_error_line(str(error))} (`--help` lists the options)", EXIT_USAGE
     if _is_safetensors_error(error):
         return (f"cannot read a .safetensors file ({one_line(error)}): it is truncated or not a safetensors file; "
                 "download or convert it again"), EXIT_USAGE
