@@ -58,6 +58,8 @@ def test_windowed_scores_equal_the_whole_for_short_clips_and_stay_close_for_long
     halves_stft = float(M.stft_distance(est, ref, window_samples=n // 2 + 1))
     assert halves_mel != whole_mel and halves_mel == pytest.approx(whole_mel, rel=0.01)
     assert halves_stft != whole_stft and halves_stft == pytest.approx(whole_stft, rel=0.01)
+    # SI-SNR sums window by window: the whole signal's value, without full-length temporaries
+    assert float(M.si_snr(est, ref, window_samples=n // 3 + 1)) == pytest.approx(float(M.si_snr(est, ref)), rel=1e-4)
     stoi_whole = M.stoi(est, ref, 24000)[0]
     stoi_halves = M.stoi(est, ref, 24000, window_seconds=seconds / 2 + 0.01)[0]
     assert 0.5 < stoi_whole <= 1.0 and abs(stoi_halves - stoi_whole) < 0.03

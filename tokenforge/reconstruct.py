@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     audio = [p for p in files if p.suffix.lower() in AUDIO_SUFFIXES]
     if not images and not audio:
-        parser.error(f"no image ({', '.join(sorted(IMAGE_SUFFIXES))}) or audio ({', '.join(sorted(AUDIO_SUFFIXES))}) files given")
+        parser.error(f"no image ({', '.join(sorted(IMAGE_SUFFIXES))}) or audio "
+                     f"({', '.join(sorted(AUDIO_SUFFIXES))}) files given")
     from tokenforge.hub import from_pretrained
 
     tokenizer = from_pretrained(args.model)

@@ -120,17 +120,33 @@ def stft_distance(est: Tensor, ref: Tensor,
     return total / len(resolutions)
 
 
-def si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8) -> Tensor:
-    """Scale-invariant SNR in dB, mean over the batch."""
+def si_snr(est: Tensor, ref: Tensor, eps: float = 1e-8, window_samples: int | None = None) -> Tensor:
+    """Scale-invariant SNR in dB, mean over the batch.
+
+    Signals longer than ``window_samples`` (default 720,000) accumulate the same sums window by window, so no
+    full-length temporary is made (the value is that of the whole signal, not a mean over windows).
+    """
     est, ref = _pair(est, ref)
-    est, ref = est - est.mean(-1, keepdim=True), ref - ref.mean(-1, keepdim=True)
-    target = (est * ref).sum(-1, keepdim=True) / (ref.square().sum(-1, keepdim=True) + eps) * ref
-    noise = est - target
-    return (10 * torch.log10(target.square().sum(-1) / (noise.square().sum(-1) + eps) + eps)).mean()
+    parts = windows(est.shape[-1], _window_length(24000, None) if window_samples is None else window_samples)
+    if len(parts) == 1:
+        est, ref = est - est.mean(-1, keepdim=True), ref - ref.mean(-1, keepdim=True)
+        target = (est * ref).sum(-1, keepdim=True) / (ref.square().sum(-1, keepdim=True) + eps) * ref
+        noise = est - target
+        return (10 * torch.log10(target.square().sum(-1) / (noise.square().sum(-1) + eps) + eps)).mean()
+    e_mean, r_mean = est.mean(-1, keepdim=True), ref.mean(-1, keepdim=True)
+
+    def centred():  # one window at a time: (est - mean, ref - mean)
+        return ((est[..., a:b] - e_mean, ref[..., a:b] - r_mean) for a, b in parts)
+
+    dot = sum((e * r).sum(-1, keepdim=True) for e, r in centred())
+    scale = dot / (sum(r.square().sum(-1, keepdim=True) for _, r in centred()) + eps)
+    target = sum((scale * r).square().sum(-1) for _, r in centred())
+    noise = sum((e - scale * r).square().sum(-1) for e, r in centred())
+    return (10 * torch.log10(target / (noise + eps) + eps)).mean()
 
 
-def _numpy_rows(x: Tensor) -> list[np.ndarray]:
-    return [row.astype(np.float64) for row in x.detach().cpu().float().numpy()]
+def _numpy(x: Tensor) -> np.ndarray:
+    return x.detach().cpu().double().numpy()
 
 
 def _pesq_one(est: Tensor, ref: Tensor, sample_rate: int) -> float:
@@ -173,8 +189,8 @@ def stoi(est: Tensor, ref: Tensor, sample_rate: int, window_seconds: float | Non
 
     est, ref = _pair(est, ref)
     size = _window_length(sample_rate, window_seconds)
-    return [_weighted([(_stoi_one(e[a:b], r[a:b], sample_rate), b - a) for a, b in windows(len(e), size)])
-            for e, r in zip(_numpy_rows(est), _numpy_rows(ref))]
+    return [_weighted([(_stoi_one(_numpy(e[a:b]), _numpy(r[a:b]), sample_rate), b - a)
+                       for a, b in windows(len(e), size)]) for e, r in zip(est, ref)]
 
 
 def pesq_stoi(est: Tensor, ref: Tensor, sample_rate: int) -> dict[str, float]:
