@@ -18,10 +18,13 @@ augmentation, a final partial batch. A rank or worker that gets no shard yields 
 
 Corrupt samples (unreadable tar member, undecodable file, wrong shape) are skipped with a warning; the
 shared count is `skipped` and is logged as ``data/skipped`` when a Lightning logger is attached. A shard that
-cannot be read at all (missing, unreachable, truncated) is retried ``shard_retries`` more times, then skipped
-for the epoch, warned about with its reason and counted (`skipped_shards`, ``data/skipped_shards``); when no
-training batch can be read the run stops with `RunFailedError` instead of retrying forever
-(`tokenforge.data.reading`). A folder with a ``manifest.json`` is read as exactly the shards it lists.
+cannot be read at all (missing, unreachable, truncated), or whose samples all fail to decode, is retried
+``shard_retries`` more times (a read error), then skipped for the epoch, warned about with its reason and
+counted (`skipped_shards`, ``data/skipped_shards``); when no training batch can be read the run stops with
+`RunFailedError` instead of retrying forever (`tokenforge.data.reading`). With DataLoader workers, a worker
+logs each skipped shard as one WARNING line on its stderr, and the main process echoes the skips once as a
+warning (`WorkerSkipEcho`: how many more, the last reason, the running count). A folder with a
+``manifest.json`` is read as exactly the shards it lists.
 
 Batches (the contract other modules rely on): ``image`` [B,3,H,W] in [-1,1]; ``audio`` [B,T];
 ``points``/``normals`` [B,N,3], ``queries`` [B,Q,3], ``occupancy`` [B,Q], ``near`` [B,Q] bool;
@@ -39,7 +42,7 @@ import torch
 import webdataset as wds
 
 from tokenforge.data.collate import collate, with_extras
-from tokenforge.data.reading import DecodeGuard, ShardHealth, ShardReader
+from tokenforge.data.reading import DecodeGuard, ShardHealth, ShardReader, WorkerSkipEcho
 from tokenforge.data.shards import (
     EpochSeed,
     ResampledShards,
@@ -218,8 +221,8 @@ class ShardDataModule(pl.LightningDataModule):
             with warnings.catch_warnings():  # with_length only provides len() for progress bars; that is all we want
                 warnings.simplefilter("ignore", UserWarning)
                 loader = loader.with_epoch(batches).with_length(batches)
-            return EpochLoader(loader, self.epoch_seed, self._trainer, health, self.counter)
-        return CheckedLoader(loader, health)
+            return EpochLoader(loader, self.epoch_seed, self._trainer, health, self.counter, echo=workers > 0)
+        return CheckedLoader(loader, health, echo=workers > 0)
 
     def _trainer(self) -> Any:
         return self.trainer
@@ -280,9 +283,10 @@ class EpochLoader:
     """
 
     def __init__(self, loader: Any, seed: EpochSeed, trainer: Any, health: ShardHealth | None = None,
-                 counter: SkipCounter | None = None) -> None:
+                 counter: SkipCounter | None = None, echo: bool = False) -> None:
         self.loader, self.seed, self.trainer, self.passes = loader, seed, trainer, 0
         self.health, self.counter = health, counter
+        self.echo = WorkerSkipEcho(health) if echo and health is not None else _nothing
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -306,8 +310,10 @@ class EpochLoader:
         count = 0
         for index, batch in enumerate(self.loader):
             count += 1
+            self.echo()
             if index >= done:
                 yield batch
+        self.echo()
         if self.health is not None:  # an epoch without a single batch: every shard failed; stop the run
             self.health.check_epoch(count, "training", int(self.counter) if self.counter is not None else 0)
 
@@ -315,15 +321,18 @@ class EpochLoader:
 class CheckedLoader:
     """The validation loader: stops with `RunFailedError` when every one of its shards failed to read."""
 
-    def __init__(self, loader: Any, health: ShardHealth) -> None:
+    def __init__(self, loader: Any, health: ShardHealth, echo: bool = False) -> None:
         self.loader, self.health = loader, health
+        self.echo = WorkerSkipEcho(health) if echo else _nothing
 
     def __iter__(self) -> Any:
         self.health.reset()
         count = 0
         for batch in self.loader:
             count += 1
+            self.echo()
             yield batch
+        self.echo()
         if not count and self.health.all_failed():  # a rank given no shard legitimately yields nothing
             self.health.check_epoch(count, "validation")
 
@@ -334,6 +343,10 @@ def _batches_done(trainer: Any) -> int:
         return int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
     except AttributeError:  # no trainer (a loader iterated by hand)
         return 0
+
+
+def _nothing() -> None:
+    pass
 
 
 def _identity(source: Any) -> Any:

@@ -26,6 +26,7 @@ connection 30 times, 30 s each); other URLs (``pipe:``, ``s3:``, local paths) go
 
 from __future__ import annotations
 
+import logging
 import time
 import urllib.request
 import warnings
@@ -33,6 +34,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import webdataset as wds
+from torch.utils.data import get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
 from tokenforge.errors import RunFailedError
@@ -57,6 +59,16 @@ def describe(error: BaseException) -> str:
     """One line for a read error (webdataset appends the stream and URL to ``args``: keep the first)."""
     text = str(error.args[0]) if error.args else str(error)
     return f"{type(error).__name__}: {text}".splitlines()[0][:REASON_CHARS]
+
+
+def report(line: str) -> None:
+    """A skip: a warning in the main process; in a DataLoader worker, one WARNING log line on the worker's
+    stderr (a warning there prints two lines, and only the worker's filters would see it). The main
+    process then echoes it once (`WorkerSkipEcho`)."""
+    if get_worker_info() is None:
+        warnings.warn(line, stacklevel=4)
+    else:
+        logging.getLogger(__name__).warning(line)
 
 
 class ShardHealth:
@@ -102,19 +114,21 @@ class ShardHealth:
         self._fail(url, reason, f" after {attempts} attempts: {reason}")
 
     def _fail(self, url: str, reason: str, told: str, undecodable: bool = False) -> None:
-        """Skip ``url`` for this epoch and count it; warn once with ``told`` and the running count."""
-        with self.state.get_lock():  # two workers may fail the same shard at once: count it once
+        """Skip ``url`` for this epoch and count it (once per epoch); report ``told`` and the running count."""
+        with self.state.get_lock():
             i = self.index.get(url)
-            if i is not None and self.state[i] == FAILED and undecodable:
-                return  # already skipped (the probe's last decode and its end of read may both get here)
-            if i is not None and self.state[i] != FAILED:
+            # already skipped this epoch (two workers failed it at once, or the probe's last decode and the end
+            # of its read both got here): counted and reported once
+            if i is not None and self.state[i] == FAILED:
+                return
+            if i is not None:
                 self.state[i] = FAILED
                 self.failed_now.value += 1
                 self.undecodable_now.value += int(undecodable)
             self.skipped.value += 1
             total = self.skipped.value
             self.reason.value = f"{url}: {reason}".encode("utf-8", "replace")[: REASON_CHARS + 199]
-        warnings.warn(f"skipped shard {url}{told} [{total} shards skipped so far]", stacklevel=3)
+        report(f"skipped shard {url}{told} [{total} shards skipped so far]")
 
     # ---- shards that open but give no decodable sample
 
@@ -248,6 +262,25 @@ def _close_quietly(stream: Any) -> None:
         stream.close()
     except Exception:
         pass
+
+
+class WorkerSkipEcho:
+    """Repeats in the main process, as one warning line, the shard skips its DataLoader workers reported.
+
+    A worker reports each skip on its own stderr (`report`: the same terminal when forked, but not the main
+    process's ``sys.stderr``, warning filters or captured logs). The loader calls this after each batch and at
+    the end of a pass; it warns when the shared count grew: how many more, the last reason, the total."""
+
+    def __init__(self, health: ShardHealth) -> None:
+        self.health, self.seen = health, 0
+
+    def __call__(self) -> None:
+        total = int(self.health.skipped.value)
+        if total <= self.seen:
+            return
+        more, self.seen = total - self.seen, total
+        warnings.warn(f"skipped shard(s) in the DataLoader workers: {more} more (last: {self.health.last_reason()})"
+                      f" [{total} shards skipped so far]", stacklevel=2)
 
 
 class DecodeGuard:

@@ -3,9 +3,10 @@ and unreadable shards are retried, skipped and counted, or stop the run when non
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
+import logging
+import re
 import shutil
 import signal
 import socket
@@ -134,19 +135,28 @@ def closed_port() -> int:
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_an_unreachable_url_stops_the_run_within_seconds(workers: int) -> None:
-    spec = f"http://127.0.0.1:{closed_port()}/train-{{000000..000002}}.tar"
+def test_an_unreachable_url_stops_the_run_within_seconds(workers: int, capfd, monkeypatch) -> None:
+    port = closed_port()
+    spec = f"http://127.0.0.1:{port}/train-{{000000..000002}}.tar"
     dm = ShardDataModule(train=spec, image_size=IMAGE, batch_size=2, epoch_samples=4, num_workers=workers,
                          shard_retries=1)
     dm.setup()
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])  # as outside pytest: no handler, so stderr
     start = time.monotonic()
-    # the workers warn on their own stderr; in-process, the warning names each shard and the count so far
-    warned = pytest.warns(UserWarning, match="skipped shard") if workers == 0 else contextlib.nullcontext()
-    with pytest.raises(RunFailedError) as error, warned:
+    # in-process, the warning names each shard and the count so far; with workers, each worker logs one line
+    # per shard on its stderr and the main process echoes the skips once (how many more, last reason, count)
+    match = "skipped shard" if workers == 0 else r"skipped shard\(s\) in the DataLoader workers: 3 more .*127\.0\.0\.1"
+    with pytest.raises(RunFailedError) as error, pytest.warns(UserWarning, match=match) as warned:
         list(dm.train_dataloader())
     assert time.monotonic() - start < 30
     message = str(error.value).strip().splitlines()[-1]
     assert "3 of 3 shards failed" in message and "127.0.0.1" in message
+    if workers:
+        assert sum("DataLoader workers" in str(w.message) for w in warned) == 1  # once, not per batch or worker
+        lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("skipped shard")]
+        urls = {f"http://127.0.0.1:{port}/train-00000{i}.tar" for i in range(3)}
+        assert len(lines) == 3 and {line.split()[2] for line in lines} == urls  # each shard once, one line
+        assert all(re.search(r"after 2 attempts: URLError: .* \[[123] shards skipped so far\]$", x) for x in lines)
 
 
 def test_encode_from_an_unreachable_url_fails_with_one_line(setup: Path, tmp_path: Path, capsys) -> None:
@@ -311,3 +321,4 @@ def test_a_staging_folder_left_by_kill_9_is_removed_by_the_next_run(setup: Path,
     assert len(err) == 1 and f"removed 1 staging folder(s) left beside {out}" in err[0] and stale[0].name in err[0]
     assert not stale[0].exists() and all(folder.is_dir() for folder in others)
     assert json.loads((out / "manifest.json").read_text())["count"] == 12
+
