@@ -212,10 +212,12 @@ def _check_class_path(path: Any, source: str) -> None:
 
 def unpickling_reason(error: BaseException) -> str:
     """The informative line of torch's weights-only refusal (e.g. which global it met), without its preamble."""
-    for line in str(error).splitlines()[1:]:
-        line = line.split("WeightsUnpickler error:", 1)[-1].strip()
-        if line and not line.startswith(("Check the documentation", "Please file an issue")):
-            return line.rstrip(".")
+    lines = [line.strip() for line in str(error).splitlines()[1:]]
+    tag = "WeightsUnpickler error:"
+    marked = [line.split(tag, 1)[1].strip() for line in lines if tag in line]
+    for line in [*marked, *lines]:
+        if line and not line.startswith(("Check the documentation", "Please file an issue", "(1)", "(2)")):
+            return line.split(" was not an allowed global")[0].split(". ")[0].rstrip(".")
     return "it holds objects outside torch's weights-only allowlist"
 
 
