@@ -121,33 +121,31 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure ends as one line on stderr and an exit code (`tokenforge.errors`)."""
     from tokenforge import console
 
-    from_console = argv is None
     flags, argv = split_global_flags(list(sys.argv[1:] if argv is None else argv))
-    console.set_quiet("--quiet" in flags)
     console.install_filters()
     command, rest = (argv[0], argv[1:]) if argv else ("--help", [])
     known = command in LIGHTNING_COMMANDS or command in SUBCOMMANDS
-    try:
-        if command in {"-h", "--help", "help"}:
-            print(_usage())
-            return 0
-        return dispatch(command, rest, from_console)
-    except BaseException as error:  # noqa: BLE001 - every ending is turned into one line and an exit code
-        return report_failure(command if known else None, error, debug="--debug" in flags)
+    with console.quiet_mode("--quiet" in flags):
+        try:
+            if command in {"-h", "--help", "help"}:
+                print(_usage())
+                return 0
+            return dispatch(command, rest)
+        except BaseException as error:  # noqa: BLE001 - every ending is turned into one line and an exit code
+            return report_failure(command if known else None, error, debug="--debug" in flags)
 
 
-def dispatch(command: str, rest: list[str], from_console: bool = False) -> int:
+def dispatch(command: str, rest: list[str]) -> int:
     """Run ``command`` with its arguments; exceptions go to `main`."""
     if command in LIGHTNING_COMMANDS:
-        if from_console:  # LightningCLI reads sys.argv itself (given both, it warns that they may disagree)
-            saved = sys.argv
-            sys.argv = [sys.argv[0], command, *rest]
-            try:
-                lightning_cli(args=None)
-            finally:
-                sys.argv = saved
-        else:
-            lightning_cli(args=[command, *rest])
+        # LightningCLI reads sys.argv itself (given ``args`` too, it warns that they may disagree): hand it the
+        # arguments without tokenforge's own flags there, from the console and from Python alike
+        saved = sys.argv
+        sys.argv = [saved[0] if saved else "tokenforge", command, *rest]
+        try:
+            lightning_cli(args=None)
+        finally:
+            sys.argv = saved
         return 0
     if command not in SUBCOMMANDS:
         raise UsageError(f"unknown command {command!r}; `tokenforge --help` lists the commands ("

@@ -13,12 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 QUIET_ENV = "TOKENFORGE_QUIET"
@@ -60,6 +61,21 @@ def set_quiet(quiet: bool) -> None:
         os.environ[QUIET_ENV] = "1"
     else:
         os.environ.pop(QUIET_ENV, None)
+
+
+@contextlib.contextmanager
+def quiet_mode(enabled: bool) -> Iterator[None]:
+    """``--quiet`` for the duration of one command when ``enabled`` (else as it was); restored afterwards."""
+    before = os.environ.get(QUIET_ENV)
+    if enabled:
+        set_quiet(True)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(QUIET_ENV, None)
+        else:
+            os.environ[QUIET_ENV] = before
 
 
 def progress_enabled(stream: Any = None) -> bool:

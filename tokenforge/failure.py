@@ -80,9 +80,10 @@ def describe(error: BaseException) -> tuple[str, int]:
         message = f"{what}{where}" if error.strerror else one_line(error)
         return f"{message}; check the path", EXIT_USAGE
     if isinstance(error, pickle.UnpicklingError):
-        return ("refused to unpickle a file that holds pickled Python objects (torch: "
-                f"{one_line(error)}); load safetensors or a tokenforge checkpoint, or pass --trust-pickle for a "
-                "file you trust"), EXIT_USAGE
+        first = one_line(error).split(". ")[0].rstrip(".")
+        return (f"torch refused to load a file that holds pickled Python objects ({first}): unpickling can run "
+                "code, so it is off; use a checkpoint written by tokenforge or a safetensors folder (`tokenforge "
+                "convert` turns an official release into one)"), EXIT_USAGE
     if isinstance(error, argparse.ArgumentError):
         return f"{config_error_line(str(error))} (`--help` lists the options)", EXIT_USAGE
     if _is_safetensors_error(error):
