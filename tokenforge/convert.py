@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.check is not None:
+        if not args.check.is_dir():
+            raise UsageError(f"--check {args.check} is not a folder; give a parity fixture folder "
+                             "(e.g. ../shared/fixtures/var_msrq)")
         lines = check(args.check, args.parity_method)
         for line in lines:
             print(line)
