@@ -18,7 +18,8 @@ into ``n = ceil(L / W)`` consecutive, non-overlapping windows of equal length (`
 boundaries, so each is between W/2 and W long and there is no short tail); every window is scored on its own
 and the scores are averaged weighted by window length. PESQ/STOI leave out windows without a score (silence:
 NaN) and give NaN when no window has one; the spectral distances weight by frames and sum the spectral
-convergence's norms over windows. A signal no longer than the window is scored whole, exactly as before.
+convergence's norms over windows; SI-SNR sums its terms window by window (the whole signal's value). A signal
+no longer than the window is scored whole, exactly as before.
 """
 
 from __future__ import annotations
