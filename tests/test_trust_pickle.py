@@ -236,6 +236,7 @@ def malicious_own_checkpoints(root: Path, marker: Path, files: list[Path]) -> li
         {"class_path": "subprocess.Popen", "init_args": {"args": ["touch", str(marker)]}},
         {"class_path": "builtins.exec", "init_args": {}},
         {"class_path": "tokenforge.hub.save_pretrained", "init_args": {}},
+        {"class_path": "tokenforge.__main__.main", "init_args": {}},
         {"class_path": "tokenforge.tokenizers.vqgan.model.VQGAN",
          "init_args": {"quantizer": {"class_path": "os.system", "init_args": {"command": command}}}},
     ]

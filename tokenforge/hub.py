@@ -198,6 +198,8 @@ def _check_class_path(path: Any, source: str) -> None:
     if not isinstance(path, str) or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", path):
         raise CheckpointError(refusal)
     parts = path.split(".")
+    if any(part.startswith("__") for part in parts):  # e.g. tokenforge.__main__: importing it runs the CLI
+        raise CheckpointError(refusal)
     imported = any(".".join(parts[:cut]) in sys.modules for cut in range(len(parts) - 1, 0, -1))
     if not (path.startswith("tokenforge.") or imported):
         raise CheckpointError(refusal)
