@@ -100,7 +100,9 @@ def _cli_class() -> type:
                 from tokenforge.fit_progress import FitProgressBar
 
                 callbacks.append(FitProgressBar())
-            return super().instantiate_trainer(callbacks=callbacks, **kwargs)
+            from tokenforge.safe_load import guard_checkpoint_loading
+
+            return guard_checkpoint_loading(super().instantiate_trainer(callbacks=callbacks, **kwargs))
 
     return TokenforgeCLI
 
