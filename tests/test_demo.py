@@ -226,3 +226,21 @@ def test_compute_claims_run_the_benches(monkeypatch) -> None:
     # 9x the pixels: softmax attention's materialised 2304^2 map costs far more memory than linear attention's
     assert growth["softmax"]["memory_mib"] > 4 * growth["linfusion"]["memory_mib"]
     assert growth["softmax"]["time_x"] > growth["linfusion"]["time_x"]
+
+
+def test_data_stage_accepts_rejected_files_and_shows_the_count(tmp_path: Path, capsys) -> None:
+    """`shards make` exits 3 when it rejects files (e.g. a malformed one among the samples): the stage still
+    succeeds, and its line shows how many files were rejected."""
+    from tokenforge.demo_stages import make_data
+
+    samples = tmp_path / "samples"
+    (samples / "speech24k").mkdir(parents=True)
+    for clip in sorted((SAMPLES / "speech24k").glob("*.flac"))[:3]:
+        (samples / "speech24k" / clip.name).write_bytes(clip.read_bytes())
+    (samples / "speech24k" / "broken.flac").write_bytes(b"fLaC but not really" * 10)
+    run = Run(out=tmp_path / "demo", device="cpu", steps=STEPS["small"], preset="tiny", samples=samples)
+    result = Stages(run).run("data/speech", lambda r: make_data(r, "speech"))
+    assert result["rejected"] == 1 and sum(result["splits"].values()) == 3
+    captured = capsys.readouterr()
+    assert "skipped: " in captured.err and "broken.flac" in captured.err
+    assert any(line.startswith("[demo] data/speech") and '"rejected": 1' in line for line in captured.out.splitlines())
