@@ -64,20 +64,29 @@ def lightning_cli(args: list[str] | dict[str, Any] | None = None, run: bool = Tr
     from tokenforge import console
 
     console.install_filters()  # again: Lightning's loggers get their handlers when it is imported
-    return _cli_class()(
-        LightningModule,
-        LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "logs"}},
-        },
-        args=args,
-        run=run,
-        # a config or option error raises (printed by `main` as one line) instead of printing the whole usage
-        parser_kwargs={"description": "Train and evaluate tokenforge models from YAML configs.", "exit_on_error": False},
-    )
+    saved = sys.argv
+    if isinstance(args, list):
+        # LightningCLI reads sys.argv itself and, given ``args`` too, warns that they may disagree: hand it the
+        # arguments there (without tokenforge's own flags), from the console and from Python alike
+        sys.argv, args = [saved[0] if saved else "tokenforge", *args], None
+    try:
+        return _cli_class()(
+            LightningModule,
+            LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_kwargs={"overwrite": True},
+            trainer_defaults={
+                "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "logs"}},
+            },
+            args=args,
+            run=run,
+            # a config or option error raises (printed by `main` as one line) instead of the whole usage
+            parser_kwargs={"description": "Train and evaluate tokenforge models from YAML configs.",
+                           "exit_on_error": False},
+        )
+    finally:
+        sys.argv = saved
 
 
 def _cli_class() -> type:
@@ -140,14 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(command: str, rest: list[str]) -> int:
     """Run ``command`` with its arguments; exceptions go to `main`."""
     if command in LIGHTNING_COMMANDS:
-        # LightningCLI reads sys.argv itself (given ``args`` too, it warns that they may disagree): hand it the
-        # arguments without tokenforge's own flags there, from the console and from Python alike
-        saved = sys.argv
-        sys.argv = [saved[0] if saved else "tokenforge", command, *rest]
-        try:
-            lightning_cli(args=None)
-        finally:
-            sys.argv = saved
+        lightning_cli(args=[command, *rest])
         return 0
     if command not in SUBCOMMANDS:
         raise UsageError(f"unknown command {command!r}; `tokenforge --help` lists the commands ("
