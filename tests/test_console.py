@@ -118,3 +118,13 @@ def test_progress_helper_follows_quiet_and_the_terminal(monkeypatch) -> None:
         assert console.progress(range(3), desc="x").disable
         assert list(console.progress(range(3))) == [0, 1, 2]
     assert console.progress_enabled(Terminal())
+
+
+def test_epoch_label_never_shows_a_negative_last_epoch() -> None:
+    from types import SimpleNamespace
+
+    from tokenforge.fit_progress import epoch_label
+
+    assert epoch_label(SimpleNamespace(current_epoch=3, max_epochs=-1, max_steps=500)) == "Epoch 3"
+    assert epoch_label(SimpleNamespace(current_epoch=3, max_epochs=None, max_steps=-1)) == "Epoch 3"
+    assert epoch_label(SimpleNamespace(current_epoch=3, max_epochs=10, max_steps=-1)) == "Epoch 3/9"

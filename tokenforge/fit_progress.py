@@ -36,7 +36,7 @@ class FitProgressBar(TQDMProgressBar):
         bar = self.train_progress_bar
         bar.set_description(epoch_label(trainer), refresh=False)
         if self.counts_steps(trainer):
-            bar.bar_format = STEP_FORMAT
+            bar.bar_format, bar.unit = STEP_FORMAT, "step"
             bar.total = trainer.max_steps
             bar.n = bar.last_print_n = trainer.global_step
         if not bar.disable:
