@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
+from tokenforge import console
 from tokenforge.devices import resolve_device
 from tokenforge.errors import UsageError, exit_code_for
 from tokenforge.metrics.image import psnr, to_uint8  # noqa: F401  (re-exported: reconstruct.psnr)
@@ -90,7 +90,7 @@ def reconstruct_images(model: Any, paths: list[Path], out: Path, size: int = 256
     loaded, skipped = load_images(paths, size)
     metrics: dict[str, Any] = {"files": {}, "skipped": skipped}
     pairs = []
-    for start in tqdm(range(0, len(loaded), batch_size), desc="reconstruct", unit="batch"):
+    for start in console.progress(range(0, len(loaded), batch_size), desc="reconstruct", unit="batch"):
         chunk = [p for p, _ in loaded[start:start + batch_size]]
         x = torch.stack([t for _, t in loaded[start:start + batch_size]]).to(device)
         tokens = tokenizer.encode(x)

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tokenforge import console
 from tokenforge.devices import resolve_device
 from tokenforge.errors import UsageError, exit_code_for
 from tokenforge.tokenizers.wavtokenizer.files import AudioFileError, decode_long, encode_long, load_audio
@@ -80,7 +81,7 @@ def reconstruct_files(model: Any, paths: list[Path], out: Path, chunk_seconds: f
     out.mkdir(parents=True, exist_ok=True)
     rate = int(model.sample_rate)
     report: dict[str, Any] = {"sample_rate": rate, "files": {}, "rejected": {}}
-    for path in paths:
+    for path in console.progress(paths, desc="reconstruct", unit="file"):
         try:
             wave, facts = load_audio(path, rate)
         except AudioFileError as error:
@@ -135,7 +136,7 @@ def encode_main(argv: list[str] | None = None) -> int:
     rejected = 0
     from tokenforge.data.audio import EXTENSIONS
 
-    for path in _files(args.inputs, EXTENSIONS):
+    for path in console.progress(_files(args.inputs, EXTENSIONS), desc="encode", unit="file"):
         try:
             wave, facts = load_audio(path, model.sample_rate)
         except AudioFileError as error:
@@ -177,7 +178,7 @@ def decode_main(argv: list[str] | None = None) -> int:
     model = load_model(args.model, args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     skipped = 0
-    for path in _files(args.inputs, (".npy",)):
+    for path in console.progress(_files(args.inputs, (".npy",)), desc="decode", unit="file"):
         try:
             codes, length = read_codes(path, model.vocab_size)
         except AudioFileError as error:
