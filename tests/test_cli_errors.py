@@ -246,3 +246,16 @@ def test_convert_failures_are_one_line(case, tmp_path, capfd) -> None:
     assert code == 2
     assert_one_line(err, "convert", str(source.name))
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("layout", ["missing", "empty", "not_a_pipeline"])
+def test_linfusion_base_that_is_not_a_diffusers_folder(layout, tmp_path, capfd) -> None:
+    base = tmp_path / "sd"
+    if layout != "missing":
+        base.mkdir()
+    if layout == "not_a_pipeline":
+        (base / "config.json").write_text("{}")
+    code, err = run(["linfusion", "--base", str(base), "--prompt", "a lighthouse", "--out", str(tmp_path / "o.png")],
+                    capfd)
+    assert code == 2
+    assert_one_line(err, "linfusion", "model_index.json")

@@ -98,15 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if not Path(args.base).is_dir():
-        print(f"tokenforge linfusion: --base {args.base} is not a local diffusers folder", file=sys.stderr)
+    if not Path(args.base, "model_index.json").is_file():
+        print(f"tokenforge linfusion: --base {args.base} is not a local diffusers folder (no model_index.json); "
+              "give the folder of a Stable Diffusion pipeline saved with diffusers", file=sys.stderr)
         return 2
     try:
         device = str(resolve_device(args.device))
         pipe = load_pipeline(args.base, args.linfusion, getattr(torch, args.dtype), device, args.chunk_size)
         pipe.set_progress_bar_config(disable=not console.progress_enabled())
         images = generate(pipe, args.prompt, args.height, args.width, args.steps, args.guidance, args.seed, args.ladder)
-    except (UsageError, FileNotFoundError, ValueError) as error:
+    except (UsageError, FileNotFoundError, ValueError, OSError) as error:
         print(f"tokenforge linfusion: {one_line(error)}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
