@@ -136,7 +136,9 @@ def test_reconstruct_cli_writes_strips_and_psnr_per_k(tmp_path: Path, shared_dat
     assert set(metrics["mean"]) == {"psnr_k1", "psnr_k2", "psnr_k8"}
     assert all(v > 0 for f in metrics["files"].values() for v in f.values())
     assert Image.open(tmp_path / "rec" / "astronaut.png").size == (16 * 4, 16)  # input + 3 reconstructions
-    with pytest.raises(ValueError, match="1..8"):
+    from tokenforge.errors import UsageError
+
+    with pytest.raises(UsageError, match="1..8"):  # one line from tokenforge.cli, exit code 2
         main(["reconstruct", "--model", str(tmp_path / "model"), files[0], "--out", str(tmp_path / "bad"),
               "--tokens", "1,9", "--size", "16", "--device", "cpu"])
 
