@@ -126,7 +126,7 @@ def interrupted_message(args: argparse.Namespace, argv: list[str], staged: bool)
 
 def main(argv: list[str] | None = None) -> int:
     from tokenforge.data.output import is_nonempty_dir
-    from tokenforge.errors import EXIT_FAILED, RunFailedError, UsageError, exit_code_for
+    from tokenforge.errors import RunFailedError, UsageError, exit_code_for
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -154,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     if summary["rejected"] and not summary["count"]:  # every file rejected: nothing usable was written
         print(f"tokenforge shards: no sample made: all {summary['rejected']} source files were rejected (reasons "
               f"above and in {Path(args.out) / 'rejected.jsonl'}); check the source and the options", file=sys.stderr)
-        return EXIT_FAILED
-    return exit_code_for(summary["rejected"])  # rejected source files: finished without them (exit 3)
+    # rejected source files: finished without them (exit 3); all of them rejected: nothing written (exit 1)
+    return exit_code_for(summary["rejected"], summary["rejected"] + summary["count"])
 
 
 def report_rejected(out: Path, limit: int = 20) -> None:

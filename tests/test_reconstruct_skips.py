@@ -15,7 +15,7 @@ from test_flextok_training import tiny as tiny_flextok  # tests/ is on sys.path
 
 from tokenforge import hub
 from tokenforge.cli import main as tokenforge_main
-from tokenforge.errors import EXIT_OK, EXIT_SOME_SKIPPED, UsageError
+from tokenforge.errors import EXIT_FAILED, EXIT_OK, EXIT_SOME_SKIPPED, UsageError
 from tokenforge.reconstruct import main as reconstruct_main  # raises UsageError (tokenforge.cli prints it)
 from tokenforge.tokenizers.flextok.cli import main as flextok_main
 
@@ -72,6 +72,11 @@ def test_generic_reconstruct_skips_unreadable_images_and_writes_the_rest(vqgan_d
     assert Image.open(out / "grid.png").size == (64, 3 * 32)
     assert tokenforge_main(["reconstruct", "--model", str(vqgan_dir), str(folder / "coffee.png"), "--out",
                             str(tmp_path / "one"), "--size", "32", "--device", "cpu"]) == EXIT_OK
+    # every input unreadable: nothing was written, so the run failed (exit 1), each reason still on stderr
+    assert tokenforge_main(["reconstruct", "--model", str(vqgan_dir), str(folder / "truncated.jpg"),
+                            str(folder / "notes.png"), "--out", str(tmp_path / "none"), "--size", "32",
+                            "--device", "cpu"]) == EXIT_FAILED
+    assert set(skipped_lines(capsys.readouterr().err)) == {"truncated.jpg", "notes.png"}
 
 
 def test_flextok_reconstruct_skips_unreadable_images_and_writes_the_rest(folder: Path, tmp_path: Path,

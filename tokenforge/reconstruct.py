@@ -206,4 +206,4 @@ def main(argv: list[str] | None = None) -> int:
         summary = reconstruct_audio(tokenizer, audio, args.out, device)
         skipped += summary["rejected"]
         print(json.dumps(summary))
-    return exit_code_for(skipped)
+    return exit_code_for(skipped, len(images) + len(audio))

@@ -123,4 +123,4 @@ def main(argv: list[str] | None = None) -> int:
     metrics = reconstruct(model, files, args.out, args.tokens, args.size, device, args.steps,
                           args.guidance, not args.cfg, args.seed)
     print(json.dumps(metrics["mean"]))
-    return exit_code_for(len(metrics["skipped"]))
+    return exit_code_for(len(metrics["skipped"]), len(files))

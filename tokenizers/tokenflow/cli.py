@@ -166,4 +166,4 @@ def main(argv: list[str] | None = None) -> int:
                           args.batch_size, torch.bfloat16 if args.bf16 else torch.float32)
     print(json.dumps({k: summary[k] for k in ("size", "mean_psnr_db", "mean_ssim", "tokens_per_image")}
                      | {"images": len(summary["files"]), "rejected": len(summary["rejected"]), "out": str(args.out)}))
-    return exit_code_for(len(summary["rejected"]))
+    return exit_code_for(len(summary["rejected"]), len(files))

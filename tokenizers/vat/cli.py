@@ -203,4 +203,4 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "summary.json").write_text(json.dumps(table, indent=1))
     (args.out / "summary.md").write_text(markdown_table(table))
     print(markdown_table(table), end="")
-    return exit_code_for(failed)
+    return exit_code_for(failed, len(args.meshes))

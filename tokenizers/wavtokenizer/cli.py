@@ -126,7 +126,7 @@ def reconstruct_main(argv: list[str] | None = None) -> int:
     summary = reconstruct_files(model, _files(args.inputs, EXTENSIONS), args.out, args.chunk_seconds, args.context_seconds,
                                 args.bf16, not args.no_metrics)
     print(json.dumps(summary))
-    return exit_code_for(summary["rejected"])
+    return exit_code_for(summary["rejected"], summary["rejected"] + summary["files"])
 
 
 def encode_main(argv: list[str] | None = None) -> int:
@@ -136,7 +136,8 @@ def encode_main(argv: list[str] | None = None) -> int:
     rejected = 0
     from tokenforge.data.audio import EXTENSIONS
 
-    for path in console.progress(_files(args.inputs, EXTENSIONS), desc="encode", unit="file"):
+    paths = _files(args.inputs, EXTENSIONS)
+    for path in console.progress(paths, desc="encode", unit="file"):
         try:
             wave, facts = load_audio(path, model.sample_rate)
         except AudioFileError as error:
@@ -148,7 +149,7 @@ def encode_main(argv: list[str] | None = None) -> int:
         meta = {"num_samples": int(wave.numel()), "sample_rate": int(model.sample_rate),
                 "hop_length": int(model.hop_length), **facts}
         (args.out / f"{path.stem}.json").write_text(json.dumps(meta) + "\n")
-    return exit_code_for(rejected)
+    return exit_code_for(rejected, len(paths))
 
 
 def read_codes(path: Path, vocab_size: int) -> tuple[torch.Tensor, int | None]:
@@ -178,7 +179,8 @@ def decode_main(argv: list[str] | None = None) -> int:
     model = load_model(args.model, args.device)
     args.out.mkdir(parents=True, exist_ok=True)
     skipped = 0
-    for path in console.progress(_files(args.inputs, (".npy",)), desc="decode", unit="file"):
+    paths = _files(args.inputs, (".npy",))
+    for path in console.progress(paths, desc="decode", unit="file"):
         try:
             codes, length = read_codes(path, model.vocab_size)
         except AudioFileError as error:
@@ -189,7 +191,7 @@ def decode_main(argv: list[str] | None = None) -> int:
         sf.write(args.out / f"{path.stem}.flac", wave.clamp(-1, 32767 / 32768).numpy(), model.sample_rate,
                  subtype="PCM_16")
         print(f"{path.name}: {codes.numel()} codes -> {wave.numel() / model.sample_rate:.2f} s")
-    return exit_code_for(skipped)
+    return exit_code_for(skipped, len(paths))
 
 
 if __name__ == "__main__":
