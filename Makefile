@@ -6,7 +6,9 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?= -n 2 -m "not gpu"
 # the suite's second pass: PyTorch, oneDNN and MKL use their AVX2 kernels instead of the CPU's best (AVX-512 on
 # newer x86), so a test that holds only with one CPU's float rounding fails here (tests/README.md)
-AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+# (with its own inductor cache: kernels compiled for one ISA must not be reused by the other pass)
+AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 \
+            TORCHINDUCTOR_CACHE_DIR=$(CURDIR)/.pytest_cache/inductor-avx2
 
 .PHONY: demo test test-avx2 install parity clean
 

@@ -110,8 +110,10 @@ def inductor_cpu_isa() -> str:
     return str(pick_vec_isa())
 
 
-def test_compiled_flex_encoder_equals_sdpa_on_cpu():
-    """The compiled kernel (what CUDA runs) on CPU; also records the first-call compile time."""
+def test_compiled_flex_encoder_equals_sdpa_on_cpu(monkeypatch, tmp_path):
+    """The compiled kernel (what CUDA runs) on CPU; also records the first-call compile time. A fresh inductor cache:
+    one shared with a run under other kernels (ATEN_CPU_CAPABILITY) gave wrong outputs here (off by up to 23)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     if not inductor_cpu_isa().startswith("avx512"):
         # measured with torch 2.11: under ATEN_CPU_CAPABILITY=avx2 the compiled CPU kernel differs from SDPA by up
         # to 1.87 in half the outputs (wrong, not rounding); without vectorisation it does not compile. FlexTok's
