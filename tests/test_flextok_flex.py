@@ -10,9 +10,12 @@ from safetensors.torch import load_file
 
 from tokenforge.hub import from_official
 from tokenforge.tokenizers.flextok import FlexTokEncoder
+from tokenforge.tokenizers.flextok import flex
 from tokenforge.tokenizers.flextok.flex import (
     ATTENTION_ENV,
+    cpu_flex_is_trusted,
     dense_register_mask,
+    inductor_cpu_isa,
     register_block_mask,
     register_mask_mod,
     resolve_attention,
@@ -103,21 +106,14 @@ def test_cpu_training_never_takes_flex(monkeypatch):
         enc(lat)
 
 
-def inductor_cpu_isa() -> str:
-    """The vector ISA inductor compiles CPU kernels for ('avx512 ...', 'avx2', 'INVALID_VEC_ISA' for none)."""
-    from torch._inductor.cpu_vec_isa import pick_vec_isa
-
-    return str(pick_vec_isa())
-
-
 def test_compiled_flex_encoder_equals_sdpa_on_cpu(monkeypatch, tmp_path):
     """The compiled kernel (what CUDA runs) on CPU; also records the first-call compile time. A fresh inductor cache:
     one shared with a run under other kernels (ATEN_CPU_CAPABILITY) gave wrong outputs here (off by up to 23)."""
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
-    if not inductor_cpu_isa().startswith("avx512"):
+    if not cpu_flex_is_trusted():
         # measured with torch 2.11: under ATEN_CPU_CAPABILITY=avx2 the compiled CPU kernel differs from SDPA by up
         # to 1.87 in half the outputs (wrong, not rounding); without vectorisation it does not compile. FlexTok's
-        # "auto" keeps CPU on SDPA, so only an explicit attention="flex" on such a CPU meets it.
+        # "auto" keeps CPU on SDPA, and the compiled path refuses such a CPU (test below).
         pytest.skip(f"compiled flex attention on CPU is only right with AVX-512 kernels here ({inductor_cpu_isa()})")
     torch.set_num_threads(1)
     enc = encoder(8)
@@ -181,3 +177,11 @@ def test_flex_equals_sdpa_on_gpu_bf16_with_grads():
         results[backend] = (out.detach(), grad)
     torch.testing.assert_close(results["flex"][0], results["sdpa"][0], atol=5e-2, rtol=5e-2)
     torch.testing.assert_close(results["flex"][1], results["sdpa"][1], atol=5e-2, rtol=5e-2)
+
+
+def test_compiled_flex_on_an_untrusted_cpu_raises(monkeypatch):
+    monkeypatch.setattr(flex, "inductor_cpu_isa", lambda: "avx2")
+    enc = encoder(8)
+    enc.attention = "flex"
+    with torch.no_grad(), pytest.raises(ValueError, match="wrong outputs"):
+        enc(torch.randn(1, 8, 8, 8))

@@ -48,6 +48,19 @@ def flex_available() -> bool:
     return importlib.util.find_spec("torch.nn.attention.flex_attention") is not None
 
 
+def inductor_cpu_isa() -> str:
+    """The vector ISA inductor compiles CPU kernels for ('avx512 ...', 'avx2', 'INVALID_VEC_ISA' for none)."""
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    return str(pick_vec_isa())
+
+
+def cpu_flex_is_trusted() -> bool:
+    """Compiled flex on CPU matches SDPA only with AVX-512 kernels: under ``ATEN_CPU_CAPABILITY=avx2`` it differed
+    by up to 1.87 in half the outputs, and without vectorisation it does not compile (torch 2.11, measured)."""
+    return inductor_cpu_isa().startswith("avx512")
+
+
 def resolve_attention(choice: str, device: torch.device, needs_grad: bool = False) -> str:
     """``"auto" | "flex" | "sdpa"`` -> the backend to run on ``device`` (``"flex"`` or ``"sdpa"``).
 
@@ -117,6 +130,9 @@ def flex_self_attention(attn: Attention, x: Tensor, block_mask: Any, compiled: b
     batch, length = x.shape[:2]
     q, k, v = attn.heads(x)  # (B, H, L, D)
     if compiled:
+        if x.device.type == "cpu" and not cpu_flex_is_trusted():
+            raise ValueError(f"compiled flex attention on this CPU ({inductor_cpu_isa()} kernels) gives wrong outputs "
+                             "with torch 2.11 (measured); use attention='sdpa' on CPU")
         fn = compiled_flex_attention()
     else:
         from torch.nn.attention.flex_attention import flex_attention as fn
