@@ -18,16 +18,14 @@ import torch
 import webdataset as wds
 
 from tokenforge.cli import lightning_cli
-from tokenforge.data.image import Decoder as ImageDecoder
 from tokenforge.data.tokens import Decoder as TokenDecoder
 from tokenforge.data.tokens import encode_shards
 from tokenforge.generators.enat.generate import main as enat_generate_main
 from tokenforge.generators.enat.model import ENAT
 from tokenforge.generators.enat.module import ENATModule, random_mask
 from tokenforge.hub import from_pretrained, save_pretrained
-from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
-from tokenforge.tokenizers.vqgan.model import VQGAN
 from conftest import make_face_shards
+from token_shards import fit_kmeans_vqgan
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/generators/enat/tiny.yaml"
@@ -68,15 +66,8 @@ def test_reuse_training_step_uses_the_ema_state():
 def test_tokens_to_enat_fit_to_pngs(shared_data, tmp_path, monkeypatch, one_thread):
     faces = make_face_shards(shared_data, tmp_path)
     assert len(faces) == 200
-    torch.manual_seed(0)
-    tokenizer = VQGAN(VectorQuantizer(CODES, 8, kmeans_init=True), ch=32, ch_mult=[1, 2, 2], num_res_blocks=1,
-                      z_channels=32, attn_last_level=False, attn_mid=False)
-    decode = ImageDecoder(32, train=False)
-    images = torch.stack([decode(s)["image"] for s in wds.WebDataset(
-        sorted(glob.glob(str(tmp_path / "raw" / "train-*.tar"))), shardshuffle=False)])
-    with torch.no_grad():
-        tokenizer.train()(images)
-    save_pretrained(tokenizer.eval(), tmp_path / "vqgan")
+    tokenizer = fit_kmeans_vqgan(tmp_path / "raw", CODES)  # tiny VQGAN, k-means codebook
+    save_pretrained(tokenizer, tmp_path / "vqgan")
     encode_shards(str(tmp_path / "vqgan"), tmp_path / "raw", tmp_path / "tokens", image_size=32, device="cpu",
                   progress=False)
     val_ids, val_cls = read_tokens(tmp_path / "tokens", "val")
