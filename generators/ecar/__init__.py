@@ -6,9 +6,11 @@ same flow objective; ``MAR`` / ``DiffLoss`` (mar.py, diffloss.py, diffusion.py) 
 token shards; ``tokenforge ecar-generate`` samples, ``tokenforge bench ecar`` measures the FLOPs/latency claim.
 """
 
-from tokenforge.generators.ecar.diffloss import DiffLoss, SimpleMLPAdaLN
-from tokenforge.generators.ecar.dit import FlowDiT
-from tokenforge.generators.ecar.mar import MAR
-from tokenforge.generators.ecar.model import ECAR
+from tokenforge.methods import lazy_exports
+
+# loaded on first use, so listing methods (``method.py``) does not import torch
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "DiffLoss": "diffloss", "SimpleMLPAdaLN": "diffloss", "FlowDiT": "dit", "MAR": "mar", "ECAR": "model"
+})
 
 __all__ = ["ECAR", "FlowDiT", "MAR", "DiffLoss", "SimpleMLPAdaLN"]

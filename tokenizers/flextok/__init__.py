@@ -4,7 +4,11 @@
 ``tokenforge.hub.from_official("flextok", path)`` (`tokenforge.tokenizers.flextok.official`).
 """
 
-from tokenforge.tokenizers.flextok.model import FlexTok
-from tokenforge.tokenizers.flextok.networks import FlexTokDecoder, FlexTokEncoder, FlexTokVAE
+from tokenforge.methods import lazy_exports
+
+# loaded on first use, so listing methods (``method.py``) does not import torch
+__getattr__, __dir__ = lazy_exports(__name__, {
+    "FlexTok": "model", "FlexTokDecoder": "networks", "FlexTokEncoder": "networks", "FlexTokVAE": "networks"
+})
 
 __all__ = ["FlexTok", "FlexTokEncoder", "FlexTokDecoder", "FlexTokVAE"]

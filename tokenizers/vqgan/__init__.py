@@ -4,7 +4,9 @@
 LlamaGen and VAR checkpoints load through ``tokenforge.hub.from_official("llamagen_vq" | "var_vqvae", path)``.
 """
 
-from tokenforge.tokenizers.vqgan.model import VQGAN
-from tokenforge.tokenizers.vqgan.networks import Decoder, Encoder
+from tokenforge.methods import lazy_exports
+
+# loaded on first use, so listing methods (``method.py``) does not import torch
+__getattr__, __dir__ = lazy_exports(__name__, {"VQGAN": "model", "Decoder": "networks", "Encoder": "networks"})
 
 __all__ = ["VQGAN", "Encoder", "Decoder"]

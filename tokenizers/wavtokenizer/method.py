@@ -1,0 +1,16 @@
+"""WavTokenizer as tokenforge sees it; registered in pyproject.toml."""
+
+from tokenforge.methods import Command, Method
+
+METHOD = Method(
+    name="wavtokenizer", kind="tokenizer", modality="audio", layout="sequence",
+    package="tokenforge.tokenizers.wavtokenizer",
+    official={"wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official"},
+    parity={"wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official"},
+    bench=Command("wavtokenizer", "tokenforge.tokenizers.wavtokenizer.bench:main",
+                  "audio seconds encoded/decoded per second"),
+    commands=(Command("encode", "tokenforge.tokenizers.wavtokenizer.cli:encode_main",
+                      "audio files -> token codes (.npy) with an audio tokenizer"),
+              Command("decode", "tokenforge.tokenizers.wavtokenizer.cli:decode_main",
+                      "token codes (.npy) -> audio files with an audio tokenizer")),
+)
