@@ -39,25 +39,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tokenforge import console
 from tokenforge.devices import resolve_device
 from tokenforge.errors import EXIT_USAGE, UsageError
+from tokenforge.evaluate_generators import evaluate_generator
+from tokenforge.evaluate_protocol import SKIPPED, batches, check_modality, finish, limited, load_model
 from tokenforge.failure import one_line
 from tokenforge.metrics.image import FIDMetric, LPIPSMetric, mean_std, psnr, ssim
 
-SKIPPED = "skipped: no weights"
-
-
 # ----------------------------------------------------------------------------- loading
-
-
-def load_model(model: nn.Module | str | Path, device: str = "cpu") -> nn.Module:
-    """A module as given, or restored with `hub.from_pretrained` (folder, fit .ckpt or name)."""
-    if isinstance(model, (str, Path)):
-        from tokenforge.hub import from_pretrained
-
-        model = from_pretrained(model)
-    return model.to(device).eval()
 
 
 def infer_kind(model: nn.Module) -> str:
@@ -69,55 +58,6 @@ def infer_kind(model: nn.Module) -> str:
     if isinstance(model, Generator):
         return "generator"
     raise TypeError(f"{type(model).__name__} is neither a tokenizer nor a generator; pass --kind")
-
-
-def batches(shards: str | Path, split: str, modality: str, batch_size: int, **options: Any) -> Any:
-    """Deterministic batches of ``split`` (shard order, no augmentation) through `ShardDataModule`'s decoders."""
-    from tokenforge.data.datamodule import ShardDataModule
-    from tokenforge.data.shards import shard_urls
-
-    urls = shard_urls(shards, split)
-    dm = ShardDataModule(train="", val=str(shards), modality=modality, batch_size=batch_size,
-                         val_batch_size=batch_size, **options)
-    return dm.loader(urls, train=False)
-
-
-def check_modality(shards: str | Path, want: str, who: str) -> dict[str, Any] | None:
-    from tokenforge.data.shards import read_manifest
-
-    manifest = read_manifest(shards) if Path(str(shards)).is_dir() else None
-    if manifest is not None and manifest.get("modality") != want:
-        raise ValueError(f"{who} needs {want} shards but {shards} holds {manifest.get('modality')} shards "
-                         f"(kind {manifest.get('kind')!r}); point --shards at matching data")
-    return manifest
-
-
-def _limited(loader: Any, max_items: int | None, desc: str, progress: bool) -> Any:
-    seen = 0
-    bar = console.progress(total=max_items, desc=desc, unit="item", disable=not progress)
-    for batch in loader:
-        first = next(v for k, v in batch.items() if isinstance(v, torch.Tensor))
-        size = len(first)
-        if max_items is not None:
-            size = min(size, max_items - seen)
-            batch = {k: v[:size] for k, v in batch.items()}
-        yield batch
-        seen += size
-        bar.update(size)
-        if max_items is not None and seen >= max_items:
-            break
-    bar.close()
-
-
-def _finish(out_dir: str | Path, metrics: dict[str, Any], started: float) -> dict[str, Any]:
-    if metrics["protocol"]["n_items"] == 0:
-        raise ValueError(f"split {metrics['protocol']['split']!r} of {metrics['protocol']['shards']} is empty: "
-                         "nothing to evaluate")
-    metrics["protocol"]["seconds"] = round(time.perf_counter() - started, 3)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    return metrics
 
 
 def has_ids(tokens: Any) -> bool:
@@ -169,7 +109,7 @@ def evaluate_tokenizer(model: nn.Module | str, shards: str | Path, out_dir: str 
                 "max_items": max_items, "vocab_size": int(getattr(model, "vocab_size", 0) or 0)}
     run = {"image": _images, "audio": _audio, "mesh": _meshes}[modality]
     metrics = run(model, shards, split, batch_size, device, max_items, protocol, dict(opts))
-    return _finish(out_dir, {"protocol": protocol, **metrics}, started)
+    return finish(out_dir, {"protocol": protocol, **metrics}, started)
 
 
 def _images(model, shards, split, batch_size, device, max_items, protocol, opts) -> dict[str, Any]:
@@ -185,7 +125,7 @@ def _images(model, shards, split, batch_size, device, max_items, protocol, opts)
             fid_note = f"skipped: {error}"
     values: dict[str, list[float]] = {"psnr": [], "ssim": [], "lpips": [], "tokens": [], "bytes": []}
     loader = batches(shards, split, "image", batch_size, image_size=size, random_crop=False, hflip=False)
-    for batch in _limited(loader, max_items, "evaluate images", progress):
+    for batch in limited(loader, max_items, "evaluate images", progress):
         x = batch["image"].to(device)
         tokens = model.encode(x)
         x_hat = model.decode(tokens).float()
@@ -216,7 +156,7 @@ def _audio(model, shards, split, batch_size, device, max_items, protocol, opts) 
     values: dict[str, list[float]] = {k: [] for k in ("mel", "stft", "si_snr", "pesq", "stoi", "seconds", "bytes")}
     # whole clips differ in length, so one clip per batch
     loader = batches(shards, split, "audio", 1, sample_rate=rate, segment_samples=None)
-    for batch in _limited(loader, max_items, "evaluate audio", opts.get("progress", True)):
+    for batch in limited(loader, max_items, "evaluate audio", opts.get("progress", True)):
         x = batch["audio"].to(device).float()
         tokens = model.encode(x)
         x_hat = model.decode(tokens).float().reshape(len(x), -1)
@@ -249,7 +189,7 @@ def _meshes(model, shards, split, batch_size, device, max_items, protocol, opts)
     values: dict[str, list[float]] = {k: [] for k in ("iou", "chamfer", "f_score", "bytes", "tokens")}
     no_surface = 0
     loader = batches(shards, split, "mesh", batch_size, num_points=points, num_queries=queries)
-    for batch in _limited(loader, max_items, "evaluate meshes", opts.get("progress", True)):
+    for batch in limited(loader, max_items, "evaluate meshes", opts.get("progress", True)):
         batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
         tokens = model.encode(mesh_inputs(batch, getattr(model, "use_normals", False)))
         planes = model.decode(tokens)
@@ -275,16 +215,6 @@ def _meshes(model, shards, split, batch_size, device, max_items, protocol, opts)
             "f_score": mean_std(values["f_score"]), "no_surface": no_surface,
             "tokens_per_item": float(np.mean(values["tokens"])) if values["tokens"] else None,
             "bytes_per_item": float(np.mean(values["bytes"])) if values["bytes"] else None}
-
-
-# ----------------------------------------------------------------------------- generators
-
-
-def evaluate_generator(model: nn.Module | str, shards: str | Path, out_dir: str | Path, **kwargs: Any) -> dict[str, Any]:
-    """Token NLL (or training loss) of a generator on held-out token shards; see `tokenforge.evaluate_generators`."""
-    from tokenforge.evaluate_generators import evaluate_generator as run
-
-    return run(model, shards, out_dir, **kwargs)
 
 
 # ----------------------------------------------------------------------------- command

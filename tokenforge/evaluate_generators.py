@@ -1,7 +1,7 @@
 """Generator half of `tokenforge evaluate`: token NLL (or the training loss) on held-out token shards, and FID.
 
 See `tokenforge.evaluate` for the protocol; this module holds the generator-specific code so each file reads
-top to bottom.
+top to bottom. `tokenforge.evaluate` imports it; what both use is in `tokenforge.evaluate_protocol`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenforge.evaluate import SKIPPED, _finish, _limited, batches, check_modality, load_model
+from tokenforge.evaluate_protocol import SKIPPED, batches, check_modality, finish, limited, load_model
 from tokenforge.metrics.image import FIDMetric
 
 
@@ -103,7 +103,7 @@ def evaluate_generator(model: nn.Module | str, shards: str | Path, out_dir: str 
     quantizer = _var_quantizer(manifest, opts, device) if isinstance(model, VAR) else None
     total, count, items = 0.0, 0, 0
     loader = batches(shards, split, "tokens", batch_size)
-    for index, batch in enumerate(_limited(loader, max_items, "evaluate tokens", opts.get("progress", True))):
+    for index, batch in enumerate(limited(loader, max_items, "evaluate tokens", opts.get("progress", True))):
         batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
         loss, n = token_loss(model, batch, index, opts, quantizer)
         total, count = total + loss, count + n
@@ -123,7 +123,7 @@ def evaluate_generator(model: nn.Module | str, shards: str | Path, out_dir: str 
             protocol["mask_ratio"] = float(opts.get("mask_ratio", 0.8))
             metrics["note"] = "masked-token cross-entropy at a fixed mask ratio with a seeded mask per batch"
     metrics["fid"] = _generator_fid(model, manifest, device, opts) if items else SKIPPED
-    return _finish(out_dir, metrics, started)
+    return finish(out_dir, metrics, started)
 
 
 def _discrete(model: nn.Module) -> bool:
