@@ -83,17 +83,22 @@ def _targets(node: ast.Import | ast.ImportFrom, module: str, is_package: bool, k
     return found
 
 
+def module_imports(source: str, name: str, is_package: bool, known: set[str]) -> tuple[set[str], set[str]]:
+    """(modules imported when ``name`` is loaded, modules imported only inside its functions)."""
+    eager: set[str] = set()
+    deferred: set[str] = set()
+    for node, inside_function in _imports(ast.parse(source).body):
+        (deferred if inside_function else eager).update(_targets(node, name, is_package, known) - {name})
+    return eager, deferred
+
+
 def build_graphs() -> tuple[dict[str, set[str]], dict[str, set[str]]]:
     """(import-time graph, deferred graph): module -> the namespace modules it imports."""
     modules = discover()
-    known = set(modules)
-    eager: dict[str, set[str]] = {name: set() for name in modules}
-    deferred: dict[str, set[str]] = {name: set() for name in modules}
+    eager: dict[str, set[str]] = {}
+    deferred: dict[str, set[str]] = {}
     for name, (path, is_package) in modules.items():
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-        for node, inside_function in _imports(tree.body):
-            graph = deferred if inside_function else eager
-            graph[name] |= _targets(node, name, is_package, known) - {name}
+        eager[name], deferred[name] = module_imports(path.read_text(encoding="utf-8"), name, is_package, set(modules))
     return eager, deferred
 
 
@@ -176,12 +181,39 @@ def _readable(chain: list[str]) -> str:
 
 def test_discovery_maps_the_four_portions():
     modules = discover()
-    assert "tokenforge.cli" in modules
-    assert "tokenforge.tokenizers.vqgan.official" in modules
-    assert "tokenforge.generators.base" in modules
-    assert "tokenforge.data.shards" in modules
+    for name in ("tokenforge.cli", "tokenforge.tokenizers.vqgan.official", "tokenforge.generators.base",
+                 "tokenforge.data.shards"):
+        assert name in modules
+    assert modules["tokenforge.tokenizers.vqgan"][1]  # a folder with __init__.py is a package
     eager, _ = build_graphs()
-    assert "tokenforge.data.shards" in eager["tokenforge.data.cli"]  # an edge across the map is seen
+    assert "tokenforge.data.shards" in eager["tokenforge.data.datamodule"]  # an edge inside a portion
+
+
+def test_imports_are_resolved_and_sorted_by_when_they_run():
+    known = {"p", "p.a", "p.b", "p.c", "p.sub", "p.sub.d", "p.e", "p.f", "p.g"}
+    source = """
+import p.a
+from . import b
+from .d import something
+from ..c import other
+from typing import TYPE_CHECKING
+if TYPE_CHECKING:
+    from p import e
+else:
+    import p.f
+try:
+    from p import g
+except ImportError:
+    pass
+class K:
+    import os
+def later():
+    from p.e import thing
+"""
+    eager, deferred = module_imports(source, "p.sub.x", False, known)
+    assert eager == {"p.a", "p.sub", "p.c", "p.sub.d", "p.f", "p.g"} and deferred == {"p.e"}
+    eager, _ = module_imports("from . import d\nfrom .. import b", "p.sub", True, known)  # in p/sub/__init__.py
+    assert eager == {"p.sub.d", "p.b"}
 
 
 def test_cycle_finder_reports_a_readable_chain():
