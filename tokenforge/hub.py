@@ -38,6 +38,7 @@ from torch import nn
 
 from tokenforge.config import Configurable, build, import_object
 from tokenforge.errors import UsageError
+from tokenforge.methods import sources
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -429,23 +430,9 @@ def load_mapped_state_dict(
 OfficialLoader = Callable[..., nn.Module]
 _OFFICIAL: dict[str, OfficialLoader] = {}
 
-# method name -> module that registers its loader on import (filled in as methods land)
-OFFICIAL_SOURCES: dict[str, str] = {
-    "flextok": "tokenforge.tokenizers.flextok.official",
-    "var_msrq": "tokenforge.tokenizers.quantizers.official_var",
-    "var_vqvae": "tokenforge.tokenizers.vqgan.official",
-    "llamagen_vq": "tokenforge.tokenizers.vqgan.official",
-    "llamagen": "tokenforge.generators.autoregressive.official",
-    "var": "tokenforge.generators.autoregressive.official",
-    "wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official",
-    "tokenflow": "tokenforge.tokenizers.tokenflow.official",
-    "mar": "tokenforge.generators.ecar.official",
-    "diffusers_vae": "tokenforge.tokenizers.klvae.official",
-    "linfusion": "tokenforge.generators.linfusion.official",
-    "shape2vecset": "tokenforge.tokenizers.vat.official",
-    "enat": "tokenforge.generators.enat.official",
-    "mage_vqgan": "tokenforge.tokenizers.vqgan.mage",
-}
+def official_sources() -> dict[str, str]:
+    """Official release name -> the module that registers its loader on import, from each method's declaration."""
+    return sources("official")
 
 
 def register_official(method: str, loader: OfficialLoader) -> None:
@@ -458,13 +445,13 @@ def register_official(method: str, loader: OfficialLoader) -> None:
 
 
 def official_methods() -> list[str]:
-    return sorted(set(_OFFICIAL) | set(OFFICIAL_SOURCES))
+    return sorted(set(_OFFICIAL) | set(official_sources()))
 
 
 def official_loader(method: str) -> OfficialLoader:
     """The registered loader of ``method`` (importing the module that registers it)."""
-    if method not in _OFFICIAL and method in OFFICIAL_SOURCES:
-        importlib.import_module(OFFICIAL_SOURCES[method])
+    if method not in _OFFICIAL and method in (known := official_sources()):
+        importlib.import_module(known[method])
     if method not in _OFFICIAL:
         raise UnknownMethodError(f"no official loader for {method!r}; known: {', '.join(official_methods())}")
     return _OFFICIAL[method]
