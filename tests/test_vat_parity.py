@@ -10,12 +10,12 @@ import torch
 from safetensors.torch import load_file
 
 from tokenforge.hub import CheckpointError, from_official
-from tokenforge.parity import PARITY_SOURCES, check
+from tokenforge.parity import check, parity_sources
 from tokenforge.tokenizers.vat.layers import DiagonalGaussian, PointEmbed, farthest_point_sample
 
 
 def test_shape2vecset_fixture_all_outputs_ok(fixtures_dir):
-    assert PARITY_SOURCES["shape2vecset"] == "tokenforge.tokenizers.vat.official"
+    assert parity_sources()["shape2vecset"] == "tokenforge.tokenizers.vat.official"
     lines = check(fixtures_dir / "shape2vecset")
     assert len(lines) >= 10
     for line in lines:

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from tokenforge.methods import sources
+
 
 @dataclass
 class Result:
@@ -29,19 +31,10 @@ class Result:
 ParityFn = Callable[[Path], dict[str, Result]]
 _PARITY: dict[str, ParityFn] = {}
 
-# fixture/method name -> module that registers its parity function on import
-PARITY_SOURCES: dict[str, str] = {
-    "flextok": "tokenforge.tokenizers.flextok.official",
-    "var_msrq": "tokenforge.tokenizers.quantizers.official_var",
-    "llamagen": "tokenforge.generators.autoregressive.official",
-    "wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official",
-    "tokenflow": "tokenforge.tokenizers.tokenflow.official",
-    "linfusion": "tokenforge.generators.linfusion.official",
-    "tokenflow_siglip": "tokenforge.tokenizers.tokenflow.official",
-    "mar": "tokenforge.generators.ecar.official",
-    "shape2vecset": "tokenforge.tokenizers.vat.official",
-    "enat": "tokenforge.generators.enat.official",
-}
+def parity_sources() -> dict[str, str]:
+    """Fixture/method name -> the module that registers its parity function on import, from each method's
+    declaration (`tokenforge.methods`)."""
+    return sources("parity")
 
 
 def register_parity(method: str, fn: ParityFn) -> None:
@@ -49,8 +42,8 @@ def register_parity(method: str, fn: ParityFn) -> None:
 
 
 def parity_function(method: str) -> ParityFn | None:
-    if method not in _PARITY and method in PARITY_SOURCES:
-        importlib.import_module(PARITY_SOURCES[method])
+    if method not in _PARITY and method in (known := parity_sources()):
+        importlib.import_module(known[method])
     return _PARITY.get(method)
 
 
