@@ -120,27 +120,22 @@ def reconstruct_audio(model: Any, paths: list[Path], out: Path, device: str = "c
     return reconstruct_files(tokenizer.to(device).eval(), paths, out)
 
 
-# tokenizer class name -> the module whose main(["reconstruct", ...]) writes that method's outputs
-DEDICATED = {
-    "TokenFlow": "tokenforge.tokenizers.tokenflow.cli",
-    "FlexTok": "tokenforge.tokenizers.flextok.cli",
-    "VAT": "tokenforge.tokenizers.vat.cli",
-}
-
-
 def dedicated_command(argv: list[str]) -> str | None:
-    """The method CLI that should handle ``argv`` (by the class of ``--model``), or None for the generic path."""
+    """The module of a method's own reconstruct command (`Method.reconstruct`) for ``--model``'s class, or None for
+    the generic path."""
     model = next((a.split("=", 1)[1] for a in argv if a.startswith("--model=")), None)
     if model is None and "--model" in argv and argv.index("--model") + 1 < len(argv):
         model = argv[argv.index("--model") + 1]
     if model is None:
         return None
     from tokenforge.hub import CheckpointError, class_path_of
+    from tokenforge.methods import method_of
 
     try:
-        return DEDICATED.get(class_path_of(model).rsplit(".", 1)[-1])
+        method = method_of(class_path_of(model))
     except (CheckpointError, FileNotFoundError, KeyError):
         return None  # the generic path below reports what is wrong with --model
+    return method.reconstruct if method is not None else None
 
 
 def require_tokenizer(model: Any, spec: Any) -> None:
