@@ -20,53 +20,14 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
-                            read_safetensors, register_official)
+from tokenforge.hub import CheckpointError, load_mapped_state_dict, read_config_file, register_official
 from tokenforge.parity import Result, register_parity
 from tokenforge.tokenizers.quantizers.residual import MultiScaleResidualQuantizer
+from tokenforge.tokenizers.quantizers.var_release import (FLOAT_TOL, VAR_RELEASE_VQVAE, WEIGHTS_FILE,
+                                                          quantizer_from_config, read_state)
+from tokenforge.tokenizers.vqgan.official import var_vqvae_parity
 
-# quantizer settings of the released vae_ch160v4096z32.pth (VAR models/vqvae.py + build_vae_var defaults)
-VAR_RELEASE_VQVAE: dict[str, Any] = {
-    "vocab_size": 4096,
-    "z_channels": 32,
-    "beta": 0.25,
-    "using_znorm": False,
-    "quant_resi": 0.5,
-    "share_quant_resi": 4,
-    "default_qresi_counts": 0,
-    "v_patch_nums": [1, 2, 3, 4, 5, 6, 8, 10, 13, 16],
-}
-WEIGHTS_FILE = "vae_state_dict.safetensors"
 PREFIX = "quantize."
-FLOAT_TOL = 1e-5  # fixture README: encoder/quantizer/decoder float32 CPU
-
-
-def quantizer_from_config(config: Mapping[str, Any]) -> MultiScaleResidualQuantizer:
-    """Build the quantizer from VAR's VQVAE argument names (a ``vqvae`` block or the whole fixture config)."""
-    cfg = dict(config.get("vqvae", config))
-    missing = [k for k in ("vocab_size", "z_channels", "v_patch_nums") if k not in cfg]
-    if missing:
-        raise CheckpointError(f"VAR vqvae config lacks {missing}; give vocab_size, z_channels and v_patch_nums")
-    return MultiScaleResidualQuantizer(
-        codebook_size=int(cfg["vocab_size"]),
-        dim=int(cfg["z_channels"]),
-        scales=[int(p) for p in cfg["v_patch_nums"]],
-        spatial_dims=2,
-        beta=float(cfg.get("beta", 0.25)),
-        using_znorm=bool(cfg.get("using_znorm", False)),
-        quant_resi=float(cfg.get("quant_resi", 0.5)),
-        share_quant_resi=int(cfg.get("share_quant_resi", 4)),
-        default_qresi_counts=int(cfg.get("default_qresi_counts", 0)),
-    )
-
-
-def _read_state(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    state = load_checkpoint(path, trust_pickle=trust_pickle)
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
-    return dict(state)
 
 
 def load_var_msrq(
@@ -83,7 +44,7 @@ def load_var_msrq(
         weights, config_file = path, path.parent / "config.json"
     else:
         raise FileNotFoundError(f"no VAR VQVAE checkpoint at {path}")
-    state = _read_state(weights, trust_pickle)  # the file first: a bad one fails before anything is built
+    state = read_state(weights, trust_pickle)  # the file first: a bad one fails before anything is built
     if config is None:
         config = read_config_file(config_file) if config_file.is_file() else VAR_RELEASE_VQVAE
     quantizer = quantizer_from_config(config)
@@ -110,9 +71,7 @@ def var_msrq_parity(folder: Path) -> dict[str, Result]:
     results["qforward_vq_loss"] = Result(out.loss.reshape(1), FLOAT_TOL)
     results["var_input_BLCv"] = Result(quantizer.idx_to_var_input(indices), FLOAT_TOL)
     # the conv VQVAE around the quantizer (when the folder holds it): encoder/decoder outputs, image round trips
-    if any(key.startswith("encoder.down.") for key in _read_state(folder / WEIGHTS_FILE)):
-        from tokenforge.tokenizers.vqgan.official import var_vqvae_parity
-
+    if any(key.startswith("encoder.down.") for key in read_state(folder / WEIGHTS_FILE)):
         results.update(var_vqvae_parity(folder))
     # the VAR transformer outputs (when the folder holds its weights)
     if (folder / "var_state_dict.safetensors").is_file():

@@ -28,13 +28,8 @@ from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_
                             register_official, without_trust_keys)
 from tokenforge.nn.taming import split_fused_qkv
 from tokenforge.parity import Result
-from tokenforge.tokenizers.quantizers.official_var import (
-    FLOAT_TOL,
-    VAR_RELEASE_VQVAE,
-    WEIGHTS_FILE,
-    _read_state,
-    quantizer_from_config,
-)
+from tokenforge.tokenizers.quantizers.var_release import (FLOAT_TOL, VAR_RELEASE_VQVAE, WEIGHTS_FILE,
+                                                          quantizer_from_config, read_state)
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
 from tokenforge.tokenizers.vqgan.model import VQGAN
 
@@ -190,7 +185,7 @@ def load_var_vqvae(path: Path, config: Mapping[str, Any] | None = None, *, trust
     if config is None:
         config = read_config_file(config_file) if config_file and config_file.is_file() else VAR_RELEASE_VQVAE
     vq_config = dict(config.get("vqvae", config))
-    state = split_fused_qkv(_read_state(weights, trust_pickle))
+    state = split_fused_qkv(read_state(weights, trust_pickle))
     if not any(k.startswith("encoder.down.") for k in state):
         raise CheckpointError(f"{weights} has no encoder.down.* keys: not a VAR VQVAE state dict")
     arch = _architecture(state, "encoder.down", "block", "encoder.mid.attn_1.q.weight", "decoder.up.0.block")
