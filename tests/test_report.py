@@ -54,6 +54,7 @@ def page(tmp_path_factory: pytest.TempPathFactory) -> Path:
         sf.write(wav, data, rate)
         pairs.append([str(wav), str(wav)])
     summary["methods"].append("wavtokenizer")
+    summary["modalities"]["wavtokenizer"] = "audio"
     summary["stages"]["wavtokenizer/reconstruct"] = {"status": "ok", "seconds": 0.0, "audio": pairs,
                                                      "metrics": {"mel_distance": 0.0}}
     summary["stages"]["wavtokenizer/fit"] = {"status": "failed", "error": "RuntimeError: shown in the page"}
@@ -105,7 +106,7 @@ def test_every_section_shows_its_claim_and_baseline(tmp_path: Path) -> None:
                                      "rows": [{"x": 1, "y": 2.5}]}
     stages["vat/claim"] = {"status": "failed", "error": "RuntimeError: no mesh"}
     summary = {"command": "tokenforge demo", "device": "cpu", "steps_preset": "small", "wall_seconds": 1.0,
-               "methods": list(METHODS), "stages": stages}
+               "methods": list(METHODS), "modalities": MODALITY, "stages": stages}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     (tmp_path / "results.md").write_text(results_table(summary))
     text = write_report(tmp_path).read_text()

@@ -25,6 +25,7 @@ from tokenforge.demo_baselines import baseline_stage
 from tokenforge.demo_claims import claim_stage
 from tokenforge.demo_generators import linfusion, token_generator
 from tokenforge.demo_stages import Run, encode, image_tokenizer, make_data, vat, wavtokenizer
+from tokenforge.report import write_report
 
 MODALITY = {"vqgan": "image", "tokenflow": "image", "flextok": "image", "klvae": "image", "wavtokenizer": "audio",
             "vat": "mesh", "gpt": "image tokens", "enat": "image tokens", "ecar": "image latents",
@@ -211,13 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - started
     summary = {"command": "tokenforge demo " + " ".join(argv if argv is not None else []),
                "device": args.device, "preset": args.preset, "steps_preset": steps_name, "steps": STEPS[steps_name],
-               "methods": methods, "wall_seconds": round(wall, 1), "stages": run.results}
+               "methods": methods, "modalities": {m: MODALITY[m] for m in methods},  # the report's headings
+               "wall_seconds": round(wall, 1), "stages": run.results}
     summary["command"] = summary["command"].strip()
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "results.md").write_text(results_table(summary))
     if not args.no_report:
-        from tokenforge.report import write_report
-
         page = write_report(out)
         print(f"[demo] report: {page}")
     failed = [name for name, r in run.results.items() if r["status"] != "ok"]

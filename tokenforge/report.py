@@ -157,9 +157,10 @@ def method_section(method: str, modality: str, stages: dict[str, dict[str, Any]]
 
 
 def write_report(out: str | Path) -> Path:
-    """Build ``out/index.html`` (and ``out/curves/*.png``) from ``out/summary.json``; return the page's path."""
-    from tokenforge.demo import MODALITY
+    """Build ``out/index.html`` (and ``out/curves/*.png``) from ``out/summary.json``; return the page's path.
 
+    Each method's heading and what-to-expect note follow its modality in the summary's ``modalities``.
+    """
     root = Path(out).resolve()
     summary = json.loads((root / "summary.json").read_text())
     stages: dict[str, dict[str, Any]] = summary["stages"]
@@ -168,8 +169,9 @@ def write_report(out: str | Path) -> Path:
                    for name, r in stages.items() if name.startswith(("data/", "encode/")))
     toc = " · ".join(f"<a href='#method-{m}'>{m}</a>" for m in summary["methods"])
     results = (root / "results.md").read_text() if (root / "results.md").is_file() else ""
-    sections = "".join(method_section(m, MODALITY.get(m, ""), {k.split("/", 1)[1]: v for k, v in stages.items()
-                                                                if k.split("/", 1)[0] == m}, root)
+    modality = summary.get("modalities", {})
+    sections = "".join(method_section(m, modality.get(m, ""), {k.split("/", 1)[1]: v for k, v in stages.items()
+                                                               if k.split("/", 1)[0] == m}, root)
                        for m in summary["methods"])
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tokenforge demo</title>"
             f"<style>{STYLE}</style></head><body><h1>tokenforge demo</h1>"
