@@ -6,8 +6,8 @@ the exit codes of `tokenforge.errors`; ``--quiet`` keeps scripts' output to warn
 
 ``fit | validate | test | predict`` go to LightningCLI (YAML configs with ``class_path``/``init_args``,
 any LightningModule / LightningDataModule subclass). The other subcommands are plain argparse programs that
-live beside the code they drive; each is ``main(argv) -> int`` in the module named in `SUBCOMMANDS`, imported
-only when called so ``tokenforge --help`` stays fast.
+live beside the code they drive; each is ``main(argv) -> int`` in the module named in `SUBCOMMANDS` or in a
+method's declaration (`tokenforge.methods`), imported only when called so ``tokenforge --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -18,28 +18,32 @@ from typing import Any
 
 from tokenforge.errors import UsageError
 from tokenforge.failure import report_failure
+from tokenforge.methods import registry
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 GLOBAL_FLAGS = ("--debug", "--quiet")  # accepted before or after the command name
 
-# name -> ("module:function", one-line help). Method issues add their commands here.
+# name -> ("module:function", one-line help): the core's commands; methods bring theirs (`Method.commands`)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "flextok": ("tokenforge.tokenizers.flextok.cli:main", "FlexTok: coarse-to-fine reconstruction strips, PSNR per k (--tokens 1,4,16,64,256)"),
     "shards": ("tokenforge.data.cli:main", "make raw shards from files, or encode them into token shards"),
-    "convert": ("tokenforge.convert:main", "convert an official checkpoint to tokenforge's format; --check runs parity"),
+    "convert": ("tokenforge.convert:main",
+                "convert an official checkpoint to tokenforge's format; --check runs parity"),
     "bench": ("tokenforge.bench:main", "measure throughput (data loaders, models) on this machine"),
-    "reconstruct": ("tokenforge.reconstruct:main", "encode and decode files with any tokenizer (TokenFlow/FlexTok/VAT: their own outputs)"),
+    "reconstruct": ("tokenforge.reconstruct:main",
+                    "encode and decode files with any tokenizer (a method with its own outputs writes those)"),
     "demo": ("tokenforge.demo:main", "the whole chain on bundled real data: shards, fit, reconstruct"),
-    "generate": ("tokenforge.generators.autoregressive.generate:main", "sample with a generator, decode with its tokenizer"),
-    "ecar-generate": ("tokenforge.generators.ecar.generate:main", "E-CAR sampling: --stages/--steps per stage/--cfg, decoded by its KL tokenizer"),
-    "enat-generate": ("tokenforge.generators.enat.generate:main", "ENAT sampling: tokenforge generate plus --steps/--no-reuse/--mode"),
-    "linfusion": ("tokenforge.generators.linfusion.generate:main", "LinFusion text-to-image on a local SD folder (direct / SDEdit ladder)"),
-    "tokenflow": ("tokenforge.tokenizers.tokenflow.cli:main", "TokenFlow: reconstruct images (PNG grid, ids.npy, PSNR/SSIM)"),
-    "encode": ("tokenforge.tokenizers.wavtokenizer.cli:encode_main", "audio files -> token codes (.npy) with an audio tokenizer"),
-    "decode": ("tokenforge.tokenizers.wavtokenizer.cli:decode_main", "token codes (.npy) -> audio files with an audio tokenizer"),
     "evaluate": ("tokenforge.evaluate:main", "tokenizer/generator metrics on held-out shards -> metrics.json"),
-    "vat": ("tokenforge.tokenizers.vat.cli:main", "VAT 3D tokenizer: reconstruct meshes (PLY, tokens, preview PNG, bytes/Chamfer/F-score/IoU)"),
 }
+
+
+def subcommands() -> dict[str, tuple[str, str]]:
+    """The core's commands, then every method's own (`tokenforge.methods`); a core name is never overridden."""
+    found = dict(SUBCOMMANDS)
+    for method in registry().values():
+        for command in method.commands:
+            found.setdefault(command.name, (command.target, command.help))
+    return found
+
 
 USAGE = """usage: tokenforge [--debug] [--quiet] <command> [options]
 
@@ -117,7 +121,7 @@ def _cli_class() -> type:
 
 
 def _usage() -> str:
-    tools = "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in SUBCOMMANDS.items())
+    tools = "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in subcommands().items())
     return USAGE.format(tools=tools)
 
 
@@ -135,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     flags, argv = split_global_flags(list(sys.argv[1:] if argv is None else argv))
     console.install_filters()
     command, rest = (argv[0], argv[1:]) if argv else ("--help", [])
-    known = command in LIGHTNING_COMMANDS or command in SUBCOMMANDS
+    known = command in LIGHTNING_COMMANDS or command in subcommands()
     with console.quiet_mode("--quiet" in flags):
         try:
             if command in {"-h", "--help", "help"}:
@@ -151,10 +155,11 @@ def dispatch(command: str, rest: list[str]) -> int:
     if command in LIGHTNING_COMMANDS:
         lightning_cli(args=[command, *rest])
         return 0
-    if command not in SUBCOMMANDS:
+    commands = subcommands()
+    if command not in commands:
         raise UsageError(f"unknown command {command!r}; `tokenforge --help` lists the commands ("
-                         f"{', '.join([*LIGHTNING_COMMANDS, *SUBCOMMANDS])})")
-    target, _ = SUBCOMMANDS[command]
+                         f"{', '.join([*LIGHTNING_COMMANDS, *commands])})")
+    target, _ = commands[command]
     module_name, function = target.split(":")
     try:
         module = importlib.import_module(module_name)
