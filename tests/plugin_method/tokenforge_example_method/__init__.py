@@ -1,0 +1,1 @@
+"""A stand-in third-party method (tests only)."""
