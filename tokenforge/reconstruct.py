@@ -34,6 +34,7 @@ from tokenforge import console
 from tokenforge.devices import resolve_device
 from tokenforge.errors import UsageError, exit_code_for
 from tokenforge.metrics.image import psnr, to_uint8  # noqa: F401  (re-exported: reconstruct.psnr)
+from tokenforge.model_kind import require_tokenizer
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
@@ -136,21 +137,6 @@ def dedicated_command(argv: list[str]) -> str | None:
     except (CheckpointError, FileNotFoundError, KeyError):
         return None  # the generic path below reports what is wrong with --model
     return method.reconstruct if method is not None else None
-
-
-def require_tokenizer(model: Any, spec: Any) -> None:
-    """`UsageError` unless ``model`` is a tokenizer (a generator checkpoint is named as such, with its command)."""
-    from tokenforge.generators.base import Generator
-    from tokenforge.tokenizers.base import Tokenizer
-
-    if isinstance(model, Tokenizer):
-        return
-    kind = type(model).__name__
-    if isinstance(model, Generator):
-        raise UsageError(f"--model {spec} is a generator ({kind}), not a tokenizer: sample from it with "
-                         f"`tokenforge generate --generator {spec} --tokenizer TOKENIZER`; reconstruct needs a "
-                         "tokenizer checkpoint")
-    raise UsageError(f"--model {spec} holds a {kind}, not a tokenizer; reconstruct needs a tokenizer checkpoint")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ import torch
 from tokenforge import console
 from tokenforge.devices import resolve_device
 from tokenforge.errors import UsageError, exit_code_for
+from tokenforge.model_kind import require_tokenizer
 from tokenforge.tokenizers.wavtokenizer.files import AudioFileError, decode_long, encode_long, load_audio
 
 
@@ -43,8 +44,6 @@ def load_model(spec: str, device: str = "cpu") -> Any:
 
         model = from_pretrained(spec)
     if getattr(model, "modality", None) != "audio":
-        from tokenforge.reconstruct import require_tokenizer
-
         require_tokenizer(model, spec)  # a generator is named as such, with the command to use
         article = "an" if str(model.modality)[:1] in "aeiou" else "a"
         raise UsageError(f"--model {spec} is {article} {model.modality} tokenizer, not an audio tokenizer: `tokenforge "
