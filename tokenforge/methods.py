@@ -43,7 +43,7 @@ class Method:
     kind: str  # one of KINDS
     modality: str  # image, audio, mesh, any, ...
     layout: str  # token layout: grid, scales, sequence, ...
-    package: str  # the package its modules live in, e.g. tokenforge.tokenizers.vqgan
+    package: str  # the package its modules live in: tokenforge.tokenizers.<method>, or its own
     aliases: tuple[str, ...] = ()
     official: Mapping[str, str] = field(default_factory=dict)
     parity: Mapping[str, str] = field(default_factory=dict)
@@ -82,7 +82,7 @@ def registry() -> dict[str, Method]:
 
 
 def resolve(name: str) -> Method:
-    """The method called ``name`` or one of its aliases (``ar``, ``gpt``, ``llamagen`` -> autoregressive)."""
+    """The method called ``name`` or having ``name`` among its aliases (one family, one method)."""
     methods = registry()
     if name in methods:
         return methods[name]
@@ -110,7 +110,7 @@ def load_target(target: str) -> Callable[..., Any]:
 
 
 def lazy_exports(package: str, exports: Mapping[str, str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """``__getattr__`` and ``__dir__`` for a method package whose names (``{"VQGAN": "model"}``) load on first use.
+    """``__getattr__`` and ``__dir__`` for a method package whose names (``{"Model": "model"}``) load on first use.
 
     Importing a package runs its ``__init__``; a lazy one lets `registry` import ``package.method`` without torch.
     """
