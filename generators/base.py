@@ -11,8 +11,33 @@ from tokenforge.config import Configurable
 from tokenforge.tokenizers.base import Tokenizer, Tokens
 
 
-class Generator(Configurable, nn.Module):
-    """Inference side of a generator: ``generate(n, condition, **sampling) -> Tokens``."""
+class HeldOutLoss:
+    """What `tokenforge evaluate` measures on held-out token shards: ``nll(batch) -> (summed loss, count)``.
+
+    The mean is reported under ``nll_metric`` (nats per token for discrete generators, ``loss`` for continuous
+    ones), with ``nll_note`` and ``nll_protocol(**options)`` in ``metrics.json``. ``nll_options`` names the
+    evaluate options that ``nll`` reads besides ``seed``; ``needs_tokenizer`` asks for `attach_tokenizer` first.
+    """
+
+    nll_metric = "nll_nats_per_token"
+    nll_note: str | None = None
+    nll_options: tuple[str, ...] = ()
+    needs_tokenizer = False
+
+    def nll(self, batch: dict[str, Any], *, seed: int = 0, **options: Any) -> tuple[Tensor, int]:
+        """(summed loss of ``batch``, number of tokens or items it covers); ``seed`` fixes any randomness."""
+        raise TypeError(f"no token likelihood for {type(self).__name__} on a batch with {sorted(batch)}")
+
+    def nll_protocol(self, **options: Any) -> dict[str, Any]:
+        """Settings of ``nll`` that ``metrics.json`` records in its protocol."""
+        return {}
+
+    def attach_tokenizer(self, tokenizer: nn.Module) -> None:
+        """Keep what ``nll`` needs from the tokenizer that wrote the ids (``needs_tokenizer``); default nothing."""
+
+
+class Generator(HeldOutLoss, Configurable, nn.Module):
+    """Inference side of a generator: ``generate(n, condition, **sampling) -> Tokens``; ``nll`` (`HeldOutLoss`)."""
 
     def generate(self, n: int, condition: Tensor | None = None, **sampling: Any) -> Tokens:
         raise NotImplementedError

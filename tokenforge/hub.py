@@ -457,6 +457,14 @@ def official_loader(method: str) -> OfficialLoader:
     return _OFFICIAL[method]
 
 
+def load_tokenizer(name: str) -> nn.Module:
+    """A tokenizer by checkpoint name/path (`from_pretrained`), or ``official:<method>:<path>`` (`from_official`)."""
+    if name.startswith("official:"):
+        _, method, path = name.split(":", 2)
+        return from_official(method, path)
+    return from_pretrained(name)
+
+
 def from_official(
     method: str, path: str | os.PathLike, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False
 ) -> nn.Module:

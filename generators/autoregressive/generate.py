@@ -60,7 +60,7 @@ def load_module(name: str) -> torch.nn.Module:
     """A generator or tokenizer by name; non-finite weights (a diverged run) are refused with one line, rather
     than sampled into all-zero ids."""
     from tokenforge.errors import UsageError
-    from tokenforge.generators.autoregressive.module import load_tokenizer
+    from tokenforge.hub import load_tokenizer
     from tokenforge.nonfinite_guard import nonfinite_weights
 
     module = load_tokenizer(name)

@@ -228,6 +228,25 @@ class GPT(Generator):
         logits = self(ids, cond)
         return F.cross_entropy(logits.flatten(0, 1), self.targets(ids, lengths).flatten(), ignore_index=IGNORE)
 
+    def batch_condition(self, batch: dict[str, Any]) -> Tensor | None:
+        """The condition a token batch trains with: caption features, class ids or None."""
+        if self.caption_embedding is not None:
+            return batch["caption"]
+        return None if self.num_classes == 0 else batch.get("cls")
+
+    def teacher_forcing(self, batch: dict[str, Any], forward: Any = None) -> tuple[Tensor, Tensor]:
+        """(logits ``[B, L, V]``, flat targets with IGNORE on pads) of a token batch; ``forward`` replaces
+        ``self`` (a compiled module)."""
+        ids = batch["ids"].long()
+        logits = (self if forward is None else forward)(ids, self.batch_condition(batch))
+        return logits, self.targets(ids, batch.get("lengths")).flatten()
+
+    def nll(self, batch: dict[str, Any], *, seed: int = 0, **options: Any) -> tuple[Tensor, int]:
+        """(summed next-token cross-entropy in nats, number of non-padding targets)."""
+        logits, targets = self.teacher_forcing(batch)
+        total = F.cross_entropy(logits.flatten(0, 1), targets, ignore_index=IGNORE, reduction="sum")
+        return total, int((targets != IGNORE).sum())
+
     # ------------------------------------------------------------------ sampling
 
     def setup_kv_cache(self, batch_size: int, dtype: torch.dtype | None = None, reuse: bool = False) -> None:

@@ -31,25 +31,8 @@ from torch import Tensor, nn
 from tokenforge.errors import UsageError
 from tokenforge.generators.autoregressive.gpt import GPT, IGNORE
 from tokenforge.generators.autoregressive.var import VAR
+from tokenforge.hub import load_tokenizer
 from tokenforge.training import TrainingModule, warmup_cosine
-
-
-def load_tokenizer(name: str) -> nn.Module:
-    """A tokenizer by checkpoint name/path, or ``official:<method>:<path>`` through `from_official`."""
-    from tokenforge.hub import from_official, from_pretrained
-
-    if name.startswith("official:"):
-        _, method, path = name.split(":", 2)
-        return from_official(method, path)
-    return from_pretrained(name)
-
-
-def split_scales(ids: Tensor, lengths: list[int]) -> list[Tensor]:
-    """Flattened multi-scale ids ``[B, sum l_s]`` -> per-scale ``[B, l_s]``."""
-    ids = ids.reshape(ids.shape[0], -1)
-    if ids.shape[1] != sum(lengths):
-        raise ValueError(f"got {ids.shape[1]} ids per sample; the model's scales hold {sum(lengths)} ({lengths})")
-    return list(ids.split(lengths, dim=1))
 
 
 def check_token_ids(batch: Any, model: nn.Module) -> None:
@@ -102,32 +85,15 @@ class ARModule(TrainingModule):
 
     # ------------------------------------------------------------------ losses
 
-    def _condition(self, batch: dict[str, Any]) -> Tensor | None:
-        if isinstance(self.model, GPT) and self.model.caption_embedding is not None:
-            return batch["caption"]
-        cls = batch.get("cls")
-        if cls is None or (isinstance(self.model, GPT) and self.model.num_classes == 0):
-            return None
-        return cls
-
     def nll(self, model: nn.Module, batch: dict[str, Any], forward: Any = None) -> Tensor:
-        """Mean cross-entropy (nats per token) of ``model`` on a token batch."""
-        forward = model if forward is None else forward  # bool() of a compiled module raises
-        ids, cond = batch["ids"], self._condition(batch)
-        if isinstance(model, VAR):
-            scales = split_scales(ids, model.lengths)
-            with torch.no_grad():
-                x = self.quantizer.idx_to_var_input(scales)
-            logits = forward(cond, x)
-            return F.cross_entropy(logits.flatten(0, 1), torch.cat(scales, dim=1).flatten())
-        logits = forward(ids, cond)
-        targets = model.targets(ids, batch.get("lengths"))
-        return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
+        """Mean cross-entropy (nats per token) of ``model`` on a token batch (its `teacher_forcing`)."""
+        logits, targets = model.teacher_forcing(batch, forward)
+        return F.cross_entropy(logits.flatten(0, 1), targets, ignore_index=IGNORE)
 
     def train_loss(self, batch: dict[str, Any]) -> Tensor:
         """The training loss of a batch, through the compiled function when ``compile`` is on."""
         if self._compiled and isinstance(self.model, GPT):
-            return self._compiled[0](batch["ids"], self._condition(batch), batch.get("lengths"))
+            return self._compiled[0](batch["ids"], self.model.batch_condition(batch), batch.get("lengths"))
         return self.nll(self.model, batch, self._compiled[0] if self._compiled else None)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

@@ -36,8 +36,18 @@ from tokenforge.nn.transformer import Transformer
 from tokenforge.tokenizers.base import Tokens
 
 
+def split_scales(ids: Tensor, lengths: list[int]) -> list[Tensor]:
+    """Flattened multi-scale ids ``[B, sum l_s]`` -> per-scale ``[B, l_s]``."""
+    ids = ids.reshape(ids.shape[0], -1)
+    if ids.shape[1] != sum(lengths):
+        raise ValueError(f"got {ids.shape[1]} ids per sample; the model's scales hold {sum(lengths)} ({lengths})")
+    return list(ids.split(lengths, dim=1))
+
+
 class VAR(Generator):
     """VAR-style next-scale generator; defaults are var_d16 on the released 256 px VQVAE."""
+
+    needs_tokenizer = True  # nll teacher-forces through the tokenizer's quantizer
 
     def __init__(
         self,
@@ -170,6 +180,27 @@ class VAR(Generator):
         logits = self(labels, x)
         target = torch.cat([i.reshape(i.shape[0], -1) for i in ids], dim=1)
         return F.cross_entropy(logits.flatten(0, 1), target.flatten())
+
+    def batch_condition(self, batch: dict[str, Any]) -> Tensor | None:
+        """The class ids a token batch trains with (None: the null class)."""
+        return None if self.num_classes == 0 else batch.get("cls")
+
+    def attach_tokenizer(self, tokenizer: nn.Module) -> None:
+        """Teacher forcing reads the tokenizer's multi-scale quantizer."""
+        self.attach_quantizer(tokenizer.quantizer)
+
+    def teacher_forcing(self, batch: dict[str, Any], forward: Any = None) -> tuple[Tensor, Tensor]:
+        """(logits ``[B, L, V]``, flat targets) of flattened multi-scale ids through the attached quantizer."""
+        scales = split_scales(batch["ids"].long(), self.lengths)
+        with torch.no_grad():
+            x = self.quantizer.idx_to_var_input(scales)
+        logits = (self if forward is None else forward)(self.batch_condition(batch), x)
+        return logits, torch.cat(scales, dim=1).flatten()
+
+    def nll(self, batch: dict[str, Any], *, seed: int = 0, **options: Any) -> tuple[Tensor, int]:
+        """(summed cross-entropy in nats over every scale's tokens, number of tokens)."""
+        logits, target = self.teacher_forcing(batch)
+        return F.cross_entropy(logits.flatten(0, 1), target, reduction="sum"), int(target.numel())
 
     @property
     def quantizer(self) -> nn.Module:

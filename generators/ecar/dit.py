@@ -14,13 +14,14 @@ import torch
 from torch import Tensor, nn
 
 from tokenforge.config import Configurable
+from tokenforge.generators.ecar.latent_loss import LatentLoss
 from tokenforge.generators.ecar.diffloss import TimestepEmbedder
 from tokenforge.generators.ecar.mar import patchify, unpatchify
 from tokenforge.nn.norms import AdaLNModulation, LayerNorm, modulate
 from tokenforge.nn.transformer import Transformer
 
 
-class FlowDiT(Configurable, nn.Module):
+class FlowDiT(LatentLoss, Configurable, nn.Module):
     def __init__(self, latent_channels: int = 16, latent_size: int = 16, patch_size: int = 1, dim: int = 768,
                  depth: int = 12, num_heads: int = 12, num_classes: int = 1000, class_dropout: float = 0.1) -> None:
         super().__init__()

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from tokenforge.config import Configurable
+from tokenforge.generators.ecar.latent_loss import LatentLoss
 from tokenforge.generators.ecar.diffloss import DiffLoss
 from tokenforge.nn.transformer import Block
 
@@ -39,8 +40,10 @@ def unpatchify(x: Tensor, p: int, h: int, w: int) -> Tensor:
     return x.reshape(b, c, h, w)
 
 
-class MAR(Configurable, nn.Module):
+class MAR(LatentLoss, Configurable, nn.Module):
     """MAR encoder-decoder; ``seq_len = (img_size / vae_stride / patch_size)^2`` tokens of dim ``vae_dim * p^2``."""
+
+    labels_required = True  # training_loss embeds class 0 for a batch without labels
 
     def __init__(
         self, img_size: int = 256, vae_stride: int = 16, patch_size: int = 1, encoder_embed_dim: int = 768,

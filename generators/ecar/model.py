@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tokenforge.config import Configurable
+from tokenforge.generators.ecar.latent_loss import LatentLoss
 from tokenforge.generators.ecar.diffloss import SimpleMLPAdaLN
 from tokenforge.nn.attention import block_causal_mask
 from tokenforge.nn.norms import LayerNorm
@@ -52,7 +53,7 @@ def resize(x: Tensor, size: int) -> Tensor:
     return F.interpolate(x, size=(size, size), mode="area" if size < x.shape[-1] else "nearest")
 
 
-class ECAR(Configurable, nn.Module):
+class ECAR(LatentLoss, Configurable, nn.Module):
     """E-CAR generator over latents ``(B, C, H, W)`` with ``H = W = scales[-1]``; see the module docstring."""
 
     def __init__(

@@ -28,15 +28,8 @@ class ECARModule(TrainingModule):
         self.save_hyperparameters(ignore=["model"])
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> Tensor:
-        if "latents" not in batch:
-            raise KeyError(f"ECARModule reads batch['latents'] (token shards written with --latents); "
-                           f"the batch has {list(batch)}")
-        latents = batch["latents"].float()
-        labels = batch.get("cls")
-        if isinstance(model, MAR):
-            return model(latents, labels if labels is not None else torch.zeros(len(latents), dtype=torch.long,
-                                                                                  device=latents.device))
-        return model(latents, labels)
+        """Mean training loss of ``model`` (the live or the EMA one) on a latent batch (`LatentLoss`)."""
+        return model.training_loss(batch)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         loss = self.loss(self.model, batch)

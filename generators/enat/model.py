@@ -153,6 +153,13 @@ class ENATState:
     extras: dict[str, Tensor] = field(default_factory=dict)  # encoder_out, decoder_ctx (parity / tests)
 
 
+def random_mask(batch: int, length: int, count: int, generator: torch.Generator | None = None,
+                device: torch.device | str = "cpu") -> Tensor:
+    """``[batch, length]`` bool with exactly ``count`` True per row at random positions."""
+    order = torch.rand(batch, length, generator=generator, device=device).argsort(dim=1)
+    return order < count
+
+
 def _rows(x: Tensor, where: Tensor) -> Tensor:
     """``x[where]`` reshaped to ``[B, n, ...]`` (every row of ``where`` has the same count, checked earlier)."""
     return x[where].reshape(x.shape[0], -1, *x.shape[2:])
@@ -167,6 +174,9 @@ def _equal_counts(mask: Tensor, what: str) -> int:
 
 class ENAT(Generator):
     """Class-conditional ENAT over a flattened token grid; see the module docstring. ``generate`` in sampler.py."""
+
+    nll_note = "masked-token cross-entropy at a fixed mask ratio with a seeded mask per batch"
+    nll_options = ("mask_ratio",)
 
     def __init__(
         self,
@@ -285,6 +295,27 @@ class ENAT(Generator):
             x = blk(x, c)
         logits = self.mlm_layer(self.norm(x), self.x_embedder.word_embeddings.weight)
         return logits[..., : self.codebook_size]
+
+    def batch_labels(self, batch: dict[str, Any]) -> Tensor:
+        """Class ids ``[B]`` of a token batch; the null class when it has none."""
+        cls = batch.get("cls")
+        if cls is not None:
+            return cls.reshape(-1).long()
+        return torch.full((len(batch["ids"]),), self.null_class, dtype=torch.long, device=batch["ids"].device)
+
+    def nll(self, batch: dict[str, Any], *, seed: int = 0, mask_ratio: float = 0.8,
+            **options: Any) -> tuple[Tensor, int]:
+        """(summed cross-entropy on the masked tokens, their number): ``round(mask_ratio L)`` positions per row
+        (clamped to [1, L-1]) masked at random with ``seed``; no reuse, no label dropout."""
+        ids = batch["ids"].reshape(len(batch["ids"]), -1).long()
+        count = min(max(round(float(mask_ratio) * ids.shape[1]), 1), ids.shape[1] - 1)
+        gen = torch.Generator(device=ids.device).manual_seed(int(seed))
+        masking = random_mask(len(ids), ids.shape[1], count, generator=gen, device=ids.device)
+        logits = self(ids.masked_fill(masking, self.mask_token_id), self.batch_labels(batch)).logits
+        return F.cross_entropy(logits[masking].float(), ids[masking], reduction="sum"), int(masking.sum())
+
+    def nll_protocol(self, *, mask_ratio: float = 0.8, **options: Any) -> dict[str, Any]:
+        return {"mask_ratio": float(mask_ratio)}
 
     def generate(self, n: int, condition: Tensor | None = None, **sampling: Any) -> Tokens:
         """Sample ``n`` token grids; options of `tokenforge.generators.enat.sampler.enat_generate`.

@@ -25,15 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tokenforge.generators.enat.model import ENAT, ENATState
+from tokenforge.generators.enat.model import ENAT, ENATState, random_mask
 from tokenforge.training import TrainingModule
-
-
-def random_mask(batch: int, length: int, count: int, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> Tensor:
-    """``[batch, length]`` bool with exactly ``count`` True per row at random positions."""
-    order = torch.rand(batch, length, generator=generator, device=device).argsort(dim=1)
-    return order < count
 
 
 class ENATModule(TrainingModule):
@@ -68,9 +61,7 @@ class ENATModule(TrainingModule):
                              f"{model.seq_len}")
         if bool((ids < 0).any()) or bool((ids >= model.codebook_size).any()):
             raise ValueError(f"token ids must lie in [0, {model.codebook_size}); check codebook_size vs the tokenizer")
-        cls = batch.get("cls")
-        labels = (cls.reshape(-1).long() if cls is not None
-                  else torch.full((ids.shape[0],), model.null_class, dtype=torch.long, device=ids.device))
+        labels = model.batch_labels(batch)
         if train and self.hparams.p_uncond > 0:
             drop = torch.rand(labels.shape, device=labels.device) < self.hparams.p_uncond
             labels = torch.where(drop, torch.full_like(labels, model.null_class), labels)
@@ -114,15 +105,10 @@ class ENATModule(TrainingModule):
 
     @torch.no_grad()
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        model = self.eval_model
-        ids, labels = self._inputs(batch, train=False)
-        b, length = ids.shape
-        count = min(max(round(0.8 * length), 1), length - 1)
-        gen = torch.Generator(device=ids.device).manual_seed(batch_idx)
-        masking = random_mask(b, length, count, generator=gen, device=ids.device)
-        out = model(ids.masked_fill(masking, model.mask_token_id), labels)
-        loss = self.masked_loss(out.logits, ids, masking, 0.0)
-        self.log("val/loss", loss, prog_bar=True, batch_size=b, sync_dist=True)
+        ids, _ = self._inputs(batch, train=False)  # checks the ids against the model
+        total, count = self.eval_model.nll(batch, seed=batch_idx, mask_ratio=0.8)
+        loss = total / count
+        self.log("val/loss", loss, prog_bar=True, batch_size=ids.shape[0], sync_dist=True)
         return loss
 
     def configure_optimizers(self) -> Any:
