@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from tokenforge.nn.mel import MelLoss
+
 _MEL: dict[tuple, torch.nn.Module] = {}
 WINDOW_SECONDS = 30.0
 
@@ -71,8 +73,6 @@ def _pair(est: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
 
 def mel_distance(est: Tensor, ref: Tensor, sample_rate: int = 24000, window_seconds: float | None = None) -> Tensor:
     """L1 between log(clamp(mel, 1e-7)) spectrograms (100 mels, n_fft 1024, hop 256); long signals in windows."""
-    from tokenforge.tokenizers.wavtokenizer.losses import MelLoss
-
     est, ref = _pair(est, ref)
     key = (sample_rate, str(est.device))
     if key not in _MEL:
