@@ -15,7 +15,7 @@ import torch
 from tokenforge import hub
 from tokenforge.cli import main as tokenforge_main
 from tokenforge.metrics import audio as M
-from tokenforge.tokenizers.wavtokenizer.files import AudioFileError, decode_long, encode_long, load_audio
+from tokenforge.audio_files import AudioFileError, decode_long, encode_long, load_audio
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -113,9 +113,9 @@ def reconstruct_images(model: Any, paths: list[Path], out: Path, size: int = 256
 
 def reconstruct_audio(model: Any, paths: list[Path], out: Path, device: str = "cpu") -> dict[str, Any]:
     """Encode/decode audio files at the tokenizer's rate (mono mix, resampling, chunking, refusals with a reason);
-    write FLAC, codes and metrics.json. See `tokenforge.tokenizers.wavtokenizer.cli.reconstruct_files`."""
+    write FLAC, codes and metrics.json. See `tokenforge.audio_files.reconstruct_files`."""
+    from tokenforge.audio_files import reconstruct_files
     from tokenforge.hub import from_pretrained
-    from tokenforge.tokenizers.wavtokenizer.cli import reconstruct_files
 
     tokenizer = from_pretrained(model) if isinstance(model, (str, Path)) else model
     return reconstruct_files(tokenizer.to(device).eval(), paths, out)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from tokenforge import console
 from tokenforge.devices import resolve_device
 from tokenforge.errors import UsageError, exit_code_for
 from tokenforge.model_kind import require_tokenizer
-from tokenforge.tokenizers.wavtokenizer.files import AudioFileError, decode_long, encode_long, load_audio
+from tokenforge.audio_files import AudioFileError, decode_long, encode_long, load_audio, reconstruct_files
 
 
 def load_model(spec: str, device: str = "cpu") -> Any:
@@ -61,46 +60,6 @@ def _files(items: list[Path], suffixes: tuple[str, ...] | None = None) -> list[P
         else:
             files.append(item)
     return files
-
-
-def _metrics(recon: torch.Tensor, wave: torch.Tensor, rate: int) -> dict[str, float]:
-    from tokenforge.metrics import audio as M
-
-    out = {"mel_distance": float(M.mel_distance(recon, wave, rate)),
-           "stft_distance": float(M.stft_distance(recon, wave)), "si_snr_db": float(M.si_snr(recon, wave))}
-    out.update({k: v for k, v in M.pesq_stoi(recon[None], wave[None], rate).items()})
-    return {k: round(v, 4) for k, v in out.items()}
-
-
-def reconstruct_files(model: Any, paths: list[Path], out: Path, chunk_seconds: float = 30.0,
-                      context_seconds: float = 1.0, bf16: bool = False, metrics: bool = True) -> dict[str, Any]:
-    """Encode/decode every file; write FLAC, codes and ``metrics.json``; return the summary."""
-    import soundfile as sf
-
-    out.mkdir(parents=True, exist_ok=True)
-    rate = int(model.sample_rate)
-    report: dict[str, Any] = {"sample_rate": rate, "files": {}, "rejected": {}}
-    for path in console.progress(paths, desc="reconstruct", unit="file"):
-        try:
-            wave, facts = load_audio(path, rate)
-        except AudioFileError as error:
-            report["rejected"][path.name] = str(error)
-            print(f"skipped: {error}", file=sys.stderr)
-            continue
-        codes = encode_long(model, wave, chunk_seconds, context_seconds, bf16)
-        recon = decode_long(model, codes, wave.numel(), chunk_seconds, context_seconds, bf16)
-        sf.write(out / f"{path.stem}.flac", recon.clamp(-1, 32767 / 32768).numpy(), rate, subtype="PCM_16")
-        np.save(out / f"{path.stem}.codes.npy", codes.numpy().astype(np.int16 if model.vocab_size <= 32768 else np.int32))
-        entry = {**facts, "tokens": int(codes.numel())}
-        if metrics:
-            entry.update(_metrics(recon, wave, rate))
-        report["files"][path.name] = entry
-    keys = {k for e in report["files"].values() for k in e if k in ("mel_distance", "stft_distance", "si_snr_db",
-                                                                    "pesq", "stoi")}
-    report["mean"] = {k: round(float(np.mean([e[k] for e in report["files"].values() if k in e])), 4)
-                      for k in sorted(keys)}
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    return {"out": str(out), "files": len(report["files"]), "rejected": len(report["rejected"]), **report["mean"]}
 
 
 def _parser(prog: str, description: str, inputs: str) -> argparse.ArgumentParser:

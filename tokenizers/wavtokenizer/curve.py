@@ -29,7 +29,7 @@ COLUMNS = ("step", "batches", "train_s", "mel_distance", "stoi", "pesq", "usage"
 def held_out_clips(audio: str | Path, sample_rate: int, max_clips: int, seconds: float) -> tuple[list[str], Tensor]:
     """The first ``max_clips`` audio files of a folder (sorted), each cut or tiled to ``seconds`` -> ``(N, L)``."""
     from tokenforge.data.audio import EXTENSIONS
-    from tokenforge.tokenizers.wavtokenizer.files import load_audio
+    from tokenforge.audio_files import load_audio
 
     folder = Path(audio)
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in EXTENSIONS) if folder.is_dir() else []
