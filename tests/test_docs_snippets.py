@@ -9,7 +9,7 @@ Convention (issue 19, deliverable 9):
 - The folder starts as a copy of a workspace made once per session, holding the names the docs use:
   ``configs/`` and ``tools/`` (the repository's), ``../shared`` (the real data and fixtures), ``photos/``,
   ``photo.jpg``, ``clip.flac``, ``cow.ply`` (bundled samples), ``shards/images`` (image shards of
-  ../shared/data/images), ``tokens/images`` (their tokens from a tiny VQGAN) and official-format files under
+  ../shared/data/images), ``tokens/images`` (their 8x8 tokens from a tiny VQGAN) and official-format files under
   their release names (made from the tiny checkpoints in ../shared/fixtures).
 - Bash blocks run under ``set -eo pipefail`` with ``tokenforge`` on PATH; ``tokenforge fit`` gets
   ``--trainer.max_steps $TOKENFORGE_DOCS_MAX_STEPS`` (2) appended, so every fit in the docs trains for seconds.
@@ -107,7 +107,8 @@ def test_snippets_found_and_every_skip_has_a_reason() -> None:
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert done.returncode == 0, f"workspace setup failed: {' '.join(cmd)}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (f"workspace setup failed: {' '.join(cmd)}\n"
+                                  f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
 
 
 WRAPPER = """#!/usr/bin/env bash
@@ -159,19 +160,20 @@ class Workspace:
             shutil.copy(data / "images" / name, ws / "photos" / name)
         shutil.copy(data / "images" / "rocket.jpg", ws / "photo.jpg")
         shutil.copy(sorted((data / "speech24k").glob("*.flac"))[0], ws / "clip.flac")
-        shutil.copy(data / "meshes" / "bull.ply", ws / "cow.ply")
+        shutil.copy(data / "meshes" / "cow.ply", ws / "cow.ply")
         # official releases under their names, made from the tiny official-format checkpoints in ../shared
         (ws / "vq_ds16_c2i.pt").symlink_to(fixtures / "llamagen_vq_train" / "checkpoint.pt")
         setup = root / "setup"
         setup.mkdir()
         (setup / "configs").symlink_to(REPO / "configs")
         run = lambda *args: _run(["tokenforge", "--quiet", *args], setup, self.env)  # noqa: E731
-        run("shards", "make", "images", str(data / "images" / "*.png"), str(ws / "shards" / "images"), "--max-side", "128",
-            "--val-fraction", "0.2")
+        run("shards", "make", "images", str(data / "images" / "*.png"), str(ws / "shards" / "images"),
+            "--max-side", "128", "--val-fraction", "0.2")
         run("fit", "--config", "configs/tokenizers/vqgan/tiny.yaml", "--data.init_args.train",
             str(ws / "shards" / "images"))
         ckpt = next(setup.glob("logs/vqgan_tiny/version_*/checkpoints/last.ckpt"))
-        run("shards", "encode", "--tokenizer", str(ckpt), str(ws / "shards" / "images"), str(ws / "tokens" / "images"))
+        run("shards", "encode", "--tokenizer", str(ckpt), str(ws / "shards" / "images"), str(ws / "tokens" / "images"),
+            "--image-size", "32")  # 8x8 tokens: the tiny generators' seq_len 64
 
     def folder(self, md: Path) -> Path:
         """The working folder of one markdown file: a copy of the workspace (folders copied, files linked)."""

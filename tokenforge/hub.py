@@ -147,14 +147,24 @@ def _is_torch_file(path: Path) -> bool:
 
 
 def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON config from a file, as a dict; a trust key in it is dropped (trust comes from the caller only)."""
+    """A JSON (or, by suffix, YAML) config from a file, as a dict; a trust key in it is dropped (trust comes from
+    the caller only)."""
     path = Path(path)
+    kind = "YAML" if path.suffix in (".yaml", ".yml") else "JSON"
     try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"cannot read {path} as JSON ({_first_line(error)}); fix or replace the file") from None
+        if kind == "YAML":
+            import yaml
+
+            try:
+                config = yaml.safe_load(path.read_text())
+            except yaml.YAMLError as error:
+                raise ValueError(str(error)) from None
+        else:
+            config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        raise CheckpointError(f"cannot read {path} as {kind} ({_first_line(error)}); fix or replace it") from None
     if not isinstance(config, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}, not an object of settings")
+        raise CheckpointError(f"{path} holds a {kind} {type(config).__name__}, not an object of settings")
     return without_trust_keys(config)
 
 
@@ -466,9 +476,13 @@ def load_tokenizer(name: str) -> nn.Module:
 
 
 def from_official(
-    method: str, path: str | os.PathLike, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False
+    method: str, path: str | os.PathLike, config: Mapping[str, Any] | str | os.PathLike | None = None, *,
+    trust_pickle: bool = False,
 ) -> nn.Module:
     """Load an official release of ``method`` from a local file or folder into tokenforge's modules.
+
+    ``config``: settings the release lacks, as a dict or as the path of a JSON or YAML file holding them (e.g.
+    WavTokenizer's training YAML).
 
     ``trust_pickle=True`` (the caller's decision, ``--trust-pickle`` on the command line) is the only way to
     let a release that pickles Python objects (training ``args``) load; a ``trust_pickle`` key in ``config``
@@ -479,6 +493,10 @@ def from_official(
     if not path.exists():
         raise CheckpointNotFoundError(f"no file or folder at {path}; give the {method} release's checkpoint file "
                                       "or folder")
+    if isinstance(config, (str, os.PathLike)):
+        if not Path(config).is_file():
+            raise CheckpointNotFoundError(f"no config file at {config}; give the {method} release's config file")
+        config = read_config_file(config)  # a trust key in a file is dropped, not refused
     if config is not None and any(key in config for key in TRUST_KEYS):
         raise UsageError("trust_pickle is not a config setting: remove it from the config and pass "
                          "trust_pickle=True to from_official (or --trust-pickle) if you trust the file")
