@@ -25,6 +25,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,6 +143,7 @@ class Workspace:
         self.env.pop("TOKENFORGE_PROGRESS", None)
         self.dirs: dict[Path, Path] = {}
         self.done: dict[str, str | None] = {}  # snippet id -> None (passed) or the failure
+        self.seconds: dict[str, float] = {}
 
     def build(self) -> None:
         root, ws, data, fixtures = self.root, self.ws, self.shared / "data", self.shared / "fixtures"
@@ -201,16 +203,45 @@ class Workspace:
         except subprocess.TimeoutExpired:
             return f"{snippet.id} (block {index}) ran past {TIMEOUT_S} s"
         took = time.perf_counter() - start
+        self.seconds[snippet.id] = took
         if done.returncode != 0:
             return (f"{snippet.id} exited {done.returncode} after {took:.0f} s in {cwd}\n--- code\n{snippet.code}"
                     f"--- stdout\n{done.stdout[-4000:]}\n--- stderr\n{done.stderr[-6000:]}")
         return None
 
 
+    def run_page(self, snippet: Snippet) -> None:
+        """Run the blocks of ``snippet``'s page up to and including it, each once."""
+        for block in SNIPPETS:  # the blocks above it on the same page, as a reader would have run them
+            if block.path == snippet.path and block.line <= snippet.line and block.skip is None:
+                if block.id not in self.done:
+                    self.done[block.id] = self.execute(block)
+                if self.done[block.id] is not None:
+                    return
+
+
+def _page_size(snippet: Snippet) -> int:
+    """Longest pages first, so the two queues end together."""
+    return -sum(len(s.code) for s in SNIPPETS if s.path == snippet.path and s.skip is None)
+
+
 @pytest.fixture(scope="session")
-def workspace(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, fixtures_dir: Path) -> Workspace:
+def workspace(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, shared_data: Path,
+              fixtures_dir: Path) -> Workspace:
     space = Workspace(tmp_path_factory.mktemp("docs"), shared_data.parent)
     space.build()
+    # the pages are independent: run the selected ones side by side ($TOKENFORGE_DOCS_JOBS, 2), one thread each
+    jobs = int(os.environ.get("TOKENFORGE_DOCS_JOBS", "2"))
+    selected = {item.callspec.params["snippet"].id for item in request.session.items
+                if item.originalname == "test_snippet_runs"}
+    last: dict[Path, Snippet] = {}
+    for snippet in SNIPPETS:
+        if snippet.id in selected and snippet.skip is None:
+            last[snippet.path] = snippet
+    if jobs > 1 and len(last) > 1:
+        space.env["OMP_NUM_THREADS"] = "1"
+        with ThreadPoolExecutor(jobs) as pool:
+            list(pool.map(space.run_page, sorted(last.values(), key=_page_size)))
     return space
 
 
@@ -218,14 +249,11 @@ def workspace(tmp_path_factory: pytest.TempPathFactory, shared_data: Path, fixtu
 def test_snippet_runs(snippet: Snippet, workspace: Workspace) -> None:
     if snippet.skip is not None:
         pytest.skip(f"marked in the markdown: {snippet.skip}")
-    for earlier in SNIPPETS:  # the blocks above it on the same page, as a reader would have run them
-        if earlier.path == snippet.path and earlier.line < snippet.line and earlier.skip is None:
-            if earlier.id not in workspace.done:
-                workspace.done[earlier.id] = workspace.execute(earlier)
-            if workspace.done[earlier.id] is not None:
-                pytest.fail(f"an earlier block of this page failed: {earlier.id}")
-    if snippet.id not in workspace.done:
-        workspace.done[snippet.id] = workspace.execute(snippet)
+    workspace.run_page(snippet)
+    for earlier in SNIPPETS:
+        if earlier.path == snippet.path and earlier.line < snippet.line and workspace.done.get(earlier.id):
+            pytest.fail(f"an earlier block of this page failed: {earlier.id}")
     error = workspace.done[snippet.id]
     if error is not None:
         pytest.fail(error, pytrace=False)
+    print(f"{snippet.id}: {workspace.seconds[snippet.id]:.1f} s")
