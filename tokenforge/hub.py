@@ -482,7 +482,7 @@ def from_official(
     """Load an official release of ``method`` from a local file or folder into tokenforge's modules.
 
     ``config``: settings the release lacks, as a dict or as the path of a JSON or YAML file holding them (e.g.
-    WavTokenizer's training YAML).
+    the release's training YAML).
 
     ``trust_pickle=True`` (the caller's decision, ``--trust-pickle`` on the command line) is the only way to
     let a release that pickles Python objects (training ``args``) load; a ``trust_pickle`` key in ``config``
