@@ -96,13 +96,8 @@ class ARModule(TrainingModule):
             return self._compiled[0](batch["ids"], self.model.batch_condition(batch), batch.get("lengths"))
         return self.nll(self.model, batch, self._compiled[0] if self._compiled else None)
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # on the host copy, before the embedding: no device sync per step, and on a GPU a bad id would be a
-        # device-side assert instead of this one line
-        check_token_ids(batch, self.model)
-        return batch
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
+        check_token_ids(batch, self.model)  # before the embedding: on a GPU a bad id is a device-side assert
         loss = self.train_loss(batch)
         size = batch["ids"].shape[0]
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=size)
@@ -111,6 +106,7 @@ class ARModule(TrainingModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         model = self.eval_model
+        check_token_ids(batch, model)
         loss = self.nll(model, batch)
         self.log("val/nll", loss, prog_bar=True, batch_size=batch["ids"].shape[0], sync_dist=True)
         return loss
