@@ -31,12 +31,29 @@ class Command:
 
 
 @dataclass(frozen=True)
+class Option:
+    """A command-line option a method adds to some verbs: ``argparse`` flags and keyword arguments.
+
+    ``verbs`` are the verbs that take it (``encode``, ``reconstruct``, ``generate``...). The parsed value reaches
+    the method's verb hook (`Method.verbs`) or, for ``generate``, the generator's ``generate(**sampling)`` under
+    ``kwargs["dest"]`` (argparse's default dest otherwise). Keyword values stay standard-library objects (``int``,
+    ``float``, ``str``) so listing methods never imports torch.
+    """
+
+    flags: tuple[str, ...]
+    verbs: tuple[str, ...]
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Method:
     """What the core needs to know about one method, without importing it.
 
     ``official`` and ``parity`` map an official release / parity fixture name to the module that registers
-    its loader / function on import; ``reconstruct`` names a module whose ``main(["reconstruct", ...])``
-    writes this method's own reconstruction outputs; ``commands`` are the method's own subcommands.
+    its loader / function on import. ``options`` are the method's own command-line options of the verbs;
+    ``verbs`` maps a verb to ``"module:function"`` where the method does that verb its own way (extra outputs,
+    e.g. FlexTok's coarse-to-fine strips); every other verb runs the generic path over the Tokenizer /
+    Generator contract.
     """
 
     name: str
@@ -48,8 +65,10 @@ class Method:
     official: Mapping[str, str] = field(default_factory=dict)
     parity: Mapping[str, str] = field(default_factory=dict)
     bench: Command | None = None
-    reconstruct: str | None = None
-    commands: tuple[Command, ...] = ()
+    options: tuple[Option, ...] = ()
+    verbs: Mapping[str, str] = field(default_factory=dict)
+    reconstruct: str | None = None  # TRANSITIONAL (issue 19): replaced by verbs["reconstruct"]
+    commands: tuple[Command, ...] = ()  # TRANSITIONAL (issue 19): method-named commands go; verbs stay
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -96,6 +115,16 @@ def resolve(name: str) -> Method:
 def method_of(class_path: str) -> Method | None:
     """The method whose package holds the class ``class_path``, if any."""
     return next((m for m in registry().values() if m.owns(class_path)), None)
+
+
+def add_options(parser: Any, method: Method, verb: str) -> list[str]:
+    """Add ``method``'s options for ``verb`` to an argparse parser (in a group named after the method); returns
+    their dests, so a verb can hand exactly those values on."""
+    options = [o for o in method.options if verb in o.verbs]
+    if not options:
+        return []
+    group = parser.add_argument_group(f"{method.name} options")
+    return [group.add_argument(*o.flags, **dict(o.kwargs)).dest for o in options]
 
 
 def sources(attribute: str) -> dict[str, str]:
