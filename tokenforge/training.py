@@ -4,24 +4,44 @@ As in Vocos, the networks live in a plain ``nn.Module`` (``self.model``) that in
 the Lightning module adds losses, discriminators, optimisers and logging. Checkpoints written by
 ``tokenforge fit`` carry the inference module's spec, so `tokenforge.hub.from_pretrained(ckpt)` rebuilds
 it without Lightning and without unpickling anything.
+
+One way to train (every module, every method):
+
+- ``optimizer``: a callable ``params -> Optimizer`` (Lightning's ``OptimizerCallable``; in YAML a ``class_path`` +
+  ``init_args`` block, e.g. ``torch.optim.AdamW`` with ``{lr: 1.0e-4, betas: [0.9, 0.95], weight_decay: 0.05}``),
+  applied to `parameter_groups` (default: every trainable parameter; generators override it for decay /
+  no-decay groups: a group without its own ``weight_decay`` takes the optimiser's). Each module's docstring gives
+  its default as that YAML block.
+- ``lr_scheduler``: a callable ``optimizer -> scheduler`` (``LRSchedulerCallable``), stepped once per optimiser
+  step. Schedules that need the run length (`tokenforge.lr_schedulers.WarmupCosineLR`) get it from
+  `run_length` (``trainer.max_steps``) when their YAML leaves ``total_steps`` unset.
+- ``gradient_clip_val``: the gradient-norm limit. ONE function clips: `clip_gradient_norm` (returns the norm
+  before clipping). Automatic optimisation reaches it through `configure_gradient_clipping` (the module's value,
+  else the Trainer's ``gradient_clip_val``); manual optimisation (GANs) calls `clip` or `clip_and_step`.
+- ``fused_on_cuda`` (class attribute): build the optimiser fused when the parameters are on CUDA, nothing is
+  clipped and the optimiser's ``fused`` is left unset (with 16-bit mixed precision Lightning does not unscale a
+  fused optimiser's gradients before clipping, so clipping turns it off).
 """
 
 from __future__ import annotations
 
 import copy
-import math
+import functools
 import random
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch import nn
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
 
 from tokenforge.config import Configurable
 from tokenforge.hub import CKPT_KEY
 from tokenforge.interrupt_checkpoint import InterruptCheckpoint
+from tokenforge.lr_schedulers import WarmupCosine
 from tokenforge.nonfinite_guard import NonFiniteGuard
 
 MODEL_PREFIX = "model."
@@ -46,13 +66,92 @@ class TrainingModule(pl.LightningModule):
     #: producing the loss"), so `setup` tells a DDP strategy to look for unused parameters.
     partial_backward: bool = False
 
-    def __init__(self, model: Configurable, ema_decay: float | None = None) -> None:
+    #: Build the optimiser fused on CUDA when nothing is clipped and its ``fused`` is left unset (see the module
+    #: docstring); on where a method used fused AdamW before the one way to train.
+    fused_on_cuda: bool = False
+
+    def __init__(self, model: Configurable, ema_decay: float | None = None, *,
+                 optimizer: OptimizerCallable | None = None, lr_scheduler: LRSchedulerCallable | None = None,
+                 gradient_clip_val: float | None = None) -> None:
         super().__init__()
         if not isinstance(model, Configurable):
             raise TypeError(f"{type(model).__name__} must be Configurable so checkpoints can rebuild it")
         self.model = model
         self.ema_decay = float(ema_decay or 0.0)
         self.ema = copy.deepcopy(model).requires_grad_(False).eval() if self.ema_decay else None
+        self.optimizer_fn = optimizer if optimizer is not None else functools.partial(torch.optim.AdamW, lr=1e-4)
+        self.lr_scheduler_fn = lr_scheduler
+        self.gradient_clip_val = gradient_clip_val
+
+    # ------------------------------------------------------------------ optimisation (the one way)
+
+    def parameter_groups(self) -> list[Any]:
+        """What the optimiser trains: every trainable parameter (frozen parts and the EMA copy are not)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def run_length(self) -> int | None:
+        """Optimiser steps in this run, for schedules that need it: ``trainer.max_steps`` (None when unset)."""
+        trainer = self._trainer
+        return trainer.max_steps if trainer is not None and trainer.max_steps and trainer.max_steps > 0 else None
+
+    def clip_value(self) -> float | None:
+        """The gradient-norm limit in force: the module's ``gradient_clip_val``, else the Trainer's."""
+        if self.gradient_clip_val is not None:
+            return self.gradient_clip_val
+        return getattr(self._trainer, "gradient_clip_val", None)
+
+    def make_optimizer(self, make: OptimizerCallable, params: Any) -> torch.optim.Optimizer:
+        """``make(params)``, fused on CUDA where `fused_on_cuda` asks for it (see the module docstring)."""
+        fusable = isinstance(make, functools.partial) and "fused" in make.keywords and make.keywords["fused"] is None
+        if self.fused_on_cuda and fusable and self.device.type == "cuda" and not self.clip_value():
+            return make(params, fused=True)
+        return make(params)
+
+    def make_scheduler(self, make: LRSchedulerCallable | None, optimizer: torch.optim.Optimizer) -> Any:
+        """``make(optimizer)`` (None without one), given the run length when it asks for it (`run_length`)."""
+        if make is None:
+            return None
+        scheduler = make(optimizer)
+        if hasattr(scheduler, "set_run_length"):
+            scheduler.set_run_length(self.run_length())
+        return scheduler
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.make_optimizer(self.optimizer_fn, self.parameter_groups())
+        scheduler = self.make_scheduler(self.lr_scheduler_fn, optimizer)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: float | None = None,
+                                    gradient_clip_algorithm: str | None = None) -> None:
+        """Automatic optimisation: clip with `clip_gradient_norm` (the module's limit, else the Trainer's);
+        the Trainer's ``gradient_clip_algorithm: value`` clips each gradient element instead."""
+        limit = self.gradient_clip_val if self.gradient_clip_val is not None else gradient_clip_val
+        if not limit:
+            return
+        if gradient_clip_algorithm == "value":  # a str enum in Lightning
+            torch.nn.utils.clip_grad_value_(optimizer_parameters(optimizer), limit)
+        else:
+            self.clip(optimizer, limit)
+
+    def clip(self, optimizer: Any, max_norm: float | None = None) -> Tensor:
+        """Clip the gradient norm of ``optimizer``'s parameters to ``max_norm`` (default: `clip_value`; 0 or
+        None: measure only). Returns the norm before clipping. Manual optimisation calls it after
+        ``manual_backward`` (with 16-bit mixed precision the gradients are then still scaled: use bf16)."""
+        limit = self.clip_value() if max_norm is None else max_norm
+        return clip_gradient_norm(optimizer_parameters(optimizer), limit)
+
+    def clip_and_step(self, optimizer: Any, loss: Tensor, max_norm: float | None = None) -> Tensor:
+        """One manual-optimisation update: zero the gradients, backpropagate ``loss``, `clip`, step.
+        Returns the gradient norm before clipping."""
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        norm = self.clip(optimizer, max_norm)
+        optimizer.step()
+        return norm
+
+    # ------------------------------------------------------------------ Lightning hooks
 
     def configure_callbacks(self) -> list[pl.Callback]:
         """`InterruptCheckpoint` (Ctrl-C, SIGTERM or an error: save where training got to) and `NonFiniteGuard`
@@ -108,18 +207,47 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def warmup_cosine(total: int | None, warmup: int = 0, floor: float = 0.0) -> Callable[[int], float]:
-    """Step -> LR multiplier for ``LambdaLR``: linear warm-up over ``warmup`` steps, then a cosine from 1 to
-    ``floor`` at step ``total`` (held there after it); constant 1 after the warm-up when ``total`` is None."""
+    """Step -> LR multiplier (`tokenforge.lr_schedulers.WarmupCosine`): linear warm-up over ``warmup`` steps,
+    then a cosine from 1 to ``floor`` at step ``total``; constant 1 after the warm-up when ``total`` is None."""
+    return WarmupCosine(total, warmup, floor)
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        if not total or total <= warmup:
-            return 1.0
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    return factor
+def optimizer_parameters(optimizer: Any) -> list[nn.Parameter]:
+    """Every parameter of an optimiser (or of Lightning's wrapper around one), in group order."""
+    return [p for group in optimizer.param_groups for p in group["params"]]
+
+
+def clip_gradient_norm(parameters: Iterable[nn.Parameter], max_norm: float | None) -> Tensor:
+    """THE gradient clipping of tokenforge: scale the gradients so their total L2 norm is at most ``max_norm``
+    (0 or None: leave them), as ``torch.nn.utils.clip_grad_norm_``. Returns the norm before clipping."""
+    params = [p for p in parameters if p.grad is not None]
+    if not params:
+        return torch.zeros(())
+    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf")).detach()
+
+
+def optimizer_with(optimizer: OptimizerCallable | None, default: OptimizerCallable, owner: str,
+                   **aliases: Any) -> OptimizerCallable:
+    """``optimizer`` (``default`` when None) with the deprecated module arguments ``aliases`` that were given (not
+    None: ``lr=...``, ``betas=...``, ``weight_decay=...``) laid over its keywords, with a DeprecationWarning."""
+    return _with_aliases(optimizer if optimizer is not None else default, owner, "optimizer", aliases)
+
+
+def scheduler_with(lr_scheduler: LRSchedulerCallable | None, default: LRSchedulerCallable | None, owner: str,
+                   **aliases: Any) -> LRSchedulerCallable | None:
+    """As `optimizer_with`, for the ``lr_scheduler`` callable (``warmup_steps=...``, ``min_lr_ratio=...``)."""
+    return _with_aliases(lr_scheduler if lr_scheduler is not None else default, owner, "lr_scheduler", aliases)
+
+
+def _with_aliases(make: Any, owner: str, key: str, aliases: dict[str, Any]) -> Any:
+    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in aliases.items() if v is not None}
+    if not given:
+        return make
+    if make is None:
+        raise ValueError(f"{owner}: {', '.join(given)} need a {key}")
+    warnings.warn(f"{owner}: {', '.join(given)} as module arguments are deprecated; give them in "
+                  f"{key}.init_args", DeprecationWarning, stacklevel=3)
+    return functools.partial(make, **given)
 
 
 def allow_partial_backward(strategy: Any) -> None:

@@ -35,7 +35,7 @@ class FlowDiT(LatentLoss, Configurable, nn.Module):
         self.t_embed = TimestepEmbedder(dim)
         self.class_emb = nn.Embedding(num_classes + 1, dim)
         self.transformer = Transformer(dim, depth, num_heads, adaln=True, block_options={
-            "cond_dim": dim, "order": "dit", "attn_options": {"qkv_bias": True, "out_bias": True}})
+            "cond_dim": dim, "order": "shift_scale_gate", "attn_options": {"qkv_bias": True, "out_bias": True}})
         self.final_norm = LayerNorm(dim, eps=1e-6)
         self.final_adaln = AdaLNModulation(dim, dim, ("shift", "scale"))
         self.out = nn.Linear(dim, latent_channels * patch_size**2)

@@ -89,7 +89,7 @@ class ECAR(LatentLoss, Configurable, nn.Module):
         self.pos = nn.Parameter(torch.randn(1, total, dim) * 0.02)
         self.stage_emb = nn.Parameter(torch.randn(n, dim) * 0.02)
         self.transformer = Transformer(dim, depth, num_heads, adaln=True, drop_path=drop_path,
-                                       block_options={"cond_dim": dim, "order": "dit", "attn_options": {
+                                       block_options={"cond_dim": dim, "order": "shift_scale_gate", "attn_options": {
                                            "qkv_bias": True, "out_bias": True}})
         self.norm = LayerNorm(dim, eps=1e-6, affine=True)
         self.head = SimpleMLPAdaLN(latent_channels, head_width, head_depth, dim, latent_channels)

@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
 from torch import nn
 
 from tokenforge.config import Configurable
@@ -127,7 +126,7 @@ class LinFusion(Configurable, nn.Module):
     @classmethod
     def load_official(cls, directory: str | os.PathLike, chunk_size: int | None = None) -> LinFusion:
         """Load a released folder (e.g. Yuanshi/LinFusion-1-5); ``projection_mid_dim`` comes from its config."""
-        from tokenforge.hub import CheckpointError, load_mapped_state_dict
+        from tokenforge.hub import CheckpointError, load_mapped_state_dict, read_state_dict
 
         folder = Path(directory)
         config_file, weights = folder / CONFIG_NAME, folder / WEIGHTS_NAME
@@ -137,7 +136,7 @@ class LinFusion(Configurable, nn.Module):
         if "modules_list" not in config:
             raise CheckpointError(f"{config_file} has no 'modules_list'; it is not a LinFusion config")
         model = cls(config["modules_list"], chunk_size=chunk_size)
-        load_mapped_state_dict(model, load_file(str(weights)), source=str(weights))
+        load_mapped_state_dict(model, read_state_dict(weights, nested=()), source=str(weights))
         return model
 
     def extra_repr(self) -> str:
