@@ -66,7 +66,7 @@ def test_modulate_hand():
     assert torch.allclose(modulate(torch.tensor([2.0]), torch.tensor([1.0]), torch.tensor([0.5])), torch.tensor([4.0]))
 
 
-@pytest.mark.parametrize("order", ["dit", "var", "flextok"])
+@pytest.mark.parametrize("order", ["shift_scale_gate", "gates_scales_shifts", "gates_shift_scale"])
 def test_adaln_chunk_order(order):
     mod = AdaLNModulation(2, cond_dim=3, order=order)
     assert torch.all(mod.linear.weight == 0) and torch.all(mod.linear.bias == 0)  # adaLN-zero
@@ -129,7 +129,7 @@ def test_prenorm_block_is_its_formula():
     assert torch.allclose(block(x, causal=True), h + block.mlp(block.norm2(h)), atol=1e-6)
 
 
-@pytest.mark.parametrize("order", ["dit", "var", "flextok"])
+@pytest.mark.parametrize("order", ["shift_scale_gate", "gates_scales_shifts", "gates_shift_scale"])
 def test_adaln_zero_block_is_identity_at_init(order):
     block = AdaLNBlock(16, 2, cond_dim=8, order=order)
     x, cond = torch.randn(2, 5, 16), torch.randn(2, 8)
@@ -140,7 +140,7 @@ def test_adaln_zero_block_is_identity_at_init(order):
 
 
 def test_adaln_block_uses_gates_and_modulation():
-    block = AdaLNBlock(8, 2, order="var", drop_path=0.0).eval()
+    block = AdaLNBlock(8, 2, order="gates_scales_shifts", drop_path=0.0).eval()
     with torch.no_grad():
         block.adaln.linear.weight.normal_()
         block.adaln.linear.bias.normal_()
@@ -163,7 +163,8 @@ def test_drop_path():
 
 def test_transformer_round_trips_through_hub(tmp_path):
     model = Transformer(16, 2, 2, adaln=True, final_norm="layernorm",
-                        block_options={"order": "var", "attn_options": {"qv_bias": True, "l2_norm_qk": True}})
+                        block_options={"order": "gates_scales_shifts",
+                                       "attn_options": {"qv_bias": True, "l2_norm_qk": True}})
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.2)

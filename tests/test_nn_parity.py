@@ -130,12 +130,12 @@ class TinyVAR(nn.Module):
         self.pos_1LC = nn.Parameter(torch.zeros(1, total, dim))
         self.transformer = Transformer(
             dim, depth, cfg["num_heads"], adaln=True,
-            block_options={"order": "var", "norm_eps": cfg["norm_eps"], "mlp": "gelu_tanh",
+            block_options={"order": "gates_scales_shifts", "norm_eps": cfg["norm_eps"], "mlp": "gelu_tanh",
                            "mlp_ratio": cfg["mlp_ratio"],
                            "attn_options": {"qkv": "fused", "qv_bias": True, "out_bias": True, "l2_norm_qk": True}},
         )
         self.head_norm = LayerNorm(dim, eps=cfg["norm_eps"])
-        self.head_ada = AdaLNModulation(dim, order="var_head")
+        self.head_ada = AdaLNModulation(dim, order="scale_shift")
         self.head = nn.Linear(dim, vocab)
 
     def forward(self, labels, x_wo_first):

@@ -64,7 +64,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "SLSTM": {"dim": 4},
     "GeluMLP": {"dim": 8},
     "SwiGLU": {"dim": 8, "multiple_of": 8},
-    "AdaLNModulation": {"dim": 8, "order": "var"},
+    "AdaLNModulation": {"dim": 8, "order": "gates_scales_shifts"},
     "AdaLayerNorm": {"num_embeddings": 2, "dim": 8},
     "LayerNorm": {"dim": 8, "affine": True},
     "RMSNorm": {"dim": 8},

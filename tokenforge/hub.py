@@ -266,23 +266,24 @@ def _from_lightning_checkpoint(path: Path, map_location: Any, strict: bool) -> n
             "Checkpoints written by `tokenforge fit` carry it; for an official release use "
             "tokenforge.hub.from_official(method, path)."
         )
-    prefix = str(info.get("prefix", "model."))
-    weights = checkpoint.get("state_dict")
-    if not isinstance(weights, dict):
+    if not isinstance(checkpoint.get("state_dict"), dict):
         raise CheckpointError(f"{path} has no 'state_dict' of tensors: not written by `tokenforge fit`")
-    state = {k[len(prefix):]: v for k, v in weights.items() if isinstance(k, str) and k.startswith(prefix)}
+    state = unwrap_state(checkpoint, ("state_dict",), prefix=str(info.get("prefix", "model.")), source=str(path),
+                         allow_empty=True)
     module = build(checked_spec(info["spec"], source=str(path)))
     _load_exact(module, state, strict, source=str(path))
     return module.eval()
 
 
 def load_checkpoint(
-    path: str | os.PathLike, *, map_location: Any = "cpu", trust_pickle: bool = False, mmap: bool = False
+    path: str | os.PathLike, *, map_location: Any = "cpu", trust_pickle: bool = False, mmap: bool = False,
+    trusted_globals: Iterable[type] = (),
 ) -> Any:
     """``torch.load`` with ``weights_only=True``; a file that needs unpickling is refused with an explanation.
 
     ``trust_pickle=True`` is the caller's (and only) switch for full unpickling; even then a file that loads
-    weights-only is read that way, so only a file that needs it ever meets the full unpickler.
+    weights-only is read that way (with ``trusted_globals``, e.g. ``argparse.Namespace``, added to the weights-only
+    allowlist first), so only a file that needs more ever meets the full unpickler.
     """
     path = Path(path)
     if not path.is_file():
@@ -291,6 +292,12 @@ def load_checkpoint(
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap or None)
     except pickle.UnpicklingError as error:  # what weights_only raises for any object outside its allowlist
         if trust_pickle:
+            if trusted_globals:
+                try:
+                    with torch.serialization.safe_globals(list(trusted_globals)):
+                        return torch.load(path, map_location=map_location, weights_only=True)
+                except pickle.UnpicklingError:
+                    pass
             return torch.load(path, map_location=map_location, weights_only=False)
         raise PickledCheckpointError(
             f"refused to load {path}: it contains pickled Python objects, and unpickling can execute code "
@@ -302,6 +309,58 @@ def load_checkpoint(
             f"cannot read {path}: it is truncated or not a PyTorch checkpoint ({_first_line(error)}); "
             "copy it again, or give the checkpoint file the command expects"
         ) from None
+
+
+def read_state_dict(
+    path: str | os.PathLike, *, nested: Iterable[str] = ("state_dict",), prefix: str = "", strip: str = "",
+    trust_pickle: bool = False, trusted_globals: Iterable[type] = (), map_location: Any = "cpu",
+) -> dict[str, torch.Tensor]:
+    """The one reader of weights files: a ``.safetensors`` file (`read_safetensors`) or a PyTorch / Lightning
+    checkpoint (`load_checkpoint`: weights-only unless the caller passes ``trust_pickle``), then `unwrap_state`.
+
+    ``nested``: the keys a training checkpoint keeps its state dict under, in order of preference (the first one
+    present is used: ``("ema", "model")`` prefers EMA weights); a file without any of them is the state dict itself.
+    ``prefix``: keep only the keys under it, without it (a Lightning module's ``model.``); ``strip``: remove it
+    where present (DDP's ``module.``). Values that are not tensors (step counters, ``args``) are dropped.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        blob: Any = read_safetensors(path, device=str(map_location))
+    else:
+        blob = load_checkpoint(path, map_location=map_location, trust_pickle=trust_pickle,
+                               trusted_globals=trusted_globals)
+    return unwrap_state(blob, nested, prefix=prefix, strip=strip, source=str(path))
+
+
+def unwrap_state(
+    blob: Any, nested: Iterable[str] = ("state_dict",), *, prefix: str = "", strip: str = "", source: str = "checkpoint",
+    allow_empty: bool = False,
+) -> dict[str, torch.Tensor]:
+    """The tensors of a loaded checkpoint ``blob``: under the first key of ``nested`` it has, else at its top
+    level; keys under ``prefix`` only (without it); ``strip`` removed where present. A blob with no tensors there is
+    a `CheckpointError` (unless ``allow_empty``)."""
+    nested = tuple(nested)
+    if not isinstance(blob, Mapping):
+        raise CheckpointError(f"{source} holds a {type(blob).__name__}, not a state dict")
+    state = next((blob[key] for key in nested if isinstance(blob.get(key), Mapping)), blob)
+    tensors = {key.removeprefix(strip) if strip else key: value for key, value in state.items()
+               if isinstance(key, str) and isinstance(value, torch.Tensor)}
+    if prefix:
+        tensors = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+    if not tensors and not allow_empty:
+        under = f" under {', '.join(repr(k) for k in nested)} or at its top level" if nested else ""
+        raise CheckpointError(f"{source} holds no tensors{under}{' with prefix ' + repr(prefix) if prefix else ''}: "
+                              "not a state dict of this model")
+    return tensors
+
+
+def count_indexed(state: Mapping[str, Any], prefix: str) -> int:
+    """How many consecutive sub-modules ``prefix.0``, ``prefix.1``, ... the keys of ``state`` hold (block lists
+    whose length an official checkpoint does not record)."""
+    n = 0
+    while any(key.startswith(f"{prefix}.{n}.") for key in state):
+        n += 1
+    return n
 
 
 def _load_exact(module: nn.Module, state: Mapping[str, torch.Tensor], strict: bool, source: str) -> None:

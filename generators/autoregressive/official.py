@@ -26,8 +26,8 @@ from safetensors.torch import load_file
 from tokenforge.generators.autoregressive.gpt import GPT
 from tokenforge.generators.sampling import guide, logits_to_probs
 from tokenforge.generators.autoregressive.var import VAR
-from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
-                            read_safetensors, register_official, without_trust_keys)
+from tokenforge.hub import (CheckpointError, count_indexed, load_mapped_state_dict, read_config_file, read_state_dict,
+                            register_official, without_trust_keys)
 from tokenforge.nn.mlp import swiglu_hidden_dim
 from tokenforge.parity import Result, register_parity
 
@@ -57,16 +57,6 @@ VAR_KEYS = [
 ]
 
 
-def _read(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    blob = load_checkpoint(path, trust_pickle=trust_pickle)
-    state = blob.get("model", blob) if isinstance(blob, Mapping) else None
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path} holds no state dict (expected a dict of tensors or {{'model': ...}})")
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-
-
 def _sources(path: Path, names: tuple[str, ...]) -> tuple[Path, dict[str, Any]]:
     path = Path(path)
     if path.is_dir():
@@ -78,13 +68,6 @@ def _sources(path: Path, names: tuple[str, ...]) -> tuple[Path, dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     return path, {}
-
-
-def _count(state: Mapping[str, torch.Tensor], prefix: str) -> int:
-    n = 0
-    while any(k.startswith(f"{prefix}.{n}.") for k in state):
-        n += 1
-    return n
 
 
 # ----------------------------------------------------------------------------- LlamaGen
@@ -109,7 +92,7 @@ def llamagen_config(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]
         multiple_of, ffn_mult = hidden, None  # any rule giving this width: round up to itself
     args: dict[str, Any] = {
         "vocab_size": vocab, "seq_len": int(block), "layout": "grid", "dim": dim,
-        "depth": _count(state, "layers"), "num_heads": int(heads), "num_kv_heads": config.get("n_kv_head"),
+        "depth": count_indexed(state, "layers"), "num_heads": int(heads), "num_kv_heads": config.get("n_kv_head"),
         "multiple_of": multiple_of, "ffn_dim_multiplier": ffn_mult,
         "norm_eps": float(config.get("norm_eps", 1e-5)), "rope_base": float(config.get("rope_base", 10000)),
         "class_dropout": float(config.get("class_dropout_prob", 0.1)),
@@ -132,7 +115,8 @@ def load_llamagen(path: Path, config: Mapping[str, Any] | None = None, *, trust_
     """Loader registered as ``llamagen``."""
     weights, file_config = _sources(path, ("state_dict.safetensors", "checkpoint.pt"))
     config = {**file_config, **without_trust_keys(config or {})}
-    state = {k: v for k, v in _read(weights, trust_pickle).items() if not LLAMAGEN_DROP.search(k)}
+    state = read_state_dict(weights, nested=("model",), trust_pickle=trust_pickle)
+    state = {k: v for k, v in state.items() if not LLAMAGEN_DROP.search(k)}
     model = GPT(**llamagen_config(state, config, weights.name))
     load_mapped_state_dict(model, state, LLAMAGEN_KEYS, source=str(weights))
     return model.eval()
@@ -181,7 +165,7 @@ def var_config(state: Mapping[str, torch.Tensor], config: Mapping[str, Any]) -> 
     if cfg.get("shared_aln"):
         raise CheckpointError("VAR with shared_aln (d36) is not supported by tokenforge's VAR")
     dim, cvae = state["word_embed.weight"].shape
-    depth = _count(state, "blocks")
+    depth = count_indexed(state, "blocks")
     return {
         "vocab_size": state["head.weight"].shape[0], "cvae": cvae, "patch_nums": [int(p) for p in cfg["patch_nums"]],
         "depth": depth, "embed_dim": dim, "num_heads": state["blocks.0.attn.scale_mul_1H11"].shape[1],
@@ -195,7 +179,7 @@ def load_var(path: Path, config: Mapping[str, Any] | None = None, *, trust_pickl
     """Loader registered as ``var``."""
     weights, file_config = _sources(path, ("var_state_dict.safetensors",))
     config = {**file_config, **without_trust_keys(config or {})}
-    state = _read(weights, trust_pickle)
+    state = read_state_dict(weights, nested=("model",), trust_pickle=trust_pickle)
     model = VAR(**var_config(state, config))
     load_mapped_state_dict(model, state, VAR_KEYS, ignore_unexpected=[r"^lvl_1L$", r"^attn_bias_for_masking$"],
                            source=str(weights))

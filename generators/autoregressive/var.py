@@ -12,7 +12,9 @@ Sampling (``autoregressive_infer_cfg``): batch doubled with the null class, scal
 cache; guidance ``(1 + t) cond - t uncond`` with ``t = cfg * s / (K - 1)``; top-k / top-p; the next input
 comes from the quantizer (``next_autoregressive_input``). The quantizer is NOT part of this module (as
 VAR's ``vae_proxy``): pass it to `generate` or `attach_quantizer` it. ``spatial_dims=1`` serves 1D
-multi-scale sequences (VAT): a scale of size p then has p tokens instead of p*p.
+multi-scale sequences (VAT): a scale of size p then has p tokens instead of p*p. A multi-scale quantizer without
+VAR's two input functions (TokenFlow's dual codebook) serves through its own ``next_scale_inputs(ids)``
+(`scale_inputs`); sampling then computes the next scale's input from the ids drawn so far.
 
 Deviations: label dropout happens only in training mode (the official forward drops labels even in eval);
 VAR's ``shared_aln`` (d36 only) and ``more_smooth`` Gumbel sampling are not implemented.
@@ -34,6 +36,14 @@ from tokenforge.nn.attention import block_causal_mask
 from tokenforge.nn.norms import AdaLNModulation, LayerNorm, modulate
 from tokenforge.nn.transformer import Transformer
 from tokenforge.tokenizers.base import Tokens
+
+
+def scale_inputs(quantizer: nn.Module, ids: Sequence[Tensor]) -> Tensor:
+    """Teacher-forcing inputs ``[B, L - l_0, C]`` of per-scale ids: VAR's ``idx_to_var_input`` when the quantizer
+    has it, else its ``next_scale_inputs`` (the input of scale s + 1 from the codes of scales <= s)."""
+    if hasattr(quantizer, "idx_to_var_input"):
+        return quantizer.idx_to_var_input(list(ids))
+    return quantizer.next_scale_inputs(list(ids))
 
 
 def split_scales(ids: Tensor, lengths: list[int]) -> list[Tensor]:
@@ -86,12 +96,13 @@ class VAR(Generator):
         self.transformer = Transformer(
             dim, depth, heads, adaln=True,
             drop_path=0.1 * depth / 24 if drop_path_rate is None else drop_path_rate,
-            block_options={"order": "var", "norm_eps": norm_eps, "mlp": "gelu_tanh", "mlp_ratio": mlp_ratio,
+            block_options={"order": "gates_scales_shifts", "norm_eps": norm_eps, "mlp": "gelu_tanh",
+                           "mlp_ratio": mlp_ratio,
                            "attn_options": {"qkv": "fused", "qv_bias": True, "out_bias": True,
                                             "l2_norm_qk": attn_l2_norm}},
         )
         self.head_norm = LayerNorm(dim, eps=norm_eps)
-        self.head_ada = AdaLNModulation(dim, order="var_head")
+        self.head_ada = AdaLNModulation(dim, order="scale_shift")
         self.head = nn.Linear(dim, vocab_size)
         levels = torch.repeat_interleave(torch.arange(len(self.lengths)), torch.tensor(self.lengths))
         self.register_buffer("levels", levels, persistent=False)
@@ -102,6 +113,20 @@ class VAR(Generator):
     @property
     def seq_len(self) -> int:
         return sum(self.lengths)
+
+    @classmethod
+    def token_defaults(cls, facts: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+        """Scale sides, map dimensionality and code width from token shards' layout facts
+        (`tokenforge.manifest_defaults`): ``spatial_dims`` 2 when every scale holds a square number of ids, else
+        1 (set it for 1D scales that are all squares); ``patch_nums`` the sides; ``cvae`` the code width."""
+        lengths = facts.get("scale_lengths")
+        if not lengths:
+            return {}
+        dims = given.get("spatial_dims") or (2 if all(math.isqrt(n) ** 2 == n for n in lengths) else 1)
+        out = {"spatial_dims": dims, "patch_nums": [math.isqrt(n) if dims == 2 else n for n in lengths]}
+        if facts.get("code_dim"):
+            out["cvae"] = facts["code_dim"]
+        return out
 
     def _init_weights(self, init_adaln: float, init_adaln_gamma: float, init_head: float) -> None:
         """VAR's ``init_weights``: truncated normal std sqrt(1/(3C)), small head, adaLN gates scaled down."""
@@ -132,11 +157,15 @@ class VAR(Generator):
         return self
 
     def _check_quantizer(self, quantizer: nn.Module) -> nn.Module:
-        for name in ("embed_scale", "next_autoregressive_input", "idx_to_var_input", "scale_sizes"):
+        inputs = ("next_autoregressive_input", "idx_to_var_input")
+        for name in ("embed_scale", "tokens_per_scale", "dim"):
             if not hasattr(quantizer, name):
                 raise TypeError(f"{type(quantizer).__name__} lacks .{name}: VAR needs a multi-scale quantizer "
                                 "(tokenforge.tokenizers.quantizers.residual.MultiScaleResidualQuantizer)")
-        sizes = [math.prod(s) for s in quantizer.scale_sizes]
+        if not all(hasattr(quantizer, n) for n in inputs) and not hasattr(quantizer, "next_scale_inputs"):
+            raise TypeError(f"{type(quantizer).__name__} has neither {' nor '.join(inputs)} nor next_scale_inputs: "
+                            "VAR cannot form its next-scale inputs")
+        sizes = [int(n) for n in quantizer.tokens_per_scale]
         if sizes != self.lengths or quantizer.dim != self.cvae:
             raise ValueError(f"quantizer has scales of {sizes} tokens and dim {quantizer.dim}; this VAR expects "
                              f"{self.lengths} and cvae {self.cvae}")
@@ -176,7 +205,7 @@ class VAR(Generator):
         """Mean cross-entropy over all scales' tokens (VAR weights every token 1/L)."""
         quantizer = self._check_quantizer(quantizer or self.quantizer)
         with torch.no_grad():
-            x = quantizer.idx_to_var_input(ids)
+            x = scale_inputs(quantizer, ids)
         logits = self(labels, x)
         target = torch.cat([i.reshape(i.shape[0], -1) for i in ids], dim=1)
         return F.cross_entropy(logits.flatten(0, 1), target.flatten())
@@ -193,7 +222,7 @@ class VAR(Generator):
         """(logits ``[B, L, V]``, flat targets) of flattened multi-scale ids through the attached quantizer."""
         scales = split_scales(batch["ids"].long(), self.lengths)
         with torch.no_grad():
-            x = self.quantizer.idx_to_var_input(scales)
+            x = scale_inputs(self.quantizer, scales)
         logits = (self if forward is None else forward)(self.batch_condition(batch), x)
         return logits, torch.cat(scales, dim=1).flatten()
 
@@ -246,7 +275,8 @@ class VAR(Generator):
         lvl_pos = self.lvl_embed(self.levels)[None] + self.pos_1LC
         first = self.lengths[0]
         x = cond[:, None].expand(rows, first, -1) + self.pos_start + lvl_pos[:, :first]
-        f_hat = cond.new_zeros(n, quantizer.dim, *quantizer.scale_sizes[-1])
+        native = hasattr(quantizer, "next_autoregressive_input")  # else: inputs from the ids so far
+        f_hat = cond.new_zeros(n, quantizer.dim, *quantizer.scale_sizes[-1]) if native else None
         ids, start = [], 0
         self.transformer.setup_kv_cache(rows, self.seq_len, device=device)
         scales = range(len(self.lengths))
@@ -263,11 +293,21 @@ class VAR(Generator):
                     logits = guide(logits[:n], logits[n:], cfg_weight(cfg_schedule, cfg, si, len(self.lengths)))
                 idx = sample(logits, temperature, top_k, top_p, greedy, generator)
                 ids.append(idx)
-                f_hat, nxt = quantizer.next_autoregressive_input(si, f_hat, quantizer.embed_scale(idx, si))
+                if native:
+                    f_hat, nxt = quantizer.next_autoregressive_input(si, f_hat, quantizer.embed_scale(idx, si))
                 if si + 1 < len(self.lengths):
-                    nxt = nxt.reshape(n, quantizer.dim, -1).transpose(1, 2)
+                    nxt = nxt.reshape(n, quantizer.dim, -1).transpose(1, 2) if native else self._prefix_input(
+                        quantizer, ids)
                     x = (self.word_embed(nxt) + lvl_pos[:, end:end + self.lengths[si + 1]]).repeat(rows // n, 1, 1)
                 start = end
         finally:
             self.transformer.clear_kv_cache()
-        return Tokens(ids=ids, meta={"layout": "scales", "fhat": f_hat})
+        return Tokens(ids=ids, meta={"layout": "scales", **({"fhat": f_hat} if native else {})})
+
+    def _prefix_input(self, quantizer: nn.Module, ids: list[Tensor]) -> Tensor:
+        """Input ``[n, l_{s+1}, C]`` of the scale after the ``s + 1`` drawn ones, from `scale_inputs` of the ids
+        padded with zeros (an input depends only on coarser scales, so the padding never reaches it)."""
+        done = len(ids)
+        padded = ids + [ids[0].new_zeros(ids[0].shape[0], n) for n in self.lengths[done:]]
+        begin = sum(self.lengths[1:done])
+        return scale_inputs(quantizer, padded)[:, begin:begin + self.lengths[done]]

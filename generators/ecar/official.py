@@ -8,15 +8,14 @@ weights are used, as MAR's evaluation does). The official keys match `MAR`'s one
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tokenforge.generators.ecar.mar import MAR, patchify
-from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
-                            read_safetensors, register_official, without_trust_keys)
+from tokenforge.hub import (load_mapped_state_dict, read_config_file, read_state_dict, register_official,
+                            without_trust_keys)
 from tokenforge.parity import Result, load_inputs, register_parity
 
 MAR_ARGS = ("img_size", "vae_stride", "patch_size", "encoder_embed_dim", "encoder_depth", "encoder_num_heads",
@@ -25,17 +24,6 @@ MAR_ARGS = ("img_size", "vae_stride", "patch_size", "encoder_embed_dim", "encode
             "diffusion_batch_mul", "diffusion_steps", "learn_sigma")
 # released sizes (MAR README): encoder = decoder width/depth/heads, diffusion MLP depth x width
 MAR_SIZES = {768: (12, 12, 6, 1024), 1024: (16, 16, 8, 1280), 1280: (20, 16, 12, 1536)}
-
-
-def _read_state(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    blob = load_checkpoint(path, trust_pickle=trust_pickle)
-    if isinstance(blob, Mapping):
-        blob = blob.get("model_ema", blob.get("model", blob))
-    if not isinstance(blob, Mapping) or not any(isinstance(v, torch.Tensor) for v in blob.values()):
-        raise CheckpointError(f"{path} holds no MAR state dict (expected {{'model_ema': ..., 'model': ...}})")
-    return {k: v for k, v in blob.items() if isinstance(v, torch.Tensor)}
 
 
 def load_mar(path: Path, config: dict[str, Any] | None = None, *, trust_pickle: bool = False) -> MAR:
@@ -54,7 +42,7 @@ def load_mar(path: Path, config: dict[str, Any] | None = None, *, trust_pickle: 
     else:
         raise FileNotFoundError(f"no MAR checkpoint at {path}")
     cfg.update(without_trust_keys(config or {}))
-    state = _read_state(weights, trust_pickle)
+    state = read_state_dict(weights, nested=("model_ema", "model"), trust_pickle=trust_pickle)
     width = state["z_proj.weight"].shape[0]
     depth, heads, dl_depth, dl_width = MAR_SIZES.get(width, (None, None, None, None))
     derived = {

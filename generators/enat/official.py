@@ -21,8 +21,8 @@ from torch import Tensor
 
 from tokenforge.generators.enat.model import ENAT
 from tokenforge.generators.enat.sampler import enat_generate
-from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
-                            read_safetensors, register_official, without_trust_keys)
+from tokenforge.hub import (CheckpointError, load_mapped_state_dict, read_config_file, read_state_dict,
+                            register_official, without_trust_keys)
 from tokenforge.parity import Result, register_parity
 
 ENAT_L = {"num_heads": 16, "enc_dec": [22, 2]}
@@ -38,14 +38,7 @@ def _read(path: Path, trust_pickle: bool = False) -> tuple[dict[str, Tensor], di
     if not path.is_file():
         raise FileNotFoundError(f"no ENAT checkpoint at {path} (expected nnet_ema.pth, a .safetensors file or a "
                                 "folder with state_dict.safetensors)")
-    if path.suffix == ".safetensors":
-        state = read_safetensors(path)
-    else:
-        blob = load_checkpoint(path, trust_pickle=trust_pickle)
-        state = blob.get("state_dict", blob) if isinstance(blob, Mapping) else None
-        if not isinstance(state, Mapping):
-            raise CheckpointError(f"{path} holds no state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, Tensor)}
+    state = read_state_dict(path, nested=("state_dict",), strip="module.", trust_pickle=trust_pickle)
     return state, dict(config.get("generator", config))
 
 

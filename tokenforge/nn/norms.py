@@ -19,14 +19,15 @@ from torch import Tensor, nn
 
 from tokenforge.config import Configurable
 
-# Chunk orders of the modulation vector, as each official code splits it. ``*1`` modulates the attention
-# branch, ``*2`` the MLP branch; ``gate`` multiplies a branch output (VAR calls it gamma).
+# Chunk orders of the modulation vector, named by their layout (the official codes split it these ways).
+# ``*1`` modulates the attention branch, ``*2`` the MLP branch; ``gate`` multiplies a branch output (VAR calls
+# it gamma).
 ADALN_ORDERS: dict[str, list[str]] = {
-    "dit": ["shift1", "scale1", "gate1", "shift2", "scale2", "gate2"],
-    "var": ["gate1", "gate2", "scale1", "scale2", "shift1", "shift2"],
-    "flextok": ["gate1", "gate2", "shift1", "scale1", "shift2", "scale2"],
-    "var_head": ["scale1", "shift1"],  # VAR AdaLNBeforeHead
-    "final": ["shift1", "scale1"],  # DiT / FlexTok final layer
+    "shift_scale_gate": ["shift1", "scale1", "gate1", "shift2", "scale2", "gate2"],  # DiT
+    "gates_scales_shifts": ["gate1", "gate2", "scale1", "scale2", "shift1", "shift2"],  # VAR
+    "gates_shift_scale": ["gate1", "gate2", "shift1", "scale1", "shift2", "scale2"],  # FlexTok
+    "scale_shift": ["scale1", "shift1"],  # VAR AdaLNBeforeHead
+    "shift_scale": ["shift1", "scale1"],  # DiT / FlexTok final layer
 }
 
 
@@ -106,7 +107,7 @@ class AdaLNModulation(Configurable, nn.Module):
     """
 
     def __init__(
-        self, dim: int, cond_dim: int | None = None, order: str | Sequence[str] = "dit", groups: int = 1,
+        self, dim: int, cond_dim: int | None = None, order: str | Sequence[str] = "shift_scale_gate", groups: int = 1,
         zero_init: bool = True,
     ) -> None:
         super().__init__()

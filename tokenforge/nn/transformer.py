@@ -5,8 +5,9 @@
   feed_forward``; one regex each).
 - `AdaLNBlock`: ``x += gate1 * attn(modulate(norm1(x), shift1, scale1))``, same for the MLP with ``*2``;
   norms carry no parameters. The modulation (`AdaLNModulation`, key ``adaln.linear``) is zero-initialised,
-  so a fresh block is the identity (adaLN-zero). ``order="var"`` reproduces VAR's 6-way split (gamma1,
-  gamma2, scale1, scale2, shift1, shift2), ``"dit"`` DiT's, ``"flextok"`` FlexTok's (with ``adaln_groups=2``
+  so a fresh block is the identity (adaLN-zero). ``order="gates_scales_shifts"`` reproduces VAR's 6-way
+  split (gamma1, gamma2, scale1, scale2, shift1, shift2), ``"shift_scale_gate"`` DiT's, ``"gates_shift_scale"``
+  FlexTok's (with ``adaln_groups=2``
   for its separate patch / register modulation).
 - `Transformer`: ``depth`` blocks with drop-path rising linearly to ``drop_path`` (as VAR / timm), optional
   final norm, and KV-cache set-up for sampling.
@@ -90,7 +91,7 @@ class AdaLNBlock(Configurable, nn.Module):
         dim: int,
         num_heads: int,
         cond_dim: int | None = None,
-        order: str | Sequence[str] = "dit",
+        order: str | Sequence[str] = "shift_scale_gate",
         adaln_groups: int = 1,
         norm_eps: float = 1e-6,
         mlp: str = "gelu_tanh",

@@ -110,7 +110,7 @@ class FlexTokToPatchesHead(Configurable, nn.Module):
         super().__init__()
         self.channels, self.patch = channels, patch
         self.norm = LayerNorm(dim, eps=eps, affine=False)
-        self.adaln = AdaLNModulation(dim, dim, "final")
+        self.adaln = AdaLNModulation(dim, dim, "shift_scale")
         self.proj = nn.Linear(dim, patch * patch * channels)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)

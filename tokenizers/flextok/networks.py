@@ -110,7 +110,7 @@ def _block_options(dim: int, head_dim: int, eps: float, adaln: bool, mlp_ratio: 
                          "scale": 8.0 / head_dim},
     }
     if adaln:
-        options.update(order="flextok", adaln_groups=2, cond_dim=dim, norm_eps=eps)
+        options.update(order="gates_shift_scale", adaln_groups=2, cond_dim=dim, norm_eps=eps)
     else:
         options.update(norm="layernorm", norm_eps=eps, norm_affine=False)
     return options

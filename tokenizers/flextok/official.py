@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 
-from tokenforge.hub import (CheckpointError, load_mapped_state_dict, read_config_file, read_safetensors,
+from tokenforge.hub import (CheckpointError, load_mapped_state_dict, read_config_file, read_state_dict,
                             register_official, without_trust_keys)
 from tokenforge.parity import Result, load_inputs, register_parity
 from tokenforge.tokenizers.flextok.model import FlexTok
@@ -124,7 +124,7 @@ def load_flextok(path: str | Path, config: Mapping[str, Any] | None = None) -> F
     if isinstance(vae_config, (str, Path)):
         vae_config = read_config_file(vae_config)
     model = build_from_config(config.get("flextok_config") or read_config(path), vae_config)
-    state = read_safetensors(path)
+    state = read_state_dict(path, nested=())
     load_mapped_state_dict(model, state, KEY_TABLE, source=str(path))
     return model.eval()
 

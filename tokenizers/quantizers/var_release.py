@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from tokenforge.hub import CheckpointError, load_checkpoint, read_safetensors
+from tokenforge.hub import read_state_dict
 from tokenforge.tokenizers.quantizers.residual import MultiScaleResidualQuantizer
 
 # quantizer settings of the released vae_ch160v4096z32.pth (VAR models/vqvae.py + build_vae_var defaults)
@@ -52,9 +52,4 @@ def quantizer_from_config(config: Mapping[str, Any]) -> MultiScaleResidualQuanti
 
 def read_state(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     """The state dict in a ``.safetensors`` file or a torch checkpoint (`CheckpointError` if it holds none)."""
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    state = load_checkpoint(path, trust_pickle=trust_pickle)
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path} does not hold a state dict (got {type(state).__name__})")
-    return dict(state)
+    return read_state_dict(path, nested=(), trust_pickle=trust_pickle)

@@ -28,14 +28,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
-                            read_safetensors, register_official, without_trust_keys)
+from tokenforge.hub import (CheckpointError, count_indexed, load_mapped_state_dict, read_config_file,
+                            read_state_dict, register_official, without_trust_keys)
 from tokenforge.parity import Result, load_inputs, register_parity
 from tokenforge.tokenizers.tokenflow.model import TokenFlow
 from tokenforge.tokenizers.tokenflow.quantizer import DualCodebookQuantizer
 from tokenforge.tokenizers.tokenflow.semantic import SemanticDecoder
 from tokenforge.tokenizers.tokenflow.towers import CLIPVisionTower, SiglipVisionTower
-from tokenforge.tokenizers.vqgan.official import _architecture, _count
+from tokenforge.tokenizers.vqgan.official import vqgan_architecture
 
 SIGLIP_SCALES = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 17, 22, 27]
 CLIP_SCALES = {224: [1, 2, 4, 6, 8, 10, 12, 14], 256: [1, 2, 4, 6, 8, 10, 12, 14, 16]}
@@ -96,26 +96,8 @@ def key_map(kind: str):
 
 def read_official_state(path: Path, trust_pickle: bool = False) -> dict[str, Tensor]:
     """The tokenizer's state dict from a file (``ema`` -> ``model`` -> ``state_dict`` -> the dict itself)."""
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    if trust_pickle:
-        try:
-            with torch.serialization.safe_globals([argparse.Namespace]):
-                blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:
-            blob = load_checkpoint(path, trust_pickle=True)
-    else:
-        blob = load_checkpoint(path)
-    if not isinstance(blob, Mapping):
-        raise CheckpointError(f"{path} holds a {type(blob).__name__}, not a dict with a TokenFlow state dict")
-    for key in ("ema", "model", "state_dict"):
-        if isinstance(blob.get(key), Mapping):
-            blob = blob[key]
-            break
-    state = {k: v for k, v in blob.items() if isinstance(v, Tensor)}
-    if not state:
-        raise CheckpointError(f"{path} has no tensors under 'ema', 'model' or 'state_dict'")
-    return state
+    return read_state_dict(path, nested=("ema", "model", "state_dict"), trust_pickle=trust_pickle,
+                           trusted_globals=(argparse.Namespace,))
 
 
 def _sources(path: Path) -> tuple[Path, Path | None]:
@@ -149,7 +131,7 @@ def build_from_state(state: Mapping[str, Tensor], config: Mapping[str, Any]) -> 
         patch = state["encoder_vqkd.conv1.weight"].shape[-1]
         grid = _side(state["encoder_vqkd.positional_embedding"].shape[0] - 1, "CLIP positional_embedding")
         proj = state.get("encoder_vqkd.proj")
-        tower = CLIPVisionTower(grid * patch, patch, width, _count(state, "encoder_vqkd.transformer.resblocks"),
+        tower = CLIPVisionTower(grid * patch, patch, width, count_indexed(state, "encoder_vqkd.transformer.resblocks"),
                                 get("clip_heads", width // 64), proj.shape[1] if proj is not None else None)
         scaling = None
     else:
@@ -159,7 +141,7 @@ def build_from_state(state: Mapping[str, Tensor], config: Mapping[str, Any]) -> 
         width, patch = state[norm].shape[0], state[norm].shape[-1]
         grid = _side(state[prefix + "embeddings.position_embedding.weight"].shape[0], "SigLIP position_embedding")
         tower = SiglipVisionTower(
-            grid * patch, patch, width, _count(state, prefix + "encoder.layers"),
+            grid * patch, patch, width, count_indexed(state, prefix + "encoder.layers"),
             hf.get("num_attention_heads", get("siglip_heads", max(1, width // 72))),
             state[prefix + "encoder.layers.0.mlp.fc1.weight"].shape[0], hf.get("layer_norm_eps", 1e-6),
             use_head=any(k.startswith(prefix + "head.") for k in state),
@@ -169,7 +151,7 @@ def build_from_state(state: Mapping[str, Tensor], config: Mapping[str, Any]) -> 
     pos = state["decoder_vqkd.pos_embed"]
     decoder = SemanticDecoder(
         in_chans=state["decoder_vqkd.patch_embed.proj.weight"].shape[1], embed_dim=pos.shape[-1],
-        depth=_count(state, "decoder_vqkd.blocks"), num_heads=int(vqkd.get("num_heads", get("vqkd_decoder_heads", 12))),
+        depth=count_indexed(state, "decoder_vqkd.blocks"), num_heads=int(vqkd.get("num_heads", get("vqkd_decoder_heads", 12))),
         img_size=_side(pos.shape[1] - 1, "decoder_vqkd.pos_embed"),
         mlp_ratio=state["decoder_vqkd.blocks.0.mlp.fc1.weight"].shape[0] / pos.shape[-1],
     )
@@ -186,7 +168,7 @@ def build_from_state(state: Mapping[str, Tensor], config: Mapping[str, Any]) -> 
         beta=float(get("commit_loss_beta", 0.25)), entropy_loss_ratio=float(get("entropy_loss_ratio", 0.0)),
         usage_window=used.numel() if used is not None else 131072,
     )
-    arch = _architecture(state, "encoder.conv_blocks", "res", "encoder.mid.1.q.weight", "decoder.conv_blocks.0.res")
+    arch = vqgan_architecture(state, "encoder.conv_blocks", "res", "encoder.mid.1.q.weight", "decoder.conv_blocks.0.res")
     if not (arch.pop("attn_last_level") and arch.pop("attn_mid")) or arch.pop("quant_conv_kernel") != 1:
         raise CheckpointError("pixel branch lacks the attention blocks or 1x1 quant convs of TokenFlow's VQGAN")
     arch.pop("in_channels")

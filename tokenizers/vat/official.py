@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
-                            read_safetensors, register_official)
+from tokenforge.hub import (load_mapped_state_dict, read_config_file, read_state_dict, register_official)
 from tokenforge.parity import Result, load_inputs, register_parity
 from tokenforge.tokenizers.vat.shape2vecset import Shape2VecSet, official_key_map
 
@@ -35,17 +34,6 @@ def model_from_config(config: Mapping[str, Any]) -> Shape2VecSet:
     return Shape2VecSet(**{k: int(v) for k, v in cfg.items()})
 
 
-def _read_state(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    state = load_checkpoint(path, trust_pickle=trust_pickle)
-    if isinstance(state, Mapping) and "model" in state:
-        state = state["model"]
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path} holds no state dict (got {type(state).__name__})")
-    return dict(state)
-
-
 def load_shape2vecset(
     path: Path, config: Mapping[str, Any] | None = None, *, trust_pickle: bool = False
 ) -> Shape2VecSet:
@@ -53,7 +41,7 @@ def load_shape2vecset(
     weights = path / WEIGHTS_FILE if path.is_dir() else path
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} not found (a 3DShape2VecSet state dict or checkpoint-<epoch>.pth)")
-    state = _read_state(weights, trust_pickle)  # the file first: a bad one fails before the model is built
+    state = read_state_dict(weights, nested=("model",), trust_pickle=trust_pickle)  # the file first: a bad one fails before the model is built
     if config is None:
         config_file = weights.parent / "config.json"
         config = read_config_file(config_file) if config_file.is_file() else {}

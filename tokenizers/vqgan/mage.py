@@ -24,12 +24,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_safetensors,
-                            register_official, without_trust_keys)
+from tokenforge.hub import (CheckpointError, count_indexed, load_mapped_state_dict, read_state_dict, register_official,
+                            without_trust_keys)
 from tokenforge.tokenizers.base import AutoencoderOutput, Tokenizer, Tokens
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
 from tokenforge.tokenizers.vqgan.networks import Decoder, Encoder
-from tokenforge.tokenizers.vqgan.official import _count, var_key_map
+from tokenforge.tokenizers.vqgan.official import var_key_map
 
 
 class MageVQGAN(Tokenizer):
@@ -108,13 +108,7 @@ def _read(path: Path, trust_pickle: bool = False) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"no MAGE VQGAN checkpoint at {path} (expected vqgan_jax_strongaug.ckpt, a "
                                 ".safetensors file or a folder with vq_state_dict.safetensors)")
-    if path.suffix == ".safetensors":
-        return read_safetensors(path)
-    blob = load_checkpoint(path, trust_pickle=trust_pickle)
-    state = blob.get("state_dict", blob) if isinstance(blob, Mapping) else None
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{path} holds no state dict")
-    return {k: v for k, v in state.items() if isinstance(v, Tensor)}
+    return read_state_dict(path, nested=("state_dict",), trust_pickle=trust_pickle)
 
 
 def mage_architecture(state: Mapping[str, Tensor]) -> dict[str, Any]:
@@ -122,12 +116,12 @@ def mage_architecture(state: Mapping[str, Tensor]) -> dict[str, Any]:
     if "quantize.embedding.weight" not in state or "encoder.conv_in.weight" not in state:
         raise CheckpointError("state dict lacks quantize.embedding.weight / encoder.conv_in.weight: not a MAGE VQGAN")
     ch = state["encoder.conv_in.weight"].shape[0]
-    levels = _count(state, "encoder.down")
+    levels = count_indexed(state, "encoder.down")
     codes, dim = state["quantize.embedding.weight"].shape
     return {
         "ch": int(ch),
         "ch_mult": [int(state[f"encoder.down.{lv}.block.0.conv1.weight"].shape[0] // ch) for lv in range(levels)],
-        "num_res_blocks": _count(state, f"encoder.down.{levels - 1}.block"),
+        "num_res_blocks": count_indexed(state, f"encoder.down.{levels - 1}.block"),
         "z_channels": int(dim),
         "codebook_size": int(codes),
         "in_channels": int(state["encoder.conv_in.weight"].shape[1]),

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
-                            register_official, without_trust_keys)
+from tokenforge.hub import (CheckpointError, count_indexed, load_mapped_state_dict, read_config_file,
+                            read_state_dict, register_official, without_trust_keys)
 from tokenforge.nn.taming import split_fused_qkv
 from tokenforge.parity import Result
 from tokenforge.tokenizers.quantizers.var_release import (FLOAT_TOL, VAR_RELEASE_VQVAE, WEIGHTS_FILE,
@@ -36,26 +36,18 @@ from tokenforge.tokenizers.vqgan.model import VQGAN
 # ----------------------------------------------------------------------------- architecture from weights
 
 
-def _count(state: Mapping[str, Tensor], prefix: str) -> int:
-    """Number of consecutive sub-modules ``prefix.{0,1,...}`` present in ``state``."""
-    n = 0
-    while any(k.startswith(f"{prefix}.{n}.") for k in state):
-        n += 1
-    return n
-
-
-def _architecture(state: Mapping[str, Tensor], enc_level: str, enc_res: str, mid_attn: str, dec_res: str) -> dict[str, Any]:
+def vqgan_architecture(state: Mapping[str, Tensor], enc_level: str, enc_res: str, mid_attn: str, dec_res: str) -> dict[str, Any]:
     """VQGAN init args that the weights determine. ``enc_level`` is e.g. ``encoder.down`` (prefix of the level
     list), ``enc_res`` the res-block list name inside a level, ``dec_res`` the res-block list of one decoder level."""
     if "encoder.conv_in.weight" not in state or "quant_conv.weight" not in state:
         raise CheckpointError("state dict has no encoder.conv_in.weight / quant_conv.weight: not a VQGAN checkpoint")
     ch = state["encoder.conv_in.weight"].shape[0]
-    levels = _count(state, enc_level)
+    levels = count_indexed(state, enc_level)
     if levels == 0:
         raise CheckpointError(f"state dict has no {enc_level}.* keys")
     ch_mult = [state[f"{enc_level}.{lv}.{enc_res}.0.conv1.weight"].shape[0] // ch for lv in range(levels)]
-    num_res_blocks = _count(state, f"{enc_level}.{levels - 1}.{enc_res}")
-    dec_blocks = _count(state, dec_res) - 1
+    num_res_blocks = count_indexed(state, f"{enc_level}.{levels - 1}.{enc_res}")
+    dec_blocks = count_indexed(state, dec_res) - 1
     dec_ch = state["decoder.conv_out.weight"].shape[1] // ch_mult[0]
     return {
         "ch": ch,
@@ -63,7 +55,7 @@ def _architecture(state: Mapping[str, Tensor], enc_level: str, enc_res: str, mid
         "num_res_blocks": num_res_blocks,
         "z_channels": state["encoder.conv_out.weight"].shape[0],
         "in_channels": state["encoder.conv_in.weight"].shape[1],
-        "attn_last_level": _count(state, f"{enc_level}.{levels - 1}.attn") > 0,
+        "attn_last_level": count_indexed(state, f"{enc_level}.{levels - 1}.attn") > 0,
         "attn_mid": mid_attn in state,
         "quant_conv_kernel": state["quant_conv.weight"].shape[-1],
         "decoder_ch": dec_ch if dec_ch != ch else None,
@@ -99,12 +91,10 @@ def load_llamagen_vq(path: Path, config: Mapping[str, Any] | None = None, *, tru
     if not path.is_file():
         raise FileNotFoundError(f"no LlamaGen VQ checkpoint at {path} (expected e.g. vq_ds16_c2i.pt)")
     config = {**LLAMAGEN_DEFAULTS, **without_trust_keys(config or {})}
-    blob = load_checkpoint(path, trust_pickle=trust_pickle)
-    state = blob.get("model", blob) if isinstance(blob, Mapping) else None
-    if not isinstance(state, Mapping) or "quantize.embedding.weight" not in state:
+    state = read_state_dict(path, nested=("model",), trust_pickle=trust_pickle)
+    if "quantize.embedding.weight" not in state:
         raise CheckpointError(f"{path} holds no LlamaGen VQModel state (no 'model' dict with quantize.embedding.weight)")
-    state = {k: v for k, v in state.items() if isinstance(v, Tensor)}
-    arch = _architecture(state, "encoder.conv_blocks", "res", "encoder.mid.1.q.weight", "decoder.conv_blocks.0.res")
+    arch = vqgan_architecture(state, "encoder.conv_blocks", "res", "encoder.mid.1.q.weight", "decoder.conv_blocks.0.res")
     codes, dim = state["quantize.embedding.weight"].shape
     quantizer = VectorQuantizer(int(config.pop("codebook_size", codes)), int(config.pop("codebook_embed_dim", dim)),
                                 l2_normalize=bool(config.pop("l2_normalize")), beta=float(config.pop("beta")))
@@ -188,7 +178,7 @@ def load_var_vqvae(path: Path, config: Mapping[str, Any] | None = None, *, trust
     state = split_fused_qkv(read_state(weights, trust_pickle))
     if not any(k.startswith("encoder.down.") for k in state):
         raise CheckpointError(f"{weights} has no encoder.down.* keys: not a VAR VQVAE state dict")
-    arch = _architecture(state, "encoder.down", "block", "encoder.mid.attn_1.q.weight", "decoder.up.0.block")
+    arch = vqgan_architecture(state, "encoder.down", "block", "encoder.mid.attn_1.q.weight", "decoder.up.0.block")
     vq_config.setdefault("vocab_size", state["quantize.embedding.weight"].shape[0])
     vq_config.setdefault("z_channels", state["quantize.embedding.weight"].shape[1])
     vq_config.setdefault("v_patch_nums", VAR_RELEASE_VQVAE["v_patch_nums"])

@@ -22,8 +22,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from tokenforge.hub import (CheckpointError, load_checkpoint, load_mapped_state_dict, read_config_file,
-                            read_safetensors, register_official, without_trust_keys)
+from tokenforge.hub import (CheckpointError, load_mapped_state_dict, read_config_file, read_state_dict,
+                            register_official, without_trust_keys)
 from tokenforge.nn.conv1d import convert_weight_norm_keys
 from tokenforge.parity import Result, register_parity
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
@@ -136,13 +136,7 @@ def _locate(path: Path) -> tuple[Path, Path | None]:
 
 
 def read_official_state(weights: Path, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
-    if weights.suffix == ".safetensors":
-        state = read_safetensors(weights)
-    else:
-        checkpoint = load_checkpoint(weights, trust_pickle=trust_pickle)
-        state = checkpoint.get("state_dict", checkpoint) if isinstance(checkpoint, Mapping) else None
-        if not isinstance(state, Mapping):
-            raise CheckpointError(f"{weights} holds no state_dict")
+    state = read_state_dict(weights, nested=("state_dict",), trust_pickle=trust_pickle)
     state = {k: v for k, v in state.items() if k.startswith(KEEP_PREFIXES)}
     if not any(k.startswith("feature_extractor.encodec.encoder.") for k in state):
         raise CheckpointError(f"{weights} has no feature_extractor.encodec.encoder.* keys: not a WavTokenizer checkpoint")
