@@ -4,11 +4,15 @@ Each token sample holds ``ids.npy`` (int16 when the vocabulary fits, else int32;
 shape; per-scale lists are flattened and concatenated, the scale shapes go to the manifest; flexible-length
 sequences are cut to their ``lengths``), optionally ``latents.npy`` (float16), and the raw sample's ``cls`` /
 ``txt``. ``manifest.json`` names the tokenizer and carries its spec (class path + init args), so whoever
-trains on the tokens knows which tokenizer decodes them.
+trains on the tokens knows which tokenizer decodes them, and the token layout a generator needs to match it:
+``seq_len`` (the most ids in one sample), ``token_shape`` (one sample's ids shape, None when it varies),
+``scales`` (per-scale shapes), ``code_dim`` (the quantizer's code width) and ``latent_shape``
+(`tokenforge.manifest_defaults` fills a generator config's unset sizes from them).
 
 The input a tokenizer sees is the raw sample decoded without augmentation: images centre-cropped to
 ``image_size`` ([B,3,H,W] in [-1,1]), whole audio clips ([B,T] at ``sample_rate``; clips of different lengths
-are never batched together), mesh surface points ([B,N,3], a fixed per-key subset of ``num_points``).
+are never batched together), mesh surface points with their normals ([B,N,6], a fixed per-key subset of
+``num_points``; [B,N,3] for a tokenizer whose ``use_normals`` is False).
 """
 
 from __future__ import annotations
@@ -51,6 +55,12 @@ def split_tokens(tokens: Any, size: int) -> tuple[list[np.ndarray], list[np.ndar
     latents = tokens.latents
     per_latents = [None if latents is None else latents[i].detach().float().cpu().numpy() for i in range(size)]
     return per_ids, per_latents, scales
+
+
+def code_dim(model: torch.nn.Module) -> int | None:
+    """Width of the tokenizer's code vectors (its quantizer's ``dim``), when it has one."""
+    dim = getattr(getattr(model, "quantizer", None), "dim", None)
+    return int(dim) if isinstance(dim, int) else None
 
 
 def _raw_decoder(modality: str, image_size: int, sample_rate: int | None, num_points: int) -> Any:
@@ -146,6 +156,8 @@ def encode_shards(
             "tokenizer": {"name": name, "spec": model.spec() if hasattr(model, "spec") else None,
                           "vocab_size": int(model.vocab_size), "token_layout": getattr(model, "token_layout", None)},
             "ids_dtype": job.dtype.name, "scales": job.scales, "latents": bool(latents),
+            "seq_len": job.seq_len, "token_shape": job.token_shape, "latent_shape": job.latent_shape,
+            "code_dim": code_dim(model),
             "input": {"image_size": image_size, "sample_rate": sample_rate, "num_points": num_points},
             "classes": (raw or {}).get("classes", []),
         }
@@ -168,6 +180,18 @@ class _EncodeJob:
         self.counter = SkipCounter()
         self.scales: list[list[int]] | None = None
         self.skipped_shards = 0
+        self.seq_len = 0  # the most ids in one sample
+        self.token_shape: list[int] | None = None  # one sample's ids shape while every sample shares it
+        self.latent_shape: list[int] | None = None
+        self._shapes: set[tuple[int, ...]] = set()
+
+    def note_shapes(self, ids: np.ndarray, latents: np.ndarray | None) -> None:
+        """Keep the layout facts of the manifest up to date with one encoded sample."""
+        self.seq_len = max(self.seq_len, int(ids.size))
+        self._shapes.add(tuple(ids.shape))
+        self.token_shape = list(ids.shape) if len(self._shapes) == 1 else None
+        if latents is not None:
+            self.latent_shape = list(latents.shape)
 
     def split(self, urls: list[str], out: Path, split: str, total: int | None) -> dict[str, Any]:
         """Encode one split's shards into ``out/{split}-NNNNNN.tar``; its manifest entry."""
@@ -211,11 +235,15 @@ class _EncodeJob:
 
     def encode(self, batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """Token samples of one batch of raw inputs."""
-        x = batch[self.key].to(self.device)
+        x = batch[self.key]
+        if self.key == "points" and "normals" in batch and getattr(self.model, "use_normals", True):
+            x = torch.cat([x, batch["normals"]], dim=-1)
+        x = x.to(self.device)
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             tokens = self.model.encode(x)
         per_ids, per_latents, self.scales = split_tokens(tokens, len(batch["__key__"]))
         for i, sample_key in enumerate(batch["__key__"]):
+            self.note_shapes(per_ids[i], per_latents[i] if self.latents else None)
             sample = {"__key__": sample_key, "ids.npy": npy_bytes(per_ids[i].astype(self.dtype))}
             if self.latents and per_latents[i] is not None:
                 sample["latents.npy"] = npy_bytes(per_latents[i].astype(np.float16))
