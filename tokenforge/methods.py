@@ -67,6 +67,7 @@ class Method:
     bench: Command | None = None
     options: tuple[Option, ...] = ()
     verbs: Mapping[str, str] = field(default_factory=dict)
+    demo: str | None = None  # "module:function() -> tokenforge.demo_stages.DemoPart": its part of `tokenforge demo`
     reconstruct: str | None = None  # TRANSITIONAL (issue 19): replaced by verbs["reconstruct"]
     commands: tuple[Command, ...] = ()  # TRANSITIONAL (issue 19): method-named commands go; verbs stay
 

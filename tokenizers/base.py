@@ -91,35 +91,29 @@ import logging  # noqa: E402  (the training half of this file; inference above n
 import torch.nn.functional as F  # noqa: E402
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable  # noqa: E402
 
-from tokenforge.training import TrainingModule  # noqa: E402
+from tokenforge.tokenizers.gan_module import GANModule  # noqa: E402
+from tokenforge.tokenizers.losses.adversarial import feature_matching_loss, gan_losses  # noqa: E402
 
 _log = logging.getLogger(__name__)
 
-
-def _adam(params: Any) -> torch.optim.Optimizer:
-    """The default optimiser of taming / LlamaGen / TokenFlow: Adam lr 1e-4, betas (0.9, 0.95), no weight decay."""
-    return torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.95))
+RECONSTRUCTION_TERMS = ("l1", "l2", "perceptual")  # the "nll" of the adaptive GAN weight
 
 
-class TokenizerModule(TrainingModule):
-    """The shared autoencoder + GAN training step (manual optimisation), for any `Tokenizer`.
+class TokenizerModule(GANModule):
+    """`GANModule` + the autoencoder losses, for any `Tokenizer` (VQGAN, KL-VAE, TokenFlow).
 
     Generator loss = ``l1_weight*|x-x_hat| + l2_weight*(x-x_hat)^2 + perceptual_weight*LPIPS + aux_weight*aux``
-    ``+ adversarial_weight*G_adv + feature_matching_weight*FM`` (adversarial terms only once the generator has
-    taken ``disc_start`` steps). The discriminator is trained from that same step on, with
-    ``disc_loss_weight * D_adv(x, sg(x_hat))``. Both updates clip the gradient norm to ``gradient_clip_val``.
+    ``+ a * gan_weight * (adversarial_weight*G_adv + feature_matching_weight*FM)``, the adversarial terms only
+    once the generator has taken ``disc_start`` steps; ``a`` is 1, or with ``adaptive_weight`` taming's adaptive
+    weight ``|grad nll| / (|grad G_adv| + 1e-4)`` at the decoder's last layer, clamped to [0, 1e4] and detached
+    (nll = the weighted l1, l2 and perceptual terms; logged as ``adaptive_weight``). From that step on the
+    discriminator is trained with ``disc_loss_weight * D_adv(x, sg(x_hat))`` (``disc_adversarial_loss``, by
+    default the same family as ``adversarial_loss``). The step itself (order, start, ramp, clipping at
+    ``gradient_clip_val`` for both networks, optimisers, schedulers) is `GANModule`'s.
 
-    ``disc_start`` counts generator steps with a counter of our own (``self.generator_step``, saved in
-    checkpoints), not ``trainer.global_step``: with two optimisers Lightning counts every optimiser step
-    (Lightning #17958), so ``trainer.max_steps`` = generator steps before ``disc_start`` + 2 x those after.
-
-    ``optimizer`` / ``disc_optimizer`` are callables ``params -> Optimizer`` (YAML: ``class_path`` +
-    ``init_args``); None means Adam(lr 1e-4, betas (0.9, 0.95)). Schedulers, when given, step once per batch.
     No perceptual module (``perceptual: null``) means no perceptual term; that is logged once at start.
     Reads ``batch[model.modality]`` (e.g. ``batch["image"]``, float in [-1, 1]) or a bare tensor batch.
     """
-
-    partial_backward = True  # generator and discriminator steps: DDP must allow unused parameters
 
     def __init__(
         self,
@@ -140,48 +134,34 @@ class TokenizerModule(TrainingModule):
         disc_optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
         disc_lr_scheduler: LRSchedulerCallable | None = None,
+        disc_adversarial_loss: str | None = None,
+        adaptive_weight: bool = False,
+        gan_ramp_steps: int = 0,
+        discriminator_first: bool = False,
     ) -> None:
-        from tokenforge.tokenizers.losses.adversarial import gan_losses
-
-        super().__init__(model)
-        self.automatic_optimization = False
+        super().__init__(model, disc_start=disc_start, gan_ramp_steps=gan_ramp_steps,
+                         discriminator_first=discriminator_first, gradient_clip_val=gradient_clip_val,
+                         disc_gradient_clip_val=gradient_clip_val, optimizer=optimizer, disc_optimizer=disc_optimizer,
+                         lr_scheduler=lr_scheduler, disc_lr_scheduler=disc_lr_scheduler)
         self.discriminator, self.perceptual = discriminator, perceptual
         self.weights = {"l1": l1_weight, "l2": l2_weight, "perceptual": perceptual_weight, "aux": aux_weight,
                         "adversarial": adversarial_weight, "feature_matching": feature_matching_weight}
-        self.disc_loss_weight, self.disc_start = disc_loss_weight, int(disc_start)
-        self.d_loss_fn, self.g_loss_fn = gan_losses(adversarial_loss)
-        self.gradient_clip_val = gradient_clip_val
-        self.optimizer_fn, self.disc_optimizer_fn = optimizer or _adam, disc_optimizer or _adam
-        self.lr_scheduler_fn, self.disc_lr_scheduler_fn = lr_scheduler, disc_lr_scheduler
-        self.register_buffer("generator_step", torch.zeros((), dtype=torch.long))
+        self.disc_loss_weight, self.adaptive_weight = disc_loss_weight, adaptive_weight
+        self.g_loss_fn = gan_losses(adversarial_loss)[1]
+        self.d_loss_fn = gan_losses(disc_adversarial_loss or adversarial_loss)[0]
         self.save_hyperparameters(ignore=["model", "discriminator", "perceptual", "optimizer", "disc_optimizer",
                                           "lr_scheduler", "disc_lr_scheduler"])
         if perceptual is not None:
             perceptual.requires_grad_(False)
 
-    # ------------------------------------------------------------------ optimisers
-
-    def configure_optimizers(self) -> Any:
-        optimizers = [self.optimizer_fn(self.model.parameters())]
-        if self.discriminator is not None:
-            optimizers.append(self.disc_optimizer_fn(self.discriminator.parameters()))
-        schedulers = []
-        for make, opt in zip((self.lr_scheduler_fn, self.disc_lr_scheduler_fn), optimizers):
-            if make is not None:
-                schedulers.append({"scheduler": make(opt), "interval": "step"})
-        self._scheduled = [make is not None for make in (self.lr_scheduler_fn, self.disc_lr_scheduler_fn)]
-        return optimizers, schedulers
+    def discriminator_parameters(self) -> list[nn.Parameter]:
+        return [] if self.discriminator is None else list(self.discriminator.parameters())
 
     def on_train_start(self) -> None:
         if self.perceptual is None and self.weights["perceptual"] > 0:
             _log.warning("TokenizerModule: no perceptual network given (perceptual: null), so the perceptual "
                          "term (weight %s) is off; pass tokenforge.tokenizers.losses.perceptual.LPIPS with local "
                          "weight files to enable it", self.weights["perceptual"])
-
-    @property
-    def gan_active(self) -> bool:
-        """True once the generator has taken ``disc_start`` steps (and there is a discriminator)."""
-        return self.discriminator is not None and int(self.generator_step) >= self.disc_start
 
     # ------------------------------------------------------------------ losses
 
@@ -194,74 +174,77 @@ class TokenizerModule(TrainingModule):
             raise KeyError(f"{type(self).__name__} reads batch[{key!r}] for a {key} tokenizer; the batch has {keys}")
         return batch[key]
 
+    def training_forward(self, batch: Any) -> tuple[Tensor, AutoencoderOutput]:
+        x = self.inputs(batch)
+        return x, self.model(x)
+
+    def aux_term_weight(self) -> float:
+        """Weight of the quantizer's / KL loss in the generator total (``aux_weight``)."""
+        return self.weights["aux"]
+
+    def last_layer(self) -> Tensor:
+        """The decoder's output-conv weight, where the adaptive GAN weight compares gradients (taming)."""
+        decoder = getattr(self.model, "decoder", None)
+        weight = getattr(getattr(decoder, "conv_out", None), "weight", None)
+        if weight is None:
+            raise AttributeError(f"adaptive_weight needs model.decoder.conv_out.weight; {type(self.model).__name__} "
+                                 "has none (override last_layer)")
+        return weight
+
+    def adaptive_gan_weight(self, nll: Tensor, g_loss: Tensor) -> Tensor:
+        """taming / LlamaGen ``calculate_adaptive_weight``: ``|grad nll| / (|grad g| + 1e-4)`` at `last_layer`,
+        clamped to [0, 1e4], detached."""
+        layer = self.last_layer()
+        nll_grad = torch.autograd.grad(nll, layer, retain_graph=True)[0]
+        g_grad = torch.autograd.grad(g_loss, layer, retain_graph=True)[0]
+        return (nll_grad.norm() / (g_grad.norm() + 1e-4)).clamp(0.0, 1e4).detach()
+
     def generator_losses(self, x: Tensor, out: AutoencoderOutput, adversarial: bool) -> dict[str, Tensor]:
         """Every generator term by name (unweighted) plus ``loss`` (the weighted total)."""
         w, x_hat = self.weights, out.x_hat
-        terms: dict[str, Tensor] = {"aux": out.aux_loss}
+        terms: dict[str, Tensor] = {}
         if w["l1"]:
             terms["l1"] = F.l1_loss(x_hat, x)
         if w["l2"]:
             terms["l2"] = F.mse_loss(x_hat, x)
         if w["perceptual"] and self.perceptual is not None:
             terms["perceptual"] = self.perceptual(x_hat, x).mean()
+        nll = sum(w[name] * value for name, value in terms.items())
+        loss = nll + self.aux_term_weight() * out.aux_loss
+        terms["aux"] = out.aux_loss
         if adversarial:
             need_features = bool(w["feature_matching"])
             fake = self.discriminator(x_hat, return_features=True) if need_features else self.discriminator(x_hat)
+            gan = 0.0
             if need_features:
                 with torch.no_grad():
                     _, real_features = self.discriminator(x, return_features=True)
-                from tokenforge.tokenizers.losses.adversarial import feature_matching_loss
                 fake, fake_features = fake
                 terms["feature_matching"] = feature_matching_loss(real_features, fake_features)
+                gan = w["feature_matching"] * terms["feature_matching"]
             terms["adversarial"] = self.g_loss_fn(fake)
-        terms["loss"] = sum(w[name] * value for name, value in terms.items())
+            gan = gan + w["adversarial"] * terms["adversarial"]
+            if self.adaptive_weight and self.training:
+                terms["adaptive_weight"] = self.adaptive_gan_weight(nll, terms["adversarial"])
+                gan = terms["adaptive_weight"] * gan
+            loss = loss + self.gan_weight * gan
+        terms["loss"] = loss
         return terms
 
-    def discriminator_losses(self, x: Tensor, x_hat: Tensor) -> dict[str, Tensor]:
+    def discriminator_losses(self, x: Tensor, out: AutoencoderOutput | Tensor) -> dict[str, Tensor]:
+        x_hat = out.x_hat if isinstance(out, AutoencoderOutput) else out
         real, fake = self.discriminator(x), self.discriminator(x_hat.detach())
         mean = lambda t: torch.stack([v.mean() for v in ([t] if isinstance(t, Tensor) else t)]).mean()  # noqa: E731
         return {"loss": self.disc_loss_weight * self.d_loss_fn(real, fake),
                 "logits_real": mean(real).detach(), "logits_fake": mean(fake).detach()}
 
-    # ------------------------------------------------------------------ steps
+    # ------------------------------------------------------------------ logging, validation
 
-    def _update(self, optimizer: Any, loss: Tensor) -> None:
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        if self.gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
-        optimizer.step()
-
-    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
-        x = self.inputs(batch)
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        adversarial = self.gan_active
-        out = self.model(x)
-        with self.toggled_optimizer(optimizers[0]):
-            g = self.generator_losses(x, out, adversarial)
-            self._update(optimizers[0], g["loss"])
-        logs = {f"train/{k}": v.detach() for k, v in g.items() if k != "loss"}
-        if adversarial:
-            with self.toggled_optimizer(optimizers[1]):
-                d = self.discriminator_losses(x, out.x_hat)
-                self._update(optimizers[1], d["loss"])
-            logs.update({f"train/d_{k}": v.detach() for k, v in d.items()})
-        schedulers = self.lr_schedulers()
-        schedulers = [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
-        schedulers = iter(schedulers)
-        if self._scheduled[0]:
-            next(schedulers).step()
-        if self._scheduled[1]:
-            scheduler = next(schedulers)
-            if adversarial:
-                scheduler.step()
-        self.generator_step += 1
+    def step_logs(self, x: Tensor, out: AutoencoderOutput, g: dict[str, Tensor], d: dict[str, Tensor],
+                  adversarial: bool) -> dict[str, Tensor]:
+        logs = super().step_logs(x, out, g, d, adversarial)
         logs.update({f"train/{k}": v.detach().float() for k, v in out.metrics.items()})
-        logs["train/gan_active"] = torch.tensor(float(adversarial))
-        self.log_dict(logs, batch_size=x.shape[0])
-        self.log("train/loss_g", g["loss"].detach(), prog_bar=True, batch_size=x.shape[0])
-        return {k: v.detach() for k, v in g.items()}
+        return logs
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         x = self.inputs(batch)

@@ -11,4 +11,5 @@ METHOD = Method(
     bench=Command("ar", "tokenforge.generators.autoregressive.bench:main", "GPT sampling and training speed"),
     commands=(Command("generate", "tokenforge.generators.autoregressive.generate:main",
                       "sample with a generator, decode with its tokenizer"),),
+    demo="tokenforge.generators.autoregressive.demo:part",
 )

@@ -10,4 +10,5 @@ METHOD = Method(
                   "E-CAR vs matched DiT: GFLOPs and latency per image"),
     commands=(Command("ecar-generate", "tokenforge.generators.ecar.generate:main",
                       "E-CAR sampling: --stages/--steps per stage/--cfg, decoded by its KL tokenizer"),),
+    demo="tokenforge.generators.ecar.demo:part",
 )

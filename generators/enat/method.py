@@ -9,4 +9,5 @@ METHOD = Method(
     bench=Command("enat", "tokenforge.generators.enat.bench:main", "8-step sampling images/s + GFLOPs, reuse vs not"),
     commands=(Command("enat-generate", "tokenforge.generators.enat.generate:main",
                       "ENAT sampling: tokenforge generate plus --steps/--no-reuse/--mode"),),
+    demo="tokenforge.generators.enat.demo:part",
 )

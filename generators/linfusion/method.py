@@ -10,4 +10,5 @@ METHOD = Method(
     bench=Command("linfusion", "tokenforge.generators.linfusion.bench:main", "UNet forward time/memory vs resolution"),
     commands=(Command("linfusion", "tokenforge.generators.linfusion.generate:main",
                       "LinFusion text-to-image on a local SD folder (direct / SDEdit ladder)"),),
+    demo="tokenforge.generators.linfusion.demo:part",
 )

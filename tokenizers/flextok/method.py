@@ -10,4 +10,5 @@ METHOD = Method(
     reconstruct="tokenforge.tokenizers.flextok.cli",
     commands=(Command("flextok", "tokenforge.tokenizers.flextok.cli:main",
                       "FlexTok: coarse-to-fine reconstruction strips, PSNR per k (--tokens 1,4,16,64,256)"),),
+    demo="tokenforge.tokenizers.flextok.demo:part",
 )

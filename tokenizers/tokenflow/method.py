@@ -11,4 +11,5 @@ METHOD = Method(
     reconstruct="tokenforge.tokenizers.tokenflow.cli",
     commands=(Command("tokenflow", "tokenforge.tokenizers.tokenflow.cli:main",
                       "TokenFlow: reconstruct images (PNG grid, ids.npy, PSNR/SSIM)"),),
+    demo="tokenforge.tokenizers.tokenflow.demo:part",
 )

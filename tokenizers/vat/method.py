@@ -10,4 +10,5 @@ METHOD = Method(
     reconstruct="tokenforge.tokenizers.vat.cli",
     commands=(Command("vat", "tokenforge.tokenizers.vat.cli:main",
                       "VAT 3D tokenizer: reconstruct meshes (PLY, tokens, preview PNG, bytes/Chamfer/F-score/IoU)"),),
+    demo="tokenforge.tokenizers.vat.demo:part",
 )

@@ -9,4 +9,5 @@ METHOD = Method(
               "llamagen_vq": "tokenforge.tokenizers.vqgan.official",
               "mage_vqgan": "tokenforge.tokenizers.vqgan.mage"},
     parity={"var_msrq": "tokenforge.tokenizers.quantizers.official_var"},
+    demo="tokenforge.tokenizers.vqgan.demo:part",
 )

@@ -13,4 +13,5 @@ METHOD = Method(
                       "audio files -> token codes (.npy) with an audio tokenizer"),
               Command("decode", "tokenforge.tokenizers.wavtokenizer.cli:decode_main",
                       "token codes (.npy) -> audio files with an audio tokenizer")),
+    demo="tokenforge.tokenizers.wavtokenizer.demo:part",
 )
