@@ -13,11 +13,10 @@ import torch
 from PIL import Image
 from test_flextok_training import tiny as tiny_flextok  # tests/ is on sys.path
 
-from tokenforge import hub
+from tokenforge import codes_file, hub
 from tokenforge.cli import main as tokenforge_main
 from tokenforge.errors import EXIT_FAILED, EXIT_OK, EXIT_SOME_SKIPPED, UsageError
 from tokenforge.reconstruct import main as reconstruct_main  # raises UsageError (tokenforge.cli prints it)
-from tokenforge.tokenizers.flextok.cli import main as flextok_main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 GOOD = ("coffee.png", "camera.png", "china.jpg")  # colour PNG, grey PNG, JPEG
@@ -131,8 +130,8 @@ def test_a_generator_checkpoint_is_named_as_such(tmp_path: Path, shared_data: Pa
 def test_flextok_refuses_a_size_it_cannot_take(size: str, tmp_path: Path, shared_data: Path) -> None:
     model = hub.save_pretrained(tiny_flextok(), tmp_path / "flextok")  # VAE factor 2 x patch 2, 4x4 grid: 4..16
     with pytest.raises(UsageError, match=f"--size {size}") as error:
-        flextok_main(["reconstruct", "--model", str(model), str(shared_data / "images/coffee.png"),
-                         "--out", str(tmp_path / "rec"), "--size", size, "--tokens", "1", "--device", "cpu"])
+        reconstruct_main(["--model", str(model), str(shared_data / "images/coffee.png"),
+                          "--out", str(tmp_path / "rec"), "--size", size, "--tokens", "1", "--device", "cpu"])
     assert "\n" not in str(error.value)
     assert not (tmp_path / "rec" / "metrics.json").exists()
 
@@ -165,14 +164,16 @@ def test_audio_encode_and_decode_skip_bad_files_and_go_on(fixtures_dir: Path, sh
     codes = tmp_path / "codes"
     assert tokenforge_main(["encode", "--model", str(model), str(clips), "--out", str(codes),
                             "--device", "cpu"]) == EXIT_SOME_SKIPPED
-    assert sorted(p.name for p in codes.glob("*.npy")) == [f"{good.stem}.npy"]
-    np.save(codes / "range.npy", np.array([0, 1, 10**6]))
-    (codes / "broken.npy").write_bytes(b"\x93NUMPY garbage")
+    assert sorted(p.name for p in codes.iterdir()) == [f"{good.stem}.codes.npz"]
+    tokens, header = codes_file.read(codes / f"{good.stem}.codes.npz")
+    tokens.ids[0, :3] = torch.tensor([0, 1, 10**6])
+    codes_file.write(codes / "range.codes.npz", tokens, header)
+    (codes / "broken.codes.npz").write_bytes(b"PK garbage")
     capsys.readouterr()
     assert tokenforge_main(["decode", "--model", str(model), str(codes), "--out", str(tmp_path / "wav"),
                             "--device", "cpu"]) == EXIT_SOME_SKIPPED
     reasons = skipped_lines(capsys.readouterr().err)
-    assert set(reasons) == {"range.npy", "broken.npy"}
-    assert reasons["range.npy"].startswith("codes must be non-empty and in [0, ")
-    assert reasons["broken.npy"].startswith("not a readable .npy array")
+    assert set(reasons) == {"range.codes.npz", "broken.codes.npz"}
+    assert reasons["range.codes.npz"].startswith("token ids must be in [0, ")
+    assert reasons["broken.codes.npz"].startswith("not a readable codes file")
     assert [p.name for p in (tmp_path / "wav").glob("*.flac")] == [f"{good.stem}.flac"]

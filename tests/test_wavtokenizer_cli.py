@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from tokenforge import hub
+from tokenforge import codes_file, hub
 from tokenforge.cli import main as tokenforge_main
 from tokenforge.metrics import audio as M
 from tokenforge.audio_files import AudioFileError, decode_long, encode_long, load_audio
@@ -65,13 +65,12 @@ def test_reconstruct_cli_writes_files_and_reasons(model_dir: Path, awkward: dict
     assert code == 3  # three files skipped with their reasons (EXIT_SOME_SKIPPED), the others written
     report = json.loads((out / "metrics.json").read_text())
     assert set(report["files"]) == {good.name, "short.flac", "stereo8k.wav"}
-    assert set(report["rejected"]) == {"empty.wav", "nan.wav", "notes.wav"}
-    assert all("\n" not in reason for reason in report["rejected"].values())
+    assert set(report["skipped"]) == {"empty.wav", "nan.wav", "notes.wav"}
+    assert all("\n" not in reason for reason in report["skipped"].values())
     length = sf.info(good).frames
     recon, rate = sf.read(out / f"{good.stem}.flac")
     assert rate == 24000 and len(recon) == length
-    codes = np.load(out / f"{good.stem}.codes.npy")
-    assert codes.shape == (math.ceil(length / 320),) and codes.max() < 64
+    assert report["files"][good.name]["tokens"] == math.ceil(length / 320)
     assert len(sf.read(out / "short.flac")[0]) == 1200
     entry = report["files"][good.name]
     assert {"mel_distance", "stft_distance", "si_snr_db", "tokens"} <= set(entry)
@@ -95,10 +94,12 @@ def test_encode_decode_cli_round_trip(model_dir: Path, shared_data: Path, tmp_pa
     good = sorted((shared_data / "speech24k").glob("*.flac"))[1]
     assert tokenforge_main(["encode", "--model", str(model_dir), str(good), "--out", str(tmp_path / "c"),
                             "--device", "cpu"]) == 0
-    codes = np.load(tmp_path / "c" / f"{good.stem}.npy")
-    assert codes.dtype == np.int16 and json.loads((tmp_path / "c" / f"{good.stem}.json").read_text())["num_samples"] \
-        == sf.info(good).frames
-    assert tokenforge_main(["decode", "--model", str(model_dir), str(tmp_path / "c" / f"{good.stem}.npy"),
+    tokens, header = codes_file.read(tmp_path / "c" / f"{good.stem}.codes.npz")
+    assert tokens.ids.shape == (1, math.ceil(sf.info(good).frames / 320)) and tokens.ids.max() < 64
+    assert header["method"] == "wavtokenizer" and header["input"]["num_samples"] == sf.info(good).frames
+    assert header["input"]["sample_rate"] == 24000 and header["source"]["source_rate"] == 24000
+    assert header["source"]["channels"] == 1 and header["layout"] == "sequence"
+    assert tokenforge_main(["decode", "--model", str(model_dir), str(tmp_path / "c" / f"{good.stem}.codes.npz"),
                             "--out", str(tmp_path / "w"), "--device", "cpu"]) == 0
     assert len(sf.read(tmp_path / "w" / f"{good.stem}.flac")[0]) == sf.info(good).frames
 

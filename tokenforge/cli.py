@@ -4,10 +4,11 @@ Every command ends with one line on failure (`tokenforge.failure`; the traceback
 the exit codes of `tokenforge.errors`; ``--quiet`` keeps scripts' output to warnings, errors and results
 (`tokenforge.console`).
 
-``fit | validate | test | predict`` go to LightningCLI (YAML configs with ``class_path``/``init_args``,
-any LightningModule / LightningDataModule subclass). The other subcommands are plain argparse programs that
-live beside the code they drive; each is ``main(argv) -> int`` in the module named in `SUBCOMMANDS` or in a
-method's declaration (`tokenforge.methods`), imported only when called so ``tokenforge --help`` stays fast.
+The command has verbs only. ``fit | validate | test | predict`` go to LightningCLI (YAML configs with
+``class_path``/``init_args``, any LightningModule / LightningDataModule subclass). The other verbs are plain
+argparse programs that live beside the code they drive; each is ``main(argv) -> int`` in the module named in
+`SUBCOMMANDS`, imported only when called so ``tokenforge --help`` stays fast. Methods add no commands: they plug
+into the verbs through their declarations (`tokenforge.methods`), and ``--help`` lists the installed ones.
 """
 
 from __future__ import annotations
@@ -23,40 +24,35 @@ from tokenforge.methods import registry
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 GLOBAL_FLAGS = ("--debug", "--quiet")  # accepted before or after the command name
 
-# name -> ("module:function", one-line help): the core's commands; methods bring theirs (`Method.commands`)
+# verb -> ("module:function", one-line help); methods plug into the verbs (`tokenforge.methods`), never add commands
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "shards": ("tokenforge.data.cli:main", "make raw shards from files, or encode them into token shards"),
     "convert": ("tokenforge.convert:main",
                 "convert an official checkpoint to tokenforge's format; --check runs parity"),
     "bench": ("tokenforge.bench:main", "measure throughput (data loaders, models) on this machine"),
+    "encode": ("tokenforge.encode:main", "files -> codes files (.codes.npz) with any tokenizer"),
+    "decode": ("tokenforge.decode:main", "codes files -> images / audio / meshes with the tokenizer that wrote them"),
     "reconstruct": ("tokenforge.reconstruct:main",
-                    "encode and decode files with any tokenizer (a method with its own outputs writes those)"),
+                    "files -> tokens -> files with any tokenizer, and metrics (a method may add outputs)"),
     "demo": ("tokenforge.demo:main", "the whole chain on bundled real data: shards, fit, reconstruct"),
     "evaluate": ("tokenforge.evaluate:main", "tokenizer/generator metrics on held-out shards -> metrics.json"),
 }
 
 
-def subcommands() -> dict[str, tuple[str, str]]:
-    """The core's commands, then every method's own (`tokenforge.methods`); a core name is never overridden."""
-    found = dict(SUBCOMMANDS)
-    for method in registry().values():
-        for command in method.commands:
-            found.setdefault(command.name, (command.target, command.help))
-    return found
+USAGE = """usage: tokenforge [--debug] [--quiet] <verb> [options]
 
-
-USAGE = """usage: tokenforge [--debug] [--quiet] <command> [options]
-
-training (LightningCLI, `tokenforge fit --help` for the options):
-  fit          train a model from a YAML config:  tokenforge fit --config configs/tokenizers/vqgan/tiny.yaml
+verbs:
+  fit          train a model from a YAML config (LightningCLI; `tokenforge fit --help` for the options)
   validate     run the validation loop of a config / checkpoint
   test         run the test loop
   predict      run the predict loop
-
-tools:
 {tools}
 
-`tokenforge <command> --help` explains each command. Every command also takes:
+methods (installed; each verb takes them through --model, and `tokenforge VERB --model M --help` shows a
+method's own options):
+{methods}
+
+`tokenforge <verb> --help` explains each verb. Every verb also takes:
   --debug      show the Python traceback of a failure (otherwise: one line)
   --quiet      no progress bars or info lines; warnings, errors and results only (for scripts)"""
 
@@ -101,12 +97,6 @@ def _cli_class() -> type:
     from tokenforge import console
 
     class TokenforgeCLI(LightningCLI):
-        def parse_arguments(self, parser: Any, args: Any) -> None:
-            super().parse_arguments(parser, args)
-            from tokenforge.manifest_defaults import fill_from_manifest
-
-            fill_from_manifest(parser, self.config, args)  # generator sizes left unset: the token shards' manifest
-
         def instantiate_trainer(self, **kwargs: Any) -> Any:
             trainer = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
             callbacks = trainer.get("callbacks") or []
@@ -127,8 +117,20 @@ def _cli_class() -> type:
 
 
 def _usage() -> str:
-    tools = "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in subcommands().items())
-    return USAGE.format(tools=tools)
+    tools = "\n".join(f"  {name:<12} {help_}" for name, (_, help_) in sorted(SUBCOMMANDS.items(), key=_verb_order))
+    rows = [(m.name, m.kind, m.modality, m.layout) for m in registry().values()]
+    widths = [max(len(str(row[i])) for row in rows + [("name", "kind", "modality", "layout")]) for i in range(3)]
+    methods = "\n".join(f"  {name:<{widths[0]}}  {kind:<{widths[1]}}  {modality:<{widths[2]}}  {layout}"
+                        for name, kind, modality, layout in [("name", "kind", "modality", "layout"), *rows])
+    return USAGE.format(tools=tools, methods=methods if rows else "  (none installed)")
+
+
+VERB_ORDER = ("encode", "decode", "reconstruct", "generate", "evaluate", "bench", "convert", "shards", "demo")
+
+
+def _verb_order(item: tuple[str, Any]) -> tuple[int, str]:
+    name = item[0]
+    return (VERB_ORDER.index(name) if name in VERB_ORDER else len(VERB_ORDER), name)
 
 
 def split_global_flags(argv: list[str]) -> tuple[set[str], list[str]]:
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     flags, argv = split_global_flags(list(sys.argv[1:] if argv is None else argv))
     console.install_filters()
     command, rest = (argv[0], argv[1:]) if argv else ("--help", [])
-    known = command in LIGHTNING_COMMANDS or command in subcommands()
+    known = command in LIGHTNING_COMMANDS or command in SUBCOMMANDS
     with console.quiet_mode("--quiet" in flags):
         try:
             if command in {"-h", "--help", "help"}:
@@ -161,7 +163,7 @@ def dispatch(command: str, rest: list[str]) -> int:
     if command in LIGHTNING_COMMANDS:
         lightning_cli(args=[command, *rest])
         return 0
-    commands = subcommands()
+    commands = SUBCOMMANDS
     if command not in commands:
         raise UsageError(f"unknown command {command!r}; `tokenforge --help` lists the commands ("
                          f"{', '.join([*LIGHTNING_COMMANDS, *commands])})")

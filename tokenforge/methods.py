@@ -45,6 +45,26 @@ class Option:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class VerbRequest:
+    """What a method's verb hook (`Method.verbs`, ``"module:function"``) receives, after the core has parsed the
+    command line and loaded ``--model``: the hook does the verb and returns the exit code (0, or 3 when some
+    inputs were skipped: `tokenforge.errors.exit_code_for`).
+
+    ``options`` holds the values of the method's own `Option`s for this verb by dest; ``args`` the whole parsed
+    namespace (the verb's common options: ``--size``, ``--batch-size``, ``--seed``, ``--device``...).
+    """
+
+    verb: str
+    model: Any  # the loaded module (a Tokenizer for encode / decode / reconstruct)
+    model_spec: str  # what --model said, for messages
+    inputs: list[Any]  # the input files (pathlib.Path), folders expanded
+    out: Any  # the output folder (pathlib.Path)
+    device: str
+    options: dict[str, Any]
+    args: Any
+
+
 @dataclass(frozen=True)
 class Method:
     """What the core needs to know about one method, without importing it.
@@ -66,10 +86,8 @@ class Method:
     parity: Mapping[str, str] = field(default_factory=dict)
     bench: Command | None = None
     options: tuple[Option, ...] = ()
-    verbs: Mapping[str, str] = field(default_factory=dict)
+    verbs: Mapping[str, str] = field(default_factory=dict)  # verb -> "module:function(VerbRequest) -> int"
     demo: str | None = None  # "module:function() -> tokenforge.demo_stages.DemoPart": its part of `tokenforge demo`
-    reconstruct: str | None = None  # TRANSITIONAL (issue 19): replaced by verbs["reconstruct"]
-    commands: tuple[Command, ...] = ()  # TRANSITIONAL (issue 19): method-named commands go; verbs stay
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -1,13 +1,14 @@
-"""`tokenforge flextok`: coarse-to-fine reconstructions with a FlexTok model.
+"""FlexTok's reconstruct hook: coarse-to-fine reconstructions (`Method.verbs["reconstruct"]`, see method.py).
 
-    tokenforge flextok reconstruct --model CKPT|DIR photo.jpg ... --out rec/ --tokens 1,4,16,64,256 [--size 256]
-    tokenforge flextok reconstruct --official model.safetensors --vae-config vae/config.json ...
+    tokenforge reconstruct --model CKPT|DIR photo.jpg ... --out rec/ --tokens 1,4,16,64,256 [--size 256]
+    tokenforge reconstruct --official flextok --model model.safetensors --official-config vae.json ...
+      (vae.json: {"vae_config": "vae/config.json"})
 
 Per image, ``<name>.png`` is a strip: the input, then the reconstruction from the first k tokens for each k.
 ``metrics.json`` holds PSNR (8-bit, dB) per image and k and the mean per k. Sampling: ``--steps`` Euler steps,
 ``--guidance`` (APG unless ``--cfg``), fixed ``--seed`` so every k starts from the same noise.
 
-Images are read as the shard writer reads them (`tokenforge.reconstruct.load_image`). A file that cannot be
+Images are read as the shard writer reads them (`tokenforge.image_files.load_image`). A file that cannot be
 read is skipped with one line saying why and listed under ``skipped`` in ``metrics.json``; the rest are written,
 and the exit code is 3 when any was skipped (`tokenforge.errors`). ``--size`` must be a size the model takes
 (a multiple of its VAE factor x patch, up to its position-embedding grid): others end with one line saying which.
@@ -23,9 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tokenforge.devices import resolve_device
 from tokenforge.errors import UsageError, exit_code_for
-from tokenforge.reconstruct import image_files, load_images, psnr, to_uint8
+from tokenforge.image_files import load_images, psnr, to_uint8
+from tokenforge.methods import VerbRequest
 
 
 def parse_ks(text: str) -> list[int]:
@@ -85,42 +86,14 @@ def reconstruct(model, paths: list[Path], out: Path, ks: list[int], size: int = 
     return metrics
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tokenforge flextok", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    rec = sub.add_parser("reconstruct", help="PNG strips of coarse-to-fine reconstructions + PSNR per k")
-    source = rec.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="tokenforge checkpoint (folder, .ckpt or name)")
-    source.add_argument("--official", help="official FlexTok model.safetensors (or its folder)")
-    rec.add_argument("--vae-config", help="diffusers config.json of the VAE (with --official)")
-    rec.add_argument("files", nargs="+", type=Path, help="image files or folders of them")
-    rec.add_argument("--out", type=Path, required=True)
-    rec.add_argument("--tokens", type=parse_ks, default=[1, 4, 16, 64, 256])
-    rec.add_argument("--size", type=int, default=256)
-    rec.add_argument("--steps", type=int)
-    rec.add_argument("--guidance", type=float)
-    rec.add_argument("--cfg", action="store_true", help="plain CFG instead of APG")
-    rec.add_argument("--seed", type=int, default=0)
-    rec.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
-    args = parser.parse_args(argv)
-    device = str(resolve_device(args.device))
-    if args.size < 1:
-        raise UsageError(f"--size {args.size}: the image side must be a positive number of pixels (e.g. 256)")
-    from tokenforge.hub import from_official, from_pretrained
-
-    if args.model:
-        model = from_pretrained(args.model)
-    else:
-        model = from_official("flextok", args.official, {"vae_config": args.vae_config} if args.vae_config else None)
-    if type(model).__name__ != "FlexTok":
-        raise UsageError(f"{args.model} holds a {type(model).__name__}, not a FlexTok; `tokenforge flextok "
-                         "reconstruct` needs a FlexTok checkpoint (other tokenizers: `tokenforge reconstruct`)")
-    missing = [str(p) for p in args.files if not p.exists()]
-    if missing:
-        parser.error(f"no such image file(s): {', '.join(missing)}")
-    files = [f for p in args.files for f in (image_files(p) if p.is_dir() else [p])]
-    metrics = reconstruct(model, files, args.out, args.tokens, args.size, device, args.steps,
-                          args.guidance, not args.cfg, args.seed)
+def reconstruct_verb(request: VerbRequest) -> int:
+    """`tokenforge reconstruct` for a FlexTok (`tokenforge.methods.Method.verbs`): strips and PSNR per k."""
+    options, args = request.options, request.args
+    try:
+        ks = parse_ks(options["tokens"])
+    except argparse.ArgumentTypeError as error:
+        raise UsageError(str(error)) from None
+    metrics = reconstruct(request.model, request.inputs, request.out, ks, args.size or 256, request.device,
+                          options["steps"], options["guidance"], not options["cfg"], args.seed, args.batch_size)
     print(json.dumps(metrics["mean"]))
-    return exit_code_for(len(metrics["skipped"]), len(files))
+    return exit_code_for(len(metrics["skipped"]), len(request.inputs))

@@ -1,7 +1,8 @@
-"""`tokenforge tokenflow reconstruct`: images through a TokenFlow tokenizer and back.
+"""TokenFlow's reconstruct hook (`Method.verbs["reconstruct"]`, see method.py): images through TokenFlow and back.
 
-    tokenforge tokenflow reconstruct --model DIR|CKPT photo.jpg folder/ --out rec/
-    tokenforge tokenflow reconstruct --official tokenflow_clipb_32k_enhanced.pt [--trust-pickle] imgs/ --out rec/
+    tokenforge reconstruct --model DIR|CKPT photo.jpg folder/ --out rec/ [--fit crop|resize|none] [--bf16]
+    tokenforge reconstruct --official tokenflow --model tokenflow_clipb_32k_enhanced.pt [--trust-pickle] imgs/ \
+        --out rec/
 
 Any image PIL reads is converted to 8-bit RGB first (grayscale, palette, RGBA composited on white, 16-bit
 scaled by 1/257; `tokenforge.data.image.to_rgb`), then brought to the model's resolution (``--size``, default
@@ -29,9 +30,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from tokenforge.devices import resolve_device
-from tokenforge.errors import UsageError, exit_code_for
-from tokenforge.reconstruct import IMAGE_SUFFIXES, to_uint8
+from tokenforge.errors import exit_code_for
+from tokenforge.image_files import to_uint8
+from tokenforge.methods import VerbRequest
 
 FITS = ("crop", "resize", "none")
 
@@ -116,54 +117,12 @@ def reconstruct(model: Any, paths: list[Path], out: Path, size: int | None = Non
     return summary
 
 
-def _load_model(args: argparse.Namespace) -> Any:
-    from tokenforge.hub import from_official, from_pretrained
-
-    if args.official:
-        config: dict[str, Any] = {"image_size": args.size} if args.size else {}
-        return from_official("tokenflow", args.official, config, trust_pickle=args.trust_pickle)
-    return from_pretrained(args.model)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tokenforge tokenflow", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    rec = sub.add_parser("reconstruct", help="images -> tokens -> images, with PSNR/SSIM and ids.npy")
-    source = rec.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="tokenforge checkpoint: folder, fit .ckpt, or name")
-    source.add_argument("--official", type=Path, help="an official TokenFlow .pt / .safetensors file")
-    rec.add_argument("--trust-pickle", action="store_true",
-                     help="allow official files that pickle Python objects (argparse args); unpickling can run code")
-    rec.add_argument("inputs", nargs="+", type=Path, help="image files or folders")
-    rec.add_argument("--out", type=Path, required=True)
-    rec.add_argument("--size", type=int, help="side in pixels (default: the tokenizer's resolution)")
-    rec.add_argument("--fit", choices=FITS, default="crop", help="how to reach the size (default crop)")
-    rec.add_argument("--min-side", type=int, default=16, help="refuse images smaller than this (default 16)")
-    rec.add_argument("--batch-size", type=int, default=8)
-    rec.add_argument("--bf16", action="store_true", help="autocast to bfloat16")
-    rec.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
-    args = parser.parse_args(argv)
-    args.device = str(resolve_device(args.device))
-    if args.size is not None and args.size < 1:
-        raise UsageError(f"--size {args.size}: the image side must be a positive number of pixels (e.g. 256)")
-
-    files: list[Path] = []
-    for item in args.inputs:
-        if item.is_dir():
-            files.extend(sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
-        elif item.is_file():
-            files.append(item)
-        else:
-            parser.error(f"not found: {item}")
-    if not files:
-        parser.error("no image files given")
-    model = _load_model(args)
-    if type(model).__name__ != "TokenFlow":
-        raise UsageError(f"{args.model} holds a {type(model).__name__}, not a TokenFlow tokenizer; `tokenforge "
-                         "tokenflow reconstruct` needs a TokenFlow checkpoint (others: `tokenforge reconstruct`)")
-    summary = reconstruct(model, files, args.out, args.size, args.fit, args.min_side, args.device,
-                          args.batch_size, torch.bfloat16 if args.bf16 else torch.float32)
+def reconstruct_verb(request: VerbRequest) -> int:
+    """`tokenforge reconstruct` for a TokenFlow (`tokenforge.methods.Method.verbs`): pairs, grid, ids, PSNR/SSIM."""
+    options, args = request.options, request.args
+    summary = reconstruct(request.model, request.inputs, request.out, args.size, options["fit"],
+                          options["min_side"], request.device, args.batch_size,
+                          torch.bfloat16 if args.bf16 else torch.float32)
     print(json.dumps({k: summary[k] for k in ("size", "mean_psnr_db", "mean_ssim", "tokens_per_image")}
-                     | {"images": len(summary["files"]), "rejected": len(summary["rejected"]), "out": str(args.out)}))
-    return exit_code_for(len(summary["rejected"]), len(files))
+                     | {"images": len(summary["files"]), "rejected": len(summary["rejected"]), "out": str(request.out)}))
+    return exit_code_for(len(summary["rejected"]), len(request.inputs))

@@ -1,14 +1,16 @@
-"""``tokenforge vat reconstruct --model DIR|CKPT mesh.obj ... --out DIR``: VAT's compactness report per shape.
+"""VAT's reconstruct hook (`Method.verbs["reconstruct"]`, see method.py): a compactness report per shape.
 
-For each mesh: load + repair + normalise as the mesh shards do (`tokenforge.data.mesh`), sample surface points
-with face normals, encode to per-scale ids, decode (all scales, or only the first K of ``--scales K|K1,K2|all``:
+    tokenforge reconstruct --model DIR|CKPT mesh.obj ... --out DIR [--scales K|K1,K2|all] [--resolution 128]
+
+For each mesh: load + repair + normalise as the mesh shards do and sample surface points with face normals
+(`tokenforge.mesh_files`, as the generic mesh path does), encode to per-scale ids, decode (all scales, or only the first K of ``--scales K|K1,K2|all``:
 one reconstruction per K, coarse-to-fine), extract the mesh on a ``--resolution`` grid and write ``NAME.ply``
 (``NAME.kK.ply`` when several K; ``--format glb`` for GLB), ``NAME.tokens.npz`` (ids per scale), ``NAME.png``
 (input | reconstruction at the largest K) and entries of ``metrics.json``: bytes per shape (ids packed at
 ceil(log2 V) bits), Chamfer, F-score at 0.01/0.02/0.05, volume IoU on uniform points, watertightness (a K
 whose field is empty is recorded with ``empty`` = the reason, F-score 0 and no Chamfer).
 ``summary.md`` / ``summary.json``: the per-K means over the shapes (the coarse-to-fine table). Malformed
-meshes are refused with the loader's reason and the run continues (exit code 3 if any was skipped,
+meshes are skipped with one line (the loader's reason) and the run continues (exit code 3 if any was skipped,
 `tokenforge.errors.exit_code_for`). Memory is bounded whatever ``--eval-points``: the ground-truth inside test
 (`tokenforge.metrics.mesh.contains`), the predicted occupancy and the nearest-point queries all run in chunks
 of points (peak on the bundled 19,536-face camel with 100k evaluation points: see docs/methods/vat.md).
@@ -16,10 +18,9 @@ of points (peak on the bundled 19,536-face camel with 100k evaluation points: se
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import zlib
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,33 +28,19 @@ import numpy as np
 import torch
 
 from tokenforge.data.shards import Rejected
-from tokenforge.devices import resolve_device
 from tokenforge.errors import UsageError, exit_code_for
+from tokenforge.mesh_files import encoder_input, field_to_mesh, load_surface, occupancy_in_chunks
+from tokenforge.methods import VerbRequest
 from tokenforge.metrics.mesh import chamfer_distance, contains, f_score, occupancy_iou
-from tokenforge.tokenizers.vat.extract import logit_grid, marching_cubes
 from tokenforge.tokenizers.vat.model import VAT
 from tokenforge.tokenizers.vat.preview import render_pair
 
 TAUS = (0.01, 0.02, 0.05)
-QUERY_CHUNK = 65536  # occupancy queries per decoder call
 
 
 def packed_bytes(tokens_per_scale: list[int], vocab_size: int) -> int:
     """Bytes of all ids packed at ceil(log2 V) bits each."""
     return math.ceil(sum(tokens_per_scale) * max(1, math.ceil(math.log2(vocab_size))) / 8)
-
-
-def load_surface(path: Path, num_points: int, margin: float = 0.05) -> tuple[Any, torch.Tensor]:
-    """Normalised mesh and ``[1, N, 6]`` area-weighted surface points + face normals (seeded by the file name)."""
-    import trimesh
-
-    from tokenforge.data.mesh import load_mesh, normalise
-
-    mesh = normalise(load_mesh(path, repair=True), margin)
-    rng = np.random.default_rng(zlib.crc32(path.name.encode()))
-    pts, faces = trimesh.sample.sample_surface(mesh, num_points, seed=rng)
-    x = np.concatenate([pts, mesh.face_normals[faces]], axis=1).astype(np.float32)
-    return mesh, torch.from_numpy(x)[None]
 
 
 def parse_scales(text: str | None, total: int) -> list[int]:
@@ -75,7 +62,7 @@ def reconstruct_one(model: VAT, path: Path, out: Path, num_points: int, resoluti
     import trimesh
 
     mesh, x = load_surface(path, num_points)
-    tokens = model.encode(x.to(device) if model.use_normals else x[..., :3].to(device))
+    tokens = model.encode(encoder_input(model, x.to(device)))
     total = len(tokens.ids)
     ks = [total] if scales is None else [scales] if isinstance(scales, int) else list(scales)
     stem = path.stem
@@ -95,8 +82,7 @@ def reconstruct_one(model: VAT, path: Path, out: Path, num_points: int, resoluti
                  "bytes": packed_bytes(counts, model.vocab_size), "vocab_size": model.vocab_size,
                  "iou": float(occupancy_iou(pred_occ, gt_occ)[0])}
         try:
-            rec = marching_cubes(logit_grid(lambda q: model.occupancy(planes, q), resolution, device=device),
-                                 largest_component=largest_component)
+            rec = field_to_mesh(model, planes, resolution, largest_component)
         except ValueError as error:  # an empty/full field at this K is a result (F = 0), not a crash
             entries.append({**entry, "mesh": None, "empty": str(error), "chamfer": None,
                             "f_score": {str(t): 0.0 for t in TAUS}, "watertight": False, "components": 0})
@@ -109,15 +95,6 @@ def reconstruct_one(model: VAT, path: Path, out: Path, num_points: int, resoluti
                         "f_score": dict(zip(map(str, TAUS), f_score(rec_pts, gt_pts, TAUS))),
                         "watertight": bool(rec.is_watertight), "components": len(rec.split(only_watertight=False))})
     return entries
-
-
-@torch.no_grad()
-def occupancy_in_chunks(model: VAT, planes: torch.Tensor, queries: torch.Tensor,
-                        chunk: int = QUERY_CHUNK) -> torch.Tensor:
-    """Logits ``[Q]`` of one shape's ``planes`` at ``[Q, 3]`` queries, ``chunk`` queries per decoder call."""
-    device = planes.device
-    return torch.cat([model.occupancy(planes, queries[i:i + chunk][None].to(device))[0].float().cpu()
-                      for i in range(0, len(queries), chunk)])
 
 
 def summarise(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -151,45 +128,23 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tokenforge vat", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    rec = sub.add_parser("reconstruct", help="meshes -> tokens -> meshes, with bytes/Chamfer/F-score/IoU")
-    rec.add_argument("meshes", nargs="+", type=Path)
-    rec.add_argument("--model", required=True, help="tokenforge folder or fit checkpoint of a VAT")
-    rec.add_argument("--out", required=True, type=Path)
-    rec.add_argument("--points", type=int, default=4096, help="surface points fed to the encoder")
-    rec.add_argument("--resolution", type=int, default=128, help="marching-cubes grid (cells per axis)")
-    rec.add_argument("--scales", default=None,
-                     help="scales kept (coarse-to-fine): K, a list 'K1,K2,...' or 'all' (1..S); default all S")
-    rec.add_argument("--format", choices=("ply", "glb"), default="ply", help="mesh file format (ply)")
-    rec.add_argument("--largest-component", action="store_true",
-                     help="keep only the largest connected piece of each reconstruction")
-    rec.add_argument("--eval-points", type=int, default=100_000, help="surface/volume samples for the metrics")
-    rec.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
-    args = parser.parse_args(argv)
-    if args.points < 1 or args.resolution < 2 or args.eval_points < 1:
-        raise UsageError("--points and --eval-points must be >= 1 and --resolution >= 2")
-    args.device = str(resolve_device(args.device))
-    from tokenforge.hub import from_pretrained
-
-    model = from_pretrained(args.model)
-    if not isinstance(model, VAT):
-        raise UsageError(f"{args.model} holds a {type(model).__name__}, not a VAT; `tokenforge vat reconstruct` "
-                         "needs a VAT checkpoint (other tokenizers: `tokenforge reconstruct --model ...`)")
+def reconstruct_verb(request: VerbRequest) -> int:
+    """`tokenforge reconstruct` for a VAT (`tokenforge.methods.Method.verbs`): meshes, tokens, previews, metrics."""
+    options, args = request.options, request.args
+    model = request.model
+    if options["eval_points"] < 1:
+        raise UsageError("--eval-points must be >= 1")
     try:
-        ks = parse_scales(args.scales, len(model.scales))
+        ks = parse_scales(options["scales"], len(model.scales))
     except ValueError as error:
         raise UsageError(str(error)) from None
-    model = model.to(args.device).eval()
-    args.out.mkdir(parents=True, exist_ok=True)
+    request.out.mkdir(parents=True, exist_ok=True)
     results, failed = [], 0
-    for path in args.meshes:
+    for path in request.inputs:
         try:
-            entries = reconstruct_one(model, path, args.out, args.points, args.resolution,
-                                      ks if args.scales else None, args.device, args.eval_points, args.format,
-                                      args.largest_component)
+            entries = reconstruct_one(model, path, request.out, args.points, args.resolution,
+                                      ks if options["scales"] else None, request.device, options["eval_points"],
+                                      options["format"], options["largest_component"])
             results += entries
             for entry in entries:
                 print(json.dumps(entry))
@@ -197,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             reason = str(error) if isinstance(error, Rejected) else f"{type(error).__name__}: {error}"
             results.append({"file": path.name, "error": reason})
-            print(f"{path.name}: refused: {results[-1]['error']}")  # one line per skipped file
-    (args.out / "metrics.json").write_text(json.dumps(results, indent=1))
+            print(f"skipped: {path.name}: {reason}", file=sys.stderr)  # one line per skipped file
+    (request.out / "metrics.json").write_text(json.dumps(results, indent=1))
     table = summarise(results)
-    (args.out / "summary.json").write_text(json.dumps(table, indent=1))
-    (args.out / "summary.md").write_text(markdown_table(table))
+    (request.out / "summary.json").write_text(json.dumps(table, indent=1))
+    (request.out / "summary.md").write_text(markdown_table(table))
     print(markdown_table(table), end="")
-    return exit_code_for(failed, len(args.meshes))
+    return exit_code_for(failed, len(request.inputs))

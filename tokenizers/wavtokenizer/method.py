@@ -9,9 +9,5 @@ METHOD = Method(
     parity={"wavtokenizer": "tokenforge.tokenizers.wavtokenizer.official"},
     bench=Command("wavtokenizer", "tokenforge.tokenizers.wavtokenizer.bench:main",
                   "audio seconds encoded/decoded per second"),
-    commands=(Command("encode", "tokenforge.tokenizers.wavtokenizer.cli:encode_main",
-                      "audio files -> token codes (.npy) with an audio tokenizer"),
-              Command("decode", "tokenforge.tokenizers.wavtokenizer.cli:decode_main",
-                      "token codes (.npy) -> audio files with an audio tokenizer")),
     demo="tokenforge.tokenizers.wavtokenizer.demo:part",
 )
