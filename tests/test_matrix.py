@@ -46,12 +46,13 @@ VAR_TINY = {"class_path": "tokenforge.generators.autoregressive.var.VAR",
 
 
 def tiny_config(area: str, method: str) -> dict[str, Any]:
-    """``configs/<area>/<method>/tiny.yaml`` as a dict (on top of the folder's ``base.yaml`` when it has one)."""
-    folder = REPO / "configs" / area / method
+    """``configs/<area>/<method>/tiny.yaml`` as one dict, on top of the ``base.yaml`` files of its area and
+    method where they exist (merged as LightningCLI merges several ``--config``)."""
     merged: dict[str, Any] = {}
-    for name in ("base.yaml", "tiny.yaml"):
-        if (folder / name).is_file():
-            merged = merge(merged, yaml.safe_load((folder / name).read_text()))
+    for path in (REPO / "configs" / area / "base.yaml", REPO / "configs" / area / method / "base.yaml",
+                 REPO / "configs" / area / method / "tiny.yaml"):
+        if path.is_file():
+            merged = merge(merged, yaml.safe_load(path.read_text()))
     return merged
 
 
@@ -243,3 +244,19 @@ def test_manifest_layout_facts(workspace):
     assert read_manifest(grid)["token_shape"] == [8, 8]
     facts = layout_facts(read_manifest(scales))
     assert facts["scale_lengths"] == [1, 4, 16, 64] and facts["seq_len"] == 85 and facts["layout"] == "scales"
+
+
+def test_config_values_win_over_the_manifest(workspace, tmp_path):
+    """Only sizes that no config gives come from the manifest: a given one is kept, even when it equals the
+    class default (GPT's vocab_size 16384); shards that are not token shards change nothing."""
+    from jsonargparse import Namespace
+
+    from tokenforge.manifest_defaults import fill_from_manifest
+
+    _, tokens = token_shards(workspace, "vqgan")
+    cli = lightning_cli(args=["--config", str(generator_config("gpt", tmp_path)), "--data.init_args.train",
+                              str(tokens), "--model.init_args.model.init_args.vocab_size", "16384"], run=False)
+    gpt = cli.model.model
+    assert (gpt.vocab_size, gpt.seq_len, gpt.layout) == (16384, 64, "grid")
+    raw = Namespace(data=Namespace(init_args=Namespace(train=str(workspace["raw"]["faces"]))))
+    assert fill_from_manifest(None, raw, []) == []
