@@ -39,8 +39,9 @@ TOKENIZERS: dict[str, tuple[str, int]] = {
     "klvae": ("faces", 16), "wavtokenizer": ("speech", 0), "vat": ("meshes", 0),
 }
 # (tokenizer, generator): the cells of the README's matrix that this file runs
-PAIRS = [("vqgan", "gpt"), ("tokenflow", "gpt"), ("flextok", "gpt"), ("wavtokenizer", "gpt"), ("vat", "gpt"),
-         ("vqgan_scales", "var"), ("tokenflow", "var"), ("vat", "var"), ("vqgan", "enat"), ("klvae", "ecar")]
+PAIRS = [("vqgan", "gpt"), ("vqgan_scales", "gpt"), ("tokenflow", "gpt"), ("flextok", "gpt"),
+         ("wavtokenizer", "gpt"), ("vat", "gpt"), ("vqgan_scales", "var"), ("tokenflow", "var"), ("vat", "var"),
+         ("vqgan", "enat"), ("klvae", "ecar")]
 VAR_TINY = {"class_path": "tokenforge.generators.autoregressive.var.VAR",
             "init_args": {"depth": 2, "embed_dim": 64, "num_heads": 4, "num_classes": 2}}
 
