@@ -11,8 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tokenforge.demo import METHODS, STEPS, Stages, main, plan, results_table
+from tokenforge.demo import Stages, main, part_name, parts, plan, results_table, steps_table
 from tokenforge.demo_stages import SAMPLES, Run, config, headline
+
+METHODS = tuple(parts())  # every method's demo part (tokenforge.methods.Method.demo)
 
 
 def test_samples_ship_with_attribution() -> None:
@@ -41,9 +43,12 @@ def test_plan_pulls_in_what_each_method_needs() -> None:
         assert f"{method}/baseline" in everything, method
     claims = {name.split("/")[0] for name in everything if name.endswith("/claim")}
     assert claims == {"linfusion", "enat", "ecar", "flextok", "vat", "wavtokenizer"}  # the papers' claims
-    assert config("gpt", "tiny").parts[-2:] == ("autoregressive", "tiny.yaml")
-    assert config("flextok", "small").name == "small.yaml" and config("vqgan", "small").name == "tiny.yaml"
-    assert set(STEPS["default"]) == set(METHODS)
+    assert config(parts()["gpt"].config, "tiny").parts[-2:] == ("autoregressive", "tiny.yaml")
+    assert config("tokenizers/flextok", "small").name == "small.yaml"
+    assert config("tokenizers/vqgan", "small").name == "tiny.yaml"
+    assert set(steps_table("default")) == set(METHODS) and set(steps_table("small").values()) == {3}
+    # the parts come from the methods' declarations: a method's name or alias selects its part
+    assert part_name("autoregressive") == part_name("llamagen") == "gpt" and part_name("dalle") is None
 
 
 def test_failed_stage_skips_dependents_and_others_run(tmp_path: Path, capsys) -> None:
@@ -82,7 +87,8 @@ def test_reduced_demo_runs_vqgan_then_gpt(tmp_path: Path) -> None:
     assert all(result["status"] == "ok" for result in stages.values()), stages
     assert stages["data/faces"]["splits"] == {"train": 150, "val": 50}
     assert stages["encode/vqgan"]["codes_used"] > 16 and stages["encode/vqgan"]["unigram_entropy_nats"] > 2
-    assert stages["vqgan/fit"]["steps"] >= STEPS["small"]["vqgan"] and Path(stages["vqgan/fit"]["checkpoint"]).is_file()
+    assert stages["vqgan/fit"]["steps"] >= steps_table("small")["vqgan"]
+    assert Path(stages["vqgan/fit"]["checkpoint"]).is_file()
     rows = list(csv.DictReader(open(stages["vqgan/fit"]["metrics_csv"])))
     assert any(row.get("train/loss_g") for row in rows)
 
@@ -213,14 +219,15 @@ def test_peak_memory_sees_a_large_allocation() -> None:
 def test_compute_claims_run_the_benches(monkeypatch) -> None:
     """E-CAR vs DiT and LinFusion vs softmax attention, measured in seconds on tiny random models: FLOP ratios
     are exact counts; time growth only needs to separate quadratic from linear attention by a clear margin."""
-    import tokenforge.demo_claims as claims
+    from tokenforge.generators.ecar.demo import claim as ecar_claim
+    from tokenforge.generators.linfusion import demo as linfusion_demo
 
     torch.set_num_threads(1)
-    ecar = claims.ecar_claim(None)
+    ecar = ecar_claim(None)
     by = {row["model"]: row for row in ecar["rows"]}
     assert by["dit"]["gflops_per_image"] > 2 * by["ecar"]["gflops_per_image"] > 0 and "fewer FLOPs" in ecar["verdict"]
-    monkeypatch.setattr(claims, "LINFUSION_RESOLUTIONS", (128, 384))
-    lin = claims.linfusion_claim(None)
+    monkeypatch.setattr(linfusion_demo, "RESOLUTIONS", (128, 384))
+    lin = linfusion_demo.claim(None)
     assert {r["attention"] for r in lin["rows"]} == {"softmax", "sdpa", "linfusion"} and len(lin["rows"]) == 6
     growth = lin["growth"]
     # 9x the pixels: softmax attention's materialised 2304^2 map costs far more memory than linear attention's
@@ -238,7 +245,7 @@ def test_data_stage_accepts_rejected_files_and_shows_the_count(tmp_path: Path, c
     for clip in sorted((SAMPLES / "speech24k").glob("*.flac"))[:3]:
         (samples / "speech24k" / clip.name).write_bytes(clip.read_bytes())
     (samples / "speech24k" / "broken.flac").write_bytes(b"fLaC but not really" * 10)
-    run = Run(out=tmp_path / "demo", device="cpu", steps=STEPS["small"], preset="tiny", samples=samples)
+    run = Run(out=tmp_path / "demo", device="cpu", steps=steps_table("small"), preset="tiny", samples=samples)
     result = Stages(run).run("data/speech", lambda r: make_data(r, "speech"))
     assert result["rejected"] == 1 and sum(result["splits"].values()) == 3
     captured = capsys.readouterr()

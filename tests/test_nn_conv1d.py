@@ -16,7 +16,7 @@ from tokenforge.nn import (
     ConvNeXt1dBlock,
     ConvTranspose1d,
     ResnetBlock1d,
-    SEANetResBlock,
+    ConvResidualUnit1d,
     convert_weight_norm_keys,
     extra_padding,
     pad1d,
@@ -90,7 +90,7 @@ def test_transposed_conv_lengths():
 
 
 def test_seanet_res_block_formula():
-    block = SEANetResBlock(4)
+    block = ConvResidualUnit1d(4)
     assert set(block.state_dict()) >= {"block.1.conv.parametrizations.weight.original0", "shortcut.conv.bias"}
     x = torch.randn(2, 4, 9)
     expected = block.shortcut(x) + block.block[3](F.elu(block.block[1](F.elu(x))))
@@ -134,7 +134,7 @@ def test_strided_stack_on_real_speech(shared_data):
     layers: list[nn.Module] = [Conv1d(1, 4, 7)]
     width = 4
     for r in (2, 4, 5, 8):
-        layers += [SEANetResBlock(width), nn.ELU(), Conv1d(width, 2 * width, 2 * r, stride=r)]
+        layers += [ConvResidualUnit1d(width), nn.ELU(), Conv1d(width, 2 * width, 2 * r, stride=r)]
         width *= 2
     with torch.no_grad():
         out = nn.Sequential(*layers)(wave)

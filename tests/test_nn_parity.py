@@ -25,7 +25,7 @@ from tokenforge.nn import (
     Conv1d,
     ConvNeXt1dBlock,
     ResnetBlock1d,
-    SEANetResBlock,
+    ConvResidualUnit1d,
     SLSTM,
     convert_weight_norm_keys,
     LayerNorm,
@@ -183,7 +183,7 @@ def seanet_encoder(n_filters: int, dimension: int, ratios: list[int], lstm: int)
     layers: list[nn.Module] = [Conv1d(1, n_filters, 7)]
     width = n_filters
     for r in reversed(ratios):
-        layers += [SEANetResBlock(width), nn.ELU(), Conv1d(width, 2 * width, 2 * r, stride=r)]
+        layers += [ConvResidualUnit1d(width), nn.ELU(), Conv1d(width, 2 * width, 2 * r, stride=r)]
         width *= 2
     layers += [SLSTM(width, lstm), nn.ELU(), Conv1d(width, dimension, 7)]
     return nn.Sequential(*layers)

@@ -96,7 +96,10 @@ def test_chromium_renders_every_section(page: Path, tmp_path: Path) -> None:
 def test_every_section_shows_its_claim_and_baseline(tmp_path: Path) -> None:
     """A summary with a claim and a baseline for every method: each section shows the claim, the measured
     verdict and the baseline value beside the model's; results.md carries the same numbers side by side."""
-    from tokenforge.demo import METHODS, MODALITY, results_table
+    from tokenforge.demo import declared, parts, results_table
+
+    METHODS = list(parts())
+    MODALITY = declared(METHODS)["modalities"]
 
     stages: dict = {}
     for i, method in enumerate(METHODS):
@@ -106,7 +109,7 @@ def test_every_section_shows_its_claim_and_baseline(tmp_path: Path) -> None:
                                      "rows": [{"x": 1, "y": 2.5}]}
     stages["vat/claim"] = {"status": "failed", "error": "RuntimeError: no mesh"}
     summary = {"command": "tokenforge demo", "device": "cpu", "steps_preset": "small", "wall_seconds": 1.0,
-               "methods": list(METHODS), "modalities": MODALITY, "stages": stages}
+               "methods": list(METHODS), **declared(METHODS), "stages": stages}
     (tmp_path / "summary.json").write_text(json.dumps(summary))
     (tmp_path / "results.md").write_text(results_table(summary))
     text = write_report(tmp_path).read_text()

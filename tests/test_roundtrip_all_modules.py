@@ -60,7 +60,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "ConvNeXt1dBlock": {"dim": 8, "intermediate_dim": 16, "adanorm_num_embeddings": 2},
     "ConvTranspose1d": {"in_channels": 4, "out_channels": 2, "kernel_size": 4, "stride": 2},
     "ResnetBlock1d": {"in_channels": 8, "out_channels": 16, "num_groups": 4},
-    "SEANetResBlock": {"dim": 4},
+    "ConvResidualUnit1d": {"dim": 4},
     "SLSTM": {"dim": 4},
     "GeluMLP": {"dim": 8},
     "SwiGLU": {"dim": 8, "multiple_of": 8},

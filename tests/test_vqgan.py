@@ -12,7 +12,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from tokenforge import hub
-from tokenforge.nn.taming import AttnBlock, Downsample, ResnetBlock, Upsample, split_fused_qkv
+from tokenforge.nn.conv2d import AttnBlock, Downsample, ResnetBlock, Upsample, split_fused_qkv
 from tokenforge.tokenizers.base import Tokens
 from tokenforge.tokenizers.quantizers.residual import MultiScaleResidualQuantizer
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer

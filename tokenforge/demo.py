@@ -1,14 +1,15 @@
-"""`tokenforge demo`: the main job end to end on the bundled real data, for every landed method.
+"""`tokenforge demo`: the main job end to end on the bundled real data, for every method that brings a demo part.
 
     tokenforge demo [--out outputs/demo] [--methods vqgan,gpt,...] [--steps small|default] [--device cuda --preset small]
 
 Bundled samples (``tokenforge/samples``: photos, labelled face crops, 24 kHz speech, meshes; sources and
-licences in its ATTRIBUTION.md) -> raw shards -> fit the tiny config of every tokenizer (vqgan, tokenflow,
-flextok, klvae on photos; wavtokenizer on speech; vat on meshes) -> reconstruct held-out files with each
-method's command -> evaluate on the validation shards -> encode the faces into VQGAN token shards and KL
-latent shards -> fit the generators (gpt, enat on tokens; ecar on latents; linfusion distillation on photos)
--> sample and decode -> ``summary.json``, ``results.md`` and the HTML report ``index.html``.
-Each stage prints one line; a failed stage is reported and the stages that do not need it still run.
+licences in its ATTRIBUTION.md) -> raw shards -> fit the tiny config of every tokenizer on the samples of its
+modality -> reconstruct held-out files with ``tokenforge reconstruct`` -> evaluate on the validation shards ->
+encode the faces into the token / latent shards the generators learn -> fit the generators -> sample and decode
+with ``tokenforge generate`` -> each method's trivial baseline and paper claim -> ``summary.json``,
+``results.md`` and the HTML report ``index.html``. The stages come from the methods: each declares its part
+(`tokenforge.methods.Method.demo`, a `tokenforge.demo_stages.DemoPart`). Each stage prints one line; a failed
+stage is reported and the stages that do not need it still run.
 """
 
 from __future__ import annotations
@@ -18,68 +19,82 @@ import json
 import time
 import traceback
 from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from tokenforge.demo_baselines import baseline_stage
-from tokenforge.demo_claims import claim_stage
-from tokenforge.demo_generators import linfusion, token_generator
-from tokenforge.demo_stages import Run, encode, image_tokenizer, make_data, vat, wavtokenizer
-from tokenforge.report import write_report
+from tokenforge.demo_stages import DATA_KINDS, DemoPart, Run, Stage, make_data
+from tokenforge.methods import load_target, registry
+from tokenforge.report import metric_rows, write_report
 
-MODALITY = {"vqgan": "image", "tokenflow": "image", "flextok": "image", "klvae": "image", "wavtokenizer": "audio",
-            "vat": "mesh", "gpt": "image tokens", "enat": "image tokens", "ecar": "image latents",
-            "linfusion": "text-to-image"}
-METHODS = tuple(MODALITY)
-
-# optimiser steps per method: "default" fits 2 idle CPU cores in ~10 minutes, "small" is a smoke test,
-# "long" is for --device cuda --preset small (not timed here).
-STEPS: dict[str, dict[str, int]] = {
-    "small": {m: 3 for m in METHODS},
-    "default": {"vqgan": 400, "tokenflow": 300, "flextok": 400, "klvae": 300, "wavtokenizer": 100, "vat": 500,
-                "gpt": 80, "enat": 300, "ecar": 300, "linfusion": 100},
-    "long": {"vqgan": 2000, "tokenflow": 2000, "flextok": 2000, "klvae": 2000, "wavtokenizer": 1000, "vat": 2000,
-             "gpt": 3000, "enat": 3000, "ecar": 3000, "linfusion": 1000},
-}
+SMALL_STEPS = 3  # optimiser steps of every part under --steps small (a smoke test)
 
 
-def plan(methods: list[str]) -> list[tuple[str, Callable[[Run], Any], tuple[str, ...]]]:
-    """The stages for ``methods`` plus the data and encode stages they need, in run order."""
-    wanted = set(methods)
-    needs_vq = wanted & {"vqgan", "gpt", "enat"}
-    needs_kl = wanted & {"klvae", "ecar"}
-    stages: list[tuple[str, Callable[[Run], Any], tuple[str, ...]]] = []
-    data = []
-    if wanted & {"vqgan", "tokenflow", "flextok", "klvae", "linfusion"} or needs_vq or needs_kl:
-        data.append("photos")
-    if wanted & {"gpt", "enat", "ecar"}:
-        data.append("faces")
-    if "wavtokenizer" in wanted:
-        data.append("speech")
-    if "vat" in wanted:
-        data.append("meshes")
-    for kind in data:
-        stages.append((f"data/{kind}", lambda run, kind=kind: make_data(run, kind), ()))
-    for method, size in (("vqgan", 32), ("tokenflow", 32), ("flextok", 16), ("klvae", 32)):
-        if method in wanted or (method == "vqgan" and needs_vq) or (method == "klvae" and needs_kl):
-            stages += image_tokenizer(method, size)
-    if "wavtokenizer" in wanted:
-        stages += wavtokenizer()
-    if "vat" in wanted:
-        stages += vat()
-    if wanted & {"gpt", "enat"}:
-        stages.append(("encode/vqgan", encode("vqgan", "faces_vqgan", 32), ("vqgan/fit", "data/faces")))
-    if "ecar" in wanted:  # tiny E-CAR's last scale is 8x8: 16 px faces through the x2 KL autoencoder
-        stages.append(("encode/klvae", encode("klvae", "faces_klvae", 16, latents=True), ("klvae/fit", "data/faces")))
-    for method, tokens in (("gpt", "encode/vqgan"), ("enat", "encode/vqgan"), ("ecar", "encode/klvae")):
-        if method in wanted:
-            stages += token_generator(method, tokens)
-    if "linfusion" in wanted:
-        stages += linfusion()
-    for method in METHODS:  # every method's trivial baseline and paper claim, after its own stages
-        if method in wanted:
-            stages += baseline_stage(method) + claim_stage(method)
-    return stages
+@cache
+def _declared() -> tuple[dict[str, DemoPart], dict[str, str]]:
+    """(part name -> part, in `registry` order: tokenizers first; accepted name -> part name)."""
+    found, names = {}, {}
+    for method in registry().values():
+        if method.demo:
+            part = load_target(method.demo)()
+            found[part.name] = part
+            names.update({name: part.name for name in (method.name, *method.aliases)})
+    return found, {**names, **{name: name for name in found}}
+
+
+def parts() -> dict[str, DemoPart]:
+    """Every installed method's demo part by part name, tokenizers first."""
+    return _declared()[0]
+
+
+def part_name(name: str) -> str | None:
+    """The part ``--methods`` means by ``name`` (a part's name, or its method's name or alias), else None."""
+    return _declared()[1].get(name)
+
+
+def declared(names: list[str]) -> dict[str, dict[str, str]]:
+    """What the report and tables show of each part, kept in summary.json (the report imports no method):
+    ``modalities`` (its label), ``claims`` (its claim's title), ``expect`` (what its outputs look like)."""
+    every = parts()
+    return {"modalities": {n: every[n].label for n in names}, "claims": {n: every[n].claim_title for n in names},
+            "expect": {n: every[n].expect for n in names}}
+
+
+def steps_table(preset: str) -> dict[str, int]:
+    """Optimiser steps per part: ``small`` (a smoke test), ``default`` (2 idle CPU cores, ~10 minutes in all) or
+    ``long`` (for ``--device cuda --preset small``; not timed here)."""
+    return {name: SMALL_STEPS if preset == "small" else part.steps[preset] for name, part in parts().items()}
+
+
+STEP_PRESETS = ("small", "default", "long")
+
+
+def _needed(names: list[str]) -> list[str]:
+    """``names`` and every part they require, transitively."""
+    found, todo = [], list(names)
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.append(name)
+            todo += parts()[name].requires
+    return found
+
+
+def plan(names: list[str]) -> list[Stage]:
+    """The stages of the parts ``names``, the data and the parts they need first, then their baselines and claims,
+    in run order (a stage listed by two parts runs once)."""
+    every = parts()
+    needed = set(_needed(names))
+    stages: list[Stage] = [(f"data/{kind}", lambda run, kind=kind: make_data(run, kind), ())
+                           for kind in DATA_KINDS if any(kind in every[n].data for n in needed)]
+    for name, part in every.items():
+        if name in needed:
+            stages += part.stages
+    for name, part in every.items():  # every part's trivial baseline and paper claim, after all the own stages
+        if name in names:
+            stages += [*part.baseline, *part.claim]
+    seen: set[str] = set()
+    return [stage for stage in stages if not (stage[0] in seen or seen.add(stage[0]))]
 
 
 class Stages:
@@ -113,20 +128,6 @@ class Stages:
         return result
 
 
-def metric_rows(summary: dict[str, Any], method: str) -> list[tuple[str, str, float, float | None]]:
-    """(stage, metric, model value, trivial-baseline value or None) for every quality number of ``method``."""
-    baseline = (summary["stages"].get(f"{method}/baseline") or {}).get("metrics") or {}
-    rows = []
-    for stage in ("evaluate", "reconstruct", "generate"):
-        result = summary["stages"].get(f"{method}/{stage}", {})
-        for key, value in (result.get("metrics") or {}).items():
-            # the baseline is scored with evaluate's protocol (LinFusion: its generate stage's), so it sits
-            # beside those numbers only
-            same = stage == "evaluate" or (stage == "generate" and method == "linfusion")
-            rows.append((stage, key, value, baseline.get(key) if same else None))
-    return rows
-
-
 def _cell(value: Any) -> str:
     return f"{value:g}" if isinstance(value, (int, float)) else ("" if value is None else str(value))
 
@@ -137,15 +138,16 @@ def results_table(summary: dict[str, Any]) -> str:
              f"wall time {summary['wall_seconds']:.0f} s). Tiny configs after seconds of CPU training: the numbers "
              "show that each chain works end to end, not what the method reaches; they vary slightly across CPUs.",
              "", "| method | modality | metric | model | trivial baseline |", "|---|---|---|---|---|"]
+    labels, titles = summary.get("modalities", {}), summary.get("claims", {})
     for method in summary["methods"]:
         rows = metric_rows(summary, method)
         name = (summary["stages"].get(f"{method}/baseline") or {}).get("baseline", "")
         for stage, key, value, base in rows:
             shown = f"{_cell(base)} ({name})" if base is not None else ""
-            lines.append(f"| {method} | {MODALITY[method]} | {stage}: {key} | {_cell(value)} | {shown} |")
+            lines.append(f"| {method} | {labels.get(method, '')} | {stage}: {key} | {_cell(value)} | {shown} |")
         if not rows:
             statuses = {k: v["status"] for k, v in summary["stages"].items() if k.startswith(method + "/")}
-            lines.append(f"| {method} | {MODALITY[method]} | status | {statuses or 'not run'} | |")
+            lines.append(f"| {method} | {labels.get(method, '')} | status | {statuses or 'not run'} | |")
     claims = [(m, summary["stages"][f"{m}/claim"]) for m in summary["methods"] if f"{m}/claim" in summary["stages"]]
     if claims:
         lines += ["", "Paper claims, measured on this machine (ratios matter; absolute times depend on the CPU):", "",
@@ -153,13 +155,8 @@ def results_table(summary: dict[str, Any]) -> str:
         for method, result in claims:
             seen = result.get("verdict") if result["status"] == "ok" else f"{result['status']}: " + str(
                 result.get("error") or result.get("reason"))
-            lines.append(f"| {method} | {result.get('claim', CLAIM_TITLES.get(method, ''))} | {seen} |")
+            lines.append(f"| {method} | {result.get('claim', titles.get(method, ''))} | {seen} |")
     return "\n".join(lines) + "\n"
-
-
-CLAIM_TITLES = {"linfusion": "time and memory vs resolution, softmax vs linear attention",
-                "enat": "reuse vs no reuse", "ecar": "FLOPs and time vs DiT", "flextok": "PSNR vs number of tokens",
-                "vat": "F-score vs bytes per scale", "wavtokenizer": "tokens per second and mel distance"}
 
 
 def selector(only: str | None, out: Path, run: Run) -> Callable[[str], bool]:
@@ -178,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tokenforge demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("outputs/demo"), help="output folder (outputs/demo)")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
-    parser.add_argument("--steps", choices=tuple(STEPS), default=None,
+    every = ",".join(parts())
+    parser.add_argument("--methods", default=every, help=f"comma-separated subset of {every} (or method names)")
+    parser.add_argument("--steps", choices=STEP_PRESETS, default=None,
                         help="step table: small (smoke test), default (CPU, ~10 min), long (GPU; default with --preset small)")
     parser.add_argument("--preset", choices=("tiny", "small"), default="tiny",
                         help="config size: tiny (CPU) or small (configs' small.yaml where it exists, GPU)")
@@ -187,13 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: tiny models gain little more)")
     parser.add_argument("--no-report", action="store_true", help="skip index.html")
     parser.add_argument("--only", default=None,
-                        help="comma-separated stages or stage prefixes to (re)run, e.g. 'vat/claim,flextok'; the "
+                        help="comma-separated stages or stage prefixes to (re)run, e.g. 'data/photos,encode'; the "
                              "other stages keep their results from the summary.json already in --out")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if part_name(m) is None]
     if unknown:
-        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+        parser.error(f"unknown method(s) {', '.join(unknown)}; choose from {every}")
+    methods = list(dict.fromkeys(part_name(m) for m in methods))
     steps_name = args.steps or ("long" if args.preset == "small" else "default")
 
     import torch
@@ -203,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    run = Run(out=out, device=args.device, steps=STEPS[steps_name], preset=args.preset)
+    steps = steps_table(steps_name)
+    run = Run(out=out, device=args.device, steps=steps, preset=args.preset)
     stages = Stages(run)
     selected = selector(args.only, out, run)
     for name, fn, needs in plan(methods):
@@ -211,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
             stages.run(name, fn, needs)
     wall = time.perf_counter() - started
     summary = {"command": "tokenforge demo " + " ".join(argv if argv is not None else []),
-               "device": args.device, "preset": args.preset, "steps_preset": steps_name, "steps": STEPS[steps_name],
-               "methods": methods, "modalities": {m: MODALITY[m] for m in methods},  # the report's headings
+               "device": args.device, "preset": args.preset, "steps_preset": steps_name, "steps": steps,
+               "methods": methods, **declared(methods),
                "wall_seconds": round(wall, 1), "stages": run.results}
     summary["command"] = summary["command"].strip()
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,9 +1,13 @@
-"""Per-method stages of `tokenforge demo`: each stage is a call of the library code the CLI runs.
+"""The stages of `tokenforge demo` and the parts methods build them from: each stage is a call of the library
+code the CLI runs.
 
-A method is a list of ``(stage, function, needs)``; every function takes the shared `Run` and returns a dict
-that lands in ``summary.json`` (and so in the report). Fits go through `tokenforge.cli.lightning_cli` with the
-method's tiny config, reconstructions and samples through the method's own subcommand ``main(argv)``, and
-held-out metrics through `tokenforge.evaluate` (the reconstruct commands' own metrics.json otherwise).
+A stage is ``(name, function, needs)``; every function takes the shared `Run` and returns a dict that lands in
+``summary.json`` (and so in the report). A method brings its stages as a `DemoPart`, which its package's
+``demo.py`` returns (named by `tokenforge.methods.Method.demo`); the builders here (`image_tokenizer`,
+`audio_tokenizer`, `mesh_tokenizer`, `token_generator`, `encode_stage`) make the usual ones by modality. Fits go
+through `tokenforge.cli.lightning_cli` with the method's tiny config, reconstructions and samples through the
+verbs (`verb`: ``tokenforge reconstruct`` / ``generate`` with the method's options), and held-out metrics
+through `tokenforge.evaluate`.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,12 +43,41 @@ class Run:
         return self.results[stage]
 
 
-def config(method: str, preset: str) -> Path:
-    """The method's YAML for a preset (``small.yaml`` when it exists for ``--preset small``, else ``tiny.yaml``)."""
-    name = {"gpt": "autoregressive"}.get(method, method)
-    folder = next(p for p in (CONFIGS / "tokenizers" / name, CONFIGS / "generators" / name) if p.is_dir())
-    chosen = folder / f"{preset}.yaml"
-    return chosen if chosen.is_file() else folder / "tiny.yaml"
+Stage = tuple[str, Callable[[Run], Any], tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class DemoPart:
+    """What one method adds to `tokenforge demo`.
+
+    ``name`` prefixes its stages (``name/fit``...) and is what ``--methods`` and the tables show; ``label`` the
+    modality column ("image", "image tokens"); ``config`` its folder under ``configs/`` (the preset's YAML is
+    used); ``data`` the bundled data kinds its stages read (`DATA_KINDS`); ``stages`` its own, in run order (a
+    stage another part also lists, such as a shared encode, runs once); ``steps`` optimiser steps for the
+    ``default`` (2 idle CPU cores, ~10 minutes in all) and ``long`` (GPU) presets; ``requires`` the parts whose
+    stages it needs (a generator's tokenizer), pulled in without their baselines and claims; ``baseline`` and
+    ``claim`` stages run after every part's own; ``claim_title`` names the paper claim where its stage did not
+    run; ``expect`` says what its pictures or sounds look like after seconds of training (the report).
+    """
+
+    name: str
+    label: str
+    config: str
+    data: tuple[str, ...]
+    stages: tuple[Stage, ...]
+    steps: Mapping[str, int]
+    requires: tuple[str, ...] = ()
+    baseline: tuple[Stage, ...] = ()
+    claim: tuple[Stage, ...] = ()
+    claim_title: str = ""
+    expect: str = ""
+
+
+def config(folder: str, preset: str) -> Path:
+    """A part's YAML for a preset (``small.yaml`` when it exists for ``--preset small``, else ``tiny.yaml``);
+    ``folder`` is relative to ``configs/`` (``tokenizers/vqgan``)."""
+    chosen = CONFIGS / folder / f"{preset}.yaml"
+    return chosen if chosen.is_file() else CONFIGS / folder / "tiny.yaml"
 
 
 def check(code: int, what: str, accept: tuple[int, ...] = (0,)) -> None:
@@ -52,7 +85,18 @@ def check(code: int, what: str, accept: tuple[int, ...] = (0,)) -> None:
         raise RuntimeError(f"{what} exited with {code}")
 
 
+def verb(name: str, argv: list[str]) -> int:
+    """Run a `tokenforge` verb (``reconstruct``, ``generate``...) in this process; exceptions propagate, so a failed
+    stage reports them."""
+    from tokenforge.cli import SUBCOMMANDS
+    from tokenforge.methods import load_target
+
+    return load_target(SUBCOMMANDS[name][0])(argv)
+
+
 # ----------------------------------------------------------------------------- data
+
+DATA_KINDS = ("photos", "faces", "speech", "meshes")  # the bundled samples as raw shards, in run order
 
 def _csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     with open(path, "w", newline="") as handle:
@@ -126,31 +170,22 @@ def held_out(shards: Path, out: Path, extensions: set[str], count: int) -> list[
 
 # ----------------------------------------------------------------------------- fitting and evaluation
 
-# demo-only overrides of the tiny configs. VQGAN: with random codebook init its 8-dim l2-normalised codebook
-# collapses to one code within ~100 steps on 14 photos (usage 1/256), which leaves the generators nothing to
-# learn; k-means init + dead-code replacement (both options of the library's VectorQuantizer) keep codes alive.
-# Its GAN term (disc_start 2) keeps the decoder at one blurry image for the whole short budget: the demo
-# trains the reconstruction + codebook losses only (disc_start beyond the run).
-FIT_OVERRIDES: dict[str, tuple[str, ...]] = {
-    "vqgan": ("--model.init_args.model.init_args.quantizer.init_args.kmeans_init", "true",
-              "--model.init_args.model.init_args.quantizer.init_args.dead_code_threshold", "1.0",
-              "--model.init_args.disc_start", "1000000"),
-}
-
-
-def fit(run: Run, method: str, train: str, val: str | None = None, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """LightningCLI ``fit`` of the method's config for ``run.steps[method]`` steps; a final checkpoint + CSV log."""
+def fit(run: Run, method: str, folder: str, train: str, val: str | None = None,
+        extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """LightningCLI ``fit`` of the config in ``configs/folder`` for ``run.steps[method]`` steps (``extra``: the
+    part's own overrides); a final checkpoint + CSV log."""
     from tokenforge.cli import lightning_cli
+    from tokenforge.config_models import fit_args
 
-    cfg = config(method, run.preset)
+    cfg = config(folder, run.preset)
     logs = run.path("logs", method)
-    args = ["fit", "--config", str(cfg), "--data.init_args.train", train,
+    args = ["fit", *fit_args(cfg), "--data.init_args.train", train,
             "--trainer.max_steps", str(run.steps[method]), "--trainer.default_root_dir", str(logs),
             "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir", str(logs),
             "--trainer.logger.init_args.name", method, "--trainer.accelerator", run.device,
             # webdataset's shuffle buffer seeds itself from pid + time: off, so a rerun gives the same numbers
             # (the raw shards are already shuffled with a fixed seed when made, and shards are detshuffled)
-            "--data.init_args.shuffle_buffer", "0", *FIT_OVERRIDES.get(method, ()), *extra]
+            "--data.init_args.shuffle_buffer", "0", *extra]
     if val:
         args += ["--data.init_args.val", val]
     cli = lightning_cli(args=args)
@@ -191,61 +226,84 @@ def headline(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return found
 
 
-# ----------------------------------------------------------------------------- tokenizers
+# ----------------------------------------------------------------------------- parts by modality
 
-def image_tokenizer(method: str, size: int) -> list[tuple[str, Callable[[Run], Any], tuple[str, ...]]]:
-    """Fit on the photos, reconstruct held-out photos with the method's command, evaluate on the val shards."""
+BASELINE_NAMES = {"image": "mean training image", "audio": "silence", "mesh": "best training-set sphere",
+                  "tokens": "unigram entropy of the training tokens", "flow": "zero velocity (untrained)"}
+IMAGE_EXPECT = ("Tiny config, seconds of CPU training on a dozen photos: expect blurry colour fields, not faithful "
+                "reconstructions. The numbers below, against the mean-image baseline, are the point.")
+AUDIO_EXPECT = "Tiny config, seconds of CPU training: expect muffled, buzzy speech."
+MESH_EXPECT = "Tiny config, seconds of CPU training: expect blobs roughly the size of the shape, not its details."
+
+
+def fit_stage(name: str, folder: str, data: str, with_val: bool = True, extra: tuple[str, ...] = ()) -> Stage:
+    """``name/fit``: the part's config fitted on the ``data/<data>`` shards (also its validation split)."""
 
     def fit_(run: Run) -> dict[str, Any]:
-        shards = run.result("data/photos")["shards"]
-        return fit(run, method, shards, shards)
+        shards = run.result(f"data/{data}")["shards"]
+        return fit(run, name, folder, shards, shards if with_val else None, extra)
 
-    def reconstruct(run: Run) -> dict[str, Any]:
-        ckpt = run.result(f"{method}/fit")["checkpoint"]
-        files = held_out(Path(run.result("data/photos")["shards"]), run.path("held_out", "photos"), {"png"}, 6)
-        out = run.path("reconstructions", method)
-        if method == "tokenflow":
-            from tokenforge.tokenizers.tokenflow.cli import main
-            check(main(["reconstruct", "--model", ckpt, *map(str, files), "--out", str(out), "--size", str(size),
-                        "--device", run.device]), "tokenflow reconstruct")
-        elif method == "flextok":
-            from tokenforge.tokenizers.flextok.cli import main
-            check(main(["reconstruct", "--model", ckpt, *map(str, files), "--out", str(out), "--size", str(size),
-                        "--tokens", "1,2,4,8", "--steps", "4", "--device", run.device]), "flextok reconstruct")
-        else:
-            from tokenforge.reconstruct import main
-            check(main(["--model", ckpt, *map(str, files), "--out", str(out), "--size", str(size),
-                        "--device", run.device]), "reconstruct")
-        metrics = json.loads((out / "metrics.json").read_text())
-        pictures = sorted(str(p) for p in out.glob("*.png") if p.name != "grid.png")
-        return {"out": str(out), "pictures": pictures, "metrics": headline(metrics)}
+    return f"{name}/fit", fit_, (f"data/{data}",)
+
+
+def evaluate_stage(name: str, kind: str, source: str, key: str, **opts: Any) -> Stage:
+    """``name/evaluate``: `tokenforge.evaluate` of the fitted model on ``run.result(source)[key]``'s shards."""
 
     def evaluate_(run: Run) -> dict[str, Any]:
-        return evaluate(run, method, "tokenizer", run.result("data/photos")["shards"], image_size=size)
+        return evaluate(run, name, kind, run.result(source)[key], **opts)
 
-    return [(f"{method}/fit", fit_, ("data/photos",)), (f"{method}/reconstruct", reconstruct, (f"{method}/fit",)),
-            (f"{method}/evaluate", evaluate_, (f"{method}/fit",))]
+    return f"{name}/evaluate", evaluate_, (f"{name}/fit",)
 
 
-def wavtokenizer() -> list[tuple[str, Callable[[Run], Any], tuple[str, ...]]]:
-    def fit_(run: Run) -> dict[str, Any]:
-        shards = run.result("data/speech")["shards"]
-        return fit(run, "wavtokenizer", shards, shards)
+def reconstruct_held_out(run: Run, name: str, data: str, extensions: set[str], count: int,
+                         options: tuple[str, ...] = ()) -> tuple[Path, list[Path]]:
+    """``count`` held-out files of ``data/<data>`` through ``tokenforge reconstruct`` with the fitted model and the
+    part's ``options``; returns the output folder and the files."""
+    files = held_out(Path(run.result(f"data/{data}")["shards"]), run.path("held_out", data), extensions, count)
+    out = run.path("reconstructions", name)
+    check(verb("reconstruct", ["--model", run.result(f"{name}/fit")["checkpoint"], *map(str, files), "--out",
+                               str(out), "--device", run.device, *options]), f"{name} reconstruct")
+    return out, files
+
+
+def image_tokenizer(name: str, folder: str, size: int, steps: Mapping[str, int], *, options: tuple[str, ...] = (),
+                    fit_extra: tuple[str, ...] = (), expect: str = IMAGE_EXPECT, **part: Any) -> DemoPart:
+    """Fit on the photos, reconstruct six held-out photos at ``size`` px, evaluate on the validation shards; the
+    mean training image at the same size is the baseline."""
+
+    def reconstruct(run: Run) -> dict[str, Any]:
+        out, _ = reconstruct_held_out(run, name, "photos", {"png"}, 6, ("--size", str(size), *options))
+        pictures = sorted(str(p) for p in out.glob("*.png") if p.name != "grid.png")
+        return {"out": str(out), "pictures": pictures,
+                "metrics": headline(json.loads((out / "metrics.json").read_text()))}
+
+    def baseline(run: Run) -> dict[str, Any]:
+        from tokenforge.baselines import image_baseline
+
+        metrics = image_baseline(run.result("data/photos")["shards"], run.path("baselines", f"images_{size}px"), size)
+        return {"baseline": BASELINE_NAMES["image"], "metrics": headline(metrics)}
+
+    stages = (fit_stage(name, folder, "photos", extra=fit_extra),
+              (f"{name}/reconstruct", reconstruct, (f"{name}/fit",)),
+              evaluate_stage(name, "tokenizer", "data/photos", "shards", image_size=size))
+    return DemoPart(name, "image", folder, ("photos",), stages, steps,
+                    baseline=((f"{name}/baseline", baseline, ("data/photos",)),), expect=expect, **part)
+
+
+def audio_tokenizer(name: str, folder: str, steps: Mapping[str, int], *, options: tuple[str, ...] = (),
+                    expect: str = AUDIO_EXPECT, **part: Any) -> DemoPart:
+    """Fit on the speech clips, reconstruct four held-out clips (WAV copies for the page), evaluate; silence is
+    the baseline."""
 
     def reconstruct(run: Run) -> dict[str, Any]:
         import soundfile as sf
 
-        from tokenforge.reconstruct import main
-
-        files = held_out(Path(run.result("data/speech")["shards"]), run.path("held_out", "speech"), {"flac"}, 4)
-        out = run.path("reconstructions", "wavtokenizer")
-        check(main(["--model", run.result("wavtokenizer/fit")["checkpoint"], *map(str, files), "--out", str(out),
-                    "--device", run.device]), "reconstruct (audio)")
+        out, files = reconstruct_held_out(run, name, "speech", {"flac"}, 4, options)
         pairs = []
         for original in files:  # browsers do not all play FLAC: WAV copies for the page
             pair = []
-            for flac, wav in ((original, out / f"{original.stem}.original.wav"), (out / f"{original.stem}.flac",
-                                                                                   out / f"{original.stem}.wav")):
+            for flac, wav in ((original, out / f"{original.stem}.original.wav"),
+                              (out / f"{original.stem}.flac", out / f"{original.stem}.wav")):
                 data, rate = sf.read(flac)
                 sf.write(wav, data, rate, subtype="PCM_16")
                 pair.append(str(wav))
@@ -253,48 +311,98 @@ def wavtokenizer() -> list[tuple[str, Callable[[Run], Any], tuple[str, ...]]]:
         return {"out": str(out), "audio": pairs,
                 "metrics": headline(json.loads((out / "metrics.json").read_text()).get("mean", {}))}
 
-    def evaluate_(run: Run) -> dict[str, Any]:
-        return evaluate(run, "wavtokenizer", "tokenizer", run.result("data/speech")["shards"])
+    def baseline(run: Run) -> dict[str, Any]:
+        from tokenforge.baselines import silence_baseline
 
-    return [("wavtokenizer/fit", fit_, ("data/speech",)),
-            ("wavtokenizer/reconstruct", reconstruct, ("wavtokenizer/fit",)),
-            ("wavtokenizer/evaluate", evaluate_, ("wavtokenizer/fit",))]
+        metrics = silence_baseline(run.result("data/speech")["shards"], run.path("baselines", "silence"))
+        return {"baseline": BASELINE_NAMES["audio"], "metrics": headline(metrics)}
+
+    stages = (fit_stage(name, folder, "speech"), (f"{name}/reconstruct", reconstruct, (f"{name}/fit",)),
+              evaluate_stage(name, "tokenizer", "data/speech", "shards"))
+    return DemoPart(name, "audio", folder, ("speech",), stages, steps,
+                    baseline=((f"{name}/baseline", baseline, ("data/speech",)),), expect=expect, **part)
 
 
-def vat() -> list[tuple[str, Callable[[Run], Any], tuple[str, ...]]]:
-    def fit_(run: Run) -> dict[str, Any]:
-        return fit(run, "vat", run.result("data/meshes")["shards"],
-                   extra=("--data.init_args.num_points", "512", "--data.init_args.num_queries", "512"))
+def mesh_tokenizer(name: str, folder: str, steps: Mapping[str, int], summarise: Callable[[Path], dict[str, Any]], *,
+                   options: tuple[str, ...] = (), fit_extra: tuple[str, ...] = (), resolution: int = 32,
+                   expect: str = MESH_EXPECT, **part: Any) -> DemoPart:
+    """Fit on the meshes, reconstruct three held-out meshes (``summarise`` turns the output folder into the
+    stage's pictures and metrics), evaluate at ``resolution``; the best training-set sphere is the baseline."""
 
     def reconstruct(run: Run) -> dict[str, Any]:
-        import numpy as np
+        out, _ = reconstruct_held_out(run, name, "meshes", {"ply"}, 3, ("--resolution", str(resolution), *options))
+        return {"out": str(out), **summarise(out)}
 
-        from tokenforge.tokenizers.vat.cli import main
+    def baseline(run: Run) -> dict[str, Any]:
+        from tokenforge.baselines import sphere_baseline
 
-        files = held_out(Path(run.result("data/meshes")["shards"]), run.path("held_out", "meshes"), {"ply"}, 3)
-        out = run.path("reconstructions", "vat")
-        main(["reconstruct", *map(str, files), "--model", run.result("vat/fit")["checkpoint"], "--out", str(out),
-              "--points", "512", "--resolution", "32", "--eval-points", "5000", "--scales", "all",
-              "--device", run.device])
-        entries = json.loads((out / "metrics.json").read_text())  # one entry per mesh and number of scales kept
-        kept = max((entry["scales_kept"] for entry in entries if "error" not in entry), default=0)
-        per_shape = [entry for entry in entries if "error" not in entry and entry["scales_kept"] == kept]
-        if not per_shape:
-            raise RuntimeError("; ".join(f"{e['file']}: {e['error']}" for e in entries))
-        means = {key: float(np.mean([entry[key] for entry in per_shape])) for key in ("iou", "bytes")}
-        meshed = [entry["chamfer"] for entry in per_shape if entry.get("chamfer") is not None]
-        means["chamfer"] = float(np.mean(meshed)) if meshed else float("nan")  # over shapes that gave a surface
-        for tau in per_shape[0]["f_score"]:
-            means[f"f_score@{tau}"] = float(np.mean([entry["f_score"][tau] for entry in per_shape]))
-        return {"out": str(out), "pictures": sorted(str(p) for p in out.glob("*.png")),
-                "metrics": {k: round(v, 4) for k, v in means.items()},
-                "empty_shapes": sum(entry.get("chamfer") is None for entry in per_shape)}
+        metrics = sphere_baseline(run.result("data/meshes")["shards"], run.path("baselines", "sphere"),
+                                  resolution=resolution)
+        return {"baseline": f"{BASELINE_NAMES['mesh']} (radius {metrics['radius']})", "metrics": headline(metrics)}
 
-    def evaluate_(run: Run) -> dict[str, Any]:
-        return evaluate(run, "vat", "tokenizer", run.result("data/meshes")["shards"], resolution=32)
+    stages = (fit_stage(name, folder, "meshes", with_val=False, extra=fit_extra),
+              (f"{name}/reconstruct", reconstruct, (f"{name}/fit",)),
+              evaluate_stage(name, "tokenizer", "data/meshes", "shards", resolution=resolution))
+    return DemoPart(name, "mesh", folder, ("meshes",), stages, steps,
+                    baseline=((f"{name}/baseline", baseline, ("data/meshes",)),), expect=expect, **part)
 
-    return [("vat/fit", fit_, ("data/meshes",)), ("vat/reconstruct", reconstruct, ("vat/fit",)),
-            ("vat/evaluate", evaluate_, ("vat/fit",))]
+
+def encode_stage(tokenizer: str, size: int, latents: bool = False) -> Stage:
+    """``encode/<tokenizer>``: the labelled faces at ``size`` px as token (or latent) shards of the fitted
+    tokenizer, the generators' training data; parts that list the same stage share it."""
+    return (f"encode/{tokenizer}", encode(tokenizer, f"faces_{tokenizer}", size, latents=latents),
+            (f"{tokenizer}/fit", "data/faces"))
+
+
+def entropy_baseline(name: str, tokens: str) -> Stage:
+    """The unigram entropy of the training tokens (computed by the ``tokens`` encode stage): the NLL a token
+    generator must beat."""
+
+    def baseline(run: Run) -> dict[str, Any]:
+        found = run.result(tokens)
+        return {"baseline": BASELINE_NAMES["tokens"],
+                "metrics": {"nll_nats_per_token": found["unigram_entropy_nats"]}}
+
+    return f"{name}/baseline", baseline, (tokens,)
+
+
+def flow_baseline(name: str, tokens: str) -> Stage:
+    """The flow loss of predicting zero velocity, with the fitted generator's noise schedule."""
+
+    def baseline(run: Run) -> dict[str, Any]:
+        from tokenforge.baselines import zero_prediction_loss
+
+        metrics = zero_prediction_loss(run.result(f"{name}/fit")["checkpoint"], run.result(tokens)["tokens"],
+                                       run.path("baselines", f"{name}_zero_velocity"), device=run.device)
+        return {"baseline": BASELINE_NAMES["flow"], "metrics": headline(metrics)}
+
+    return f"{name}/baseline", baseline, (f"{name}/fit",)
+
+
+def token_generator(name: str, folder: str, label: str, steps: Mapping[str, int], tokens: Stage, *,
+                    options: tuple[str, ...] = (), baseline: Callable[[str, str], Stage] = entropy_baseline,
+                    **part: Any) -> DemoPart:
+    """Fit on the ``tokens`` stage's shards of the faces, sample 8 (classes 0, 1) with ``tokenforge generate`` and
+    the part's ``options``, evaluate the held-out NLL / loss; ``part`` names the tokenizer in ``requires``."""
+    shards = tokens[0]
+
+    def fit_(run: Run) -> dict[str, Any]:
+        found = run.result(shards)["tokens"]
+        return fit(run, name, folder, found, found)
+
+    def generate(run: Run) -> dict[str, Any]:
+        out = run.path("samples", name)
+        check(verb("generate", ["--model", run.result(f"{name}/fit")["checkpoint"], "--tokens",
+                                run.result(shards)["tokens"], "--n", "8", "--class", "0", "1", "--seed", "0",
+                                "--device", run.device, "--out", str(out), "--no-progress", *options]),
+              f"{name} generate")
+        samples = sorted(str(p) for p in out.glob("sample_*.png"))
+        return {"out": str(out), "samples": samples, "grid": str(out / "grid.png") if (out / "grid.png").exists()
+                else None, "labels": json.loads((out / "labels.json").read_text())}
+
+    stages = (tokens, (f"{name}/fit", fit_, (shards,)), (f"{name}/generate", generate, (f"{name}/fit",)),
+              evaluate_stage(name, "generator", shards, "tokens"))
+    return DemoPart(name, label, folder, ("faces",), stages, steps, baseline=(baseline(name, shards),), **part)
 
 
 def encode(tokenizer: str, name: str, size: int, latents: bool = False) -> Callable[[Run], dict[str, Any]]:
@@ -317,8 +425,8 @@ def encode(tokenizer: str, name: str, size: int, latents: bool = False) -> Calla
     return run_
 
 
-def token_statistics(folder: Path) -> dict[str, Any]:
-    """Unigram entropy (nats) and codes used in the train split: the baseline a generator's NLL must beat."""
+def token_ids(folder: Path, split: str) -> Any:
+    """Every id of ``split``'s token shards in ``folder``, flattened (padding -1 included)."""
     import glob
 
     import torch
@@ -327,8 +435,24 @@ def token_statistics(folder: Path) -> dict[str, Any]:
     from tokenforge.data.tokens import Decoder
 
     decode = Decoder()
-    tars = sorted(glob.glob(str(folder / "train-*.tar")))
-    ids = torch.cat([decode(s)["ids"].flatten() for s in wds.WebDataset(tars, shardshuffle=False)])
+    tars = sorted(glob.glob(str(folder / f"{split}-*.tar")))
+    return torch.cat([decode(s)["ids"].flatten() for s in wds.WebDataset(tars, shardshuffle=False)])
+
+
+def token_statistics(folder: Path) -> dict[str, Any]:
+    """Unigram entropy (nats) and codes used in the train split: the baseline a generator's NLL must beat."""
+    import torch
+
+    ids = token_ids(folder, "train")
     counts = torch.bincount(ids[ids >= 0]).double()
     p = counts[counts > 0] / counts.sum()
     return {"unigram_entropy_nats": round(float(-(p * p.log()).sum()), 4), "codes_used": int((counts > 0).sum())}
+
+
+def token_histogram(folder: Path, split: str, vocab: int) -> Any:
+    """Relative frequency of each id in ``split``'s token shards."""
+    import torch
+
+    ids = token_ids(folder, split)
+    counts = torch.bincount(ids[(ids >= 0) & (ids < vocab)], minlength=vocab).double()
+    return counts / counts.sum()

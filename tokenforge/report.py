@@ -98,22 +98,26 @@ INTRO = ("Every model here is a tiny config trained for seconds on a CPU: the pi
          "number. Numbers vary slightly across CPUs.")
 
 
-# what to expect from the pictures of a tiny config after seconds of CPU training, shown beside them
-EXPECT = {
-    "image": "Tiny config, seconds of CPU training on a dozen photos: expect blurry colour fields (TokenFlow's can be "
-             "near-uniform squares), not faithful reconstructions. The numbers below, against the mean-image "
-             "baseline, are the point.",
-    "audio": "Tiny config, seconds of CPU training: expect muffled, buzzy speech.",
-    "mesh": "Tiny config, seconds of CPU training: expect blobs roughly the size of the shape, not its details.",
-    "image tokens": "Generated from a model trained for seconds on VQGAN tokens of 32 px faces: expect textures, "
-                    "not faces.",
-    "image latents": "Generated from a model trained for seconds on KL latents of 16 px faces: expect colour "
-                     "blobs, not faces.",
-}
+def metric_rows(summary: dict[str, Any], method: str) -> list[tuple[str, str, float, float | None]]:
+    """(stage, metric, model value, trivial-baseline value or None) for every quality number of ``method``.
+
+    The baseline is scored with evaluate's protocol, so it sits beside the evaluate stage's numbers, or beside
+    the stage its result names under ``beside`` (a baseline its generate stage scores).
+    """
+    baseline = summary["stages"].get(f"{method}/baseline") or {}
+    beside = baseline.get("beside", "evaluate")
+    rows = []
+    for stage in ("evaluate", "reconstruct", "generate"):
+        result = summary["stages"].get(f"{method}/{stage}", {})
+        for key, value in (result.get("metrics") or {}).items():
+            rows.append((stage, key, value, (baseline.get("metrics") or {}).get(key) if stage == beside else None))
+    return rows
 
 
-def method_section(method: str, modality: str, stages: dict[str, dict[str, Any]], root: Path) -> str:
-    """One method's section; ``stages`` holds that method's stage results (keyed 'fit', 'reconstruct', ...)."""
+def method_section(method: str, modality: str, stages: dict[str, dict[str, Any]], root: Path,
+                   expect_text: str = "") -> str:
+    """One method's section; ``stages`` holds that method's stage results (keyed 'fit', 'reconstruct', ...);
+    ``expect_text`` says what its pictures or sounds look like after seconds of training."""
     parts = [f"<section id='method-{method}'><h2>{method} <small>({html.escape(modality)})</small></h2>"]
     status = " ".join(f"<span class='{r['status']}'>{html.escape(name)}: {r['status']}"
                       f"{' (' + html.escape(r.get('error') or r.get('reason') or '') + ')' if r['status'] != 'ok' else ''}"
@@ -122,12 +126,9 @@ def method_section(method: str, modality: str, stages: dict[str, dict[str, Any]]
     if "claim" in stages:
         parts.append(_claim_box(stages["claim"]))
     base = stages.get("baseline", {})
-    rows = [(stage, key, value, base.get("metrics", {}).get(key)
-             if stage == "evaluate" or (stage == "generate" and method == "linfusion") else None)
-            for stage in ("evaluate", "reconstruct", "generate")
-            for key, value in (stages.get(stage, {}).get("metrics") or {}).items()]
+    rows = metric_rows({"stages": {f"{method}/{name}": result for name, result in stages.items()}}, method)
     parts.append("<h3>held-out metrics, model vs trivial baseline</h3>" + _metrics_table(rows, base.get("baseline", "")))
-    expect = f"<p class='expect'>{html.escape(EXPECT[modality])}</p>" if modality in EXPECT else ""
+    expect = f"<p class='expect'>{html.escape(expect_text)}</p>" if expect_text else ""
     rec = stages.get("reconstruct", {})
     if rec.get("pictures"):
         parts.append("<h3>originals | reconstructions (held-out)</h3>" + expect + "<div>" + "".join(
@@ -159,7 +160,8 @@ def method_section(method: str, modality: str, stages: dict[str, dict[str, Any]]
 def write_report(out: str | Path) -> Path:
     """Build ``out/index.html`` (and ``out/curves/*.png``) from ``out/summary.json``; return the page's path.
 
-    Each method's heading and what-to-expect note follow its modality in the summary's ``modalities``.
+    Each method's heading and what-to-expect note come from the summary's ``modalities`` and ``expect`` (what
+    each method's demo part declared).
     """
     root = Path(out).resolve()
     summary = json.loads((root / "summary.json").read_text())
@@ -169,9 +171,9 @@ def write_report(out: str | Path) -> Path:
                    for name, r in stages.items() if name.startswith(("data/", "encode/")))
     toc = " · ".join(f"<a href='#method-{m}'>{m}</a>" for m in summary["methods"])
     results = (root / "results.md").read_text() if (root / "results.md").is_file() else ""
-    modality = summary.get("modalities", {})
+    modality, expect = summary.get("modalities", {}), summary.get("expect", {})
     sections = "".join(method_section(m, modality.get(m, ""), {k.split("/", 1)[1]: v for k, v in stages.items()
-                                                               if k.split("/", 1)[0] == m}, root)
+                                                               if k.split("/", 1)[0] == m}, root, expect.get(m, ""))
                        for m in summary["methods"])
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>tokenforge demo</title>"
             f"<style>{STYLE}</style></head><body><h1>tokenforge demo</h1>"

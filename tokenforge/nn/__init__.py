@@ -3,7 +3,7 @@
 attention (SDPA multi-head attention, masks, static KV cache), rope (1D and LlamaGen 2D rotary tables),
 norms (RMSNorm, float32 LayerNorm, AdaLayerNorm, adaLN modulation), mlp (SwiGLU, GELU MLP), transformer
 (pre-norm and adaLN blocks, a stack), conv1d (EnCodec-style padded convs, SEANet and Vocos blocks).
-The 2D VQGAN conv blocks live in `tokenforge.nn.taming`.
+The 2D VQGAN conv blocks live in `tokenforge.nn.conv2d`.
 """
 
 from tokenforge.nn.attention import Attention, KVCache, block_causal_mask, causal_mask
@@ -13,7 +13,7 @@ from tokenforge.nn.conv1d import (
     ConvNeXt1dBlock,
     ConvTranspose1d,
     ResnetBlock1d,
-    SEANetResBlock,
+    ConvResidualUnit1d,
     SLSTM,
     convert_weight_norm_keys,
     extra_padding,
@@ -35,7 +35,7 @@ from tokenforge.nn.transformer import AdaLNBlock, Block, DropPath, Transformer
 __all__ = [
     "ADALN_ORDERS", "AdaLNBlock", "AdaLNModulation", "AdaLayerNorm", "Attention", "AttnBlock1d", "Block",
     "Conv1d", "ConvNeXt1dBlock", "ConvTranspose1d", "DropPath", "GeluMLP", "KVCache", "LayerNorm", "RMSNorm",
-    "ResnetBlock1d", "SEANetResBlock", "SLSTM", "SwiGLU", "Transformer", "apply_rope", "block_causal_mask",
+    "ResnetBlock1d", "ConvResidualUnit1d", "SLSTM", "SwiGLU", "Transformer", "apply_rope", "block_causal_mask",
     "causal_mask", "convert_weight_norm_keys", "extra_padding", "find_multiple", "make_mlp", "make_norm",
     "modulate", "pad1d", "rope_frequencies", "rope_table_1d", "rope_table_2d", "swiglu_hidden_dim",
 ]

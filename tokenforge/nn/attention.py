@@ -148,7 +148,7 @@ class Attention(Configurable, nn.Module):
         if qkv not in ("fused", "separate", "q_kv"):
             raise ValueError(f"qkv must be 'fused', 'separate' or 'q_kv', got {qkv!r}")
         if qv_bias and (qkv != "fused" or qkv_bias):
-            raise ValueError("qv_bias (VAR-style q/v biases, zero k bias) needs qkv='fused' and qkv_bias=False")
+            raise ValueError("qv_bias (q and v biases with a zero k bias) needs qkv='fused' and qkv_bias=False")
         if qk_norm is not None and l2_norm_qk:
             raise ValueError("choose either qk_norm or l2_norm_qk, not both")
         self.num_heads, self.num_kv_heads = num_heads, num_kv_heads

@@ -4,7 +4,7 @@
   ``right = total//2`` with ``total = k_eff - stride`` (causal: all on the left), plus EXTRA right padding so
   the last window is complete: ``frames = ceil(L / stride)``. Reflect padding zero-extends inputs shorter
   than the pad first (as EnCodec). `ConvTranspose1d` undoes it by trimming ``k - stride`` samples.
-- `SEANetResBlock`, `SLSTM`: the SEANet encoder's residual unit and LSTM-with-skip.
+- `ConvResidualUnit1d`, `SLSTM`: the SEANet encoder's residual unit and LSTM-with-skip.
 - `ConvNeXt1dBlock` (Vocos, with layer scale and optional `AdaLayerNorm`), `ResnetBlock1d` and
   `AttnBlock1d` (Vocos ``pos_net``).
 
@@ -118,7 +118,7 @@ class ConvTranspose1d(Configurable, nn.Module):
         return y[..., left: y.shape[-1] - right]
 
 
-class SEANetResBlock(Configurable, nn.Module):
+class ConvResidualUnit1d(Configurable, nn.Module):
     """SEANet residual unit: ``shortcut(x) + conv_k1(ELU(conv_k(ELU(x))))`` with hidden width ``dim // compress``.
 
     Keys ``block.1``, ``block.3``, ``shortcut`` as EnCodec (whose extra ``.conv`` level a key map drops).

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from tokenforge.nn.taming import AttnBlock, Downsample, ResnetBlock, Upsample, normalize, swish
+from tokenforge.nn.conv2d import AttnBlock, Downsample, ResnetBlock, Upsample, normalize, swish
 
 
 def _mid(channels: int, dropout: float, attn: bool) -> nn.ModuleList:

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from tokenforge.hub import (CheckpointError, count_indexed, load_mapped_state_dict, read_config_file,
                             read_state_dict, register_official, without_trust_keys)
-from tokenforge.nn.taming import split_fused_qkv
+from tokenforge.nn.conv2d import split_fused_qkv
 from tokenforge.parity import Result
 from tokenforge.tokenizers.quantizers.var_release import (FLOAT_TOL, VAR_RELEASE_VQVAE, WEIGHTS_FILE,
                                                           quantizer_from_config, read_state)

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from tokenforge.config import Configurable
-from tokenforge.nn.conv1d import SLSTM, Conv1d, ConvTranspose1d, SEANetResBlock
+from tokenforge.nn.conv1d import SLSTM, Conv1d, ConvTranspose1d, ConvResidualUnit1d
 
 
 INITS = ("pytorch", "variance_preserving")
@@ -81,7 +81,7 @@ class SEANetEncoder(Configurable, nn.Module):
         width = n_filters
         for ratio in reversed(list(ratios)):
             for j in range(n_residual_layers):
-                layers.append(SEANetResBlock(width, kernel_sizes=(residual_kernel_size, 1),
+                layers.append(ConvResidualUnit1d(width, kernel_sizes=(residual_kernel_size, 1),
                                              dilations=(dilation_base ** j, 1), compress=compress,
                                              true_skip=true_skip, elu_alpha=elu_alpha, **conv))
             layers += [nn.ELU(elu_alpha), Conv1d(width, 2 * width, 2 * ratio, stride=ratio, **conv)]
@@ -117,7 +117,7 @@ class SEANetDecoder(Configurable, nn.Module):
             layers += [nn.ELU(elu_alpha), ConvTranspose1d(width, width // 2, 2 * ratio, stride=ratio, causal=causal,
                                                           norm=norm)]
             for j in range(n_residual_layers):
-                layers.append(SEANetResBlock(width // 2, kernel_sizes=(residual_kernel_size, 1),
+                layers.append(ConvResidualUnit1d(width // 2, kernel_sizes=(residual_kernel_size, 1),
                                              dilations=(dilation_base ** j, 1), compress=compress,
                                              true_skip=true_skip, elu_alpha=elu_alpha, **conv))
             width //= 2
