@@ -1,7 +1,11 @@
 """`tokenforge evaluate`: a tokenizer or generator on held-out shards -> ``metrics.json``.
 
-    tokenforge evaluate --model CKPT|DIR|NAME --shards DIR [--split val] [--kind tokenizer|generator]
-                        [--out DIR] [--device cpu] [--max-items N] [--lpips-weights F] [--fid-weights F]
+    tokenforge evaluate --model CKPT|DIR|NAME [--official NAME] --shards DIR [--split val]
+                        [--kind tokenizer|generator] [--out DIR] [--device cpu] [--max-items N]
+                        [--lpips-weights F] [--fid-weights F]
+
+``--model`` as every verb takes it: a fit checkpoint, a saved folder or a name, or with ``--official NAME`` the
+file or folder of that official release (``--official-config``, ``--trust-pickle``).
 
 Tokenizers (raw shards of the tokenizer's modality, decoded without augmentation, in shard order):
 - image: centre crop to ``image_size`` (default 256), encode/decode, PSNR and SSIM per image (8-bit, see
@@ -9,7 +13,7 @@ Tokenizers (raw shards of the tokenizer's modality, decoded without augmentation
   with ``fid_weights``, otherwise ``"skipped: no weights"``.
 - audio: whole clips at the model's sample rate (one clip per batch: clips differ in length), mel distance,
   multi-resolution STFT distance, SI-SNR, PESQ-WB, STOI (`tokenforge.metrics.audio`), bytes per second.
-- mesh (VAT): surface points -> tokens -> triplanes; IoU of the decoded occupancy on the shard's stored
+- mesh: surface points (with normals where the tokenizer takes them) -> tokens -> a decoded field; IoU of the decoded occupancy on the shard's stored
   queries (volume + near-surface), and Chamfer / F-score between the stored surface points and points
   sampled on the marching-cubes surface at ``resolution`` (default 64; NaN and counted when the field has no
   surface).
@@ -45,6 +49,8 @@ from tokenforge.evaluate_generators import evaluate_generator
 from tokenforge.evaluate_protocol import SKIPPED, batches, check_modality, finish, limited, load_model
 from tokenforge.failure import one_line
 from tokenforge.metrics.image import FIDMetric, LPIPSMetric, mean_std, psnr, ssim
+from tokenforge.model_spec import add_model_arguments
+from tokenforge.model_spec import load_model as load_model_arg
 
 # ----------------------------------------------------------------------------- loading
 
@@ -177,12 +183,22 @@ def _audio(model, shards, split, batch_size, device, max_items, protocol, opts) 
             "bytes_per_second": float(np.mean(values["bytes"])) if values["bytes"] else None}
 
 
+def mesh_points(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    """A mesh batch's surface points as the tokenizer encodes them: ``[B, N, 6]`` with normals, or ``[B, N, 3]``
+    for a tokenizer whose ``use_normals`` is False (the mesh tokenizer contract, `tokenforge.mesh_files`)."""
+    if not getattr(model, "use_normals", True):
+        return batch["points"]
+    if "normals" not in batch:
+        raise ValueError(f"{type(model).__name__} encodes surface normals, but the mesh shards hold none; make the "
+                         "shards again with `tokenforge shards make meshes`")
+    return torch.cat([batch["points"], batch["normals"]], dim=-1)
+
+
 def _meshes(model, shards, split, batch_size, device, max_items, protocol, opts) -> dict[str, Any]:
     import trimesh
 
+    from tokenforge.mesh_files import field_to_mesh
     from tokenforge.metrics.mesh import DEFAULT_TAU, chamfer_distance, f_score, occupancy_iou
-    from tokenforge.tokenizers.vat.extract import logit_grid, marching_cubes
-    from tokenforge.tokenizers.vat.module import mesh_inputs
 
     points, queries = int(opts.get("num_points") or 2048), int(opts.get("num_queries") or 2048)
     resolution, tau = int(opts.get("resolution") or 64), float(opts.get("tau") or DEFAULT_TAU)
@@ -191,14 +207,13 @@ def _meshes(model, shards, split, batch_size, device, max_items, protocol, opts)
     loader = batches(shards, split, "mesh", batch_size, num_points=points, num_queries=queries)
     for batch in limited(loader, max_items, "evaluate meshes", opts.get("progress", True)):
         batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
-        tokens = model.encode(mesh_inputs(batch, getattr(model, "use_normals", False)))
+        tokens = model.encode(mesh_points(model, batch))
         planes = model.decode(tokens)
         logits = model.occupancy(planes, batch["queries"])
         values["iou"] += [float(v) for v in occupancy_iou(logits >= 0, batch["occupancy"] > 0.5)]
         for i in range(len(logits)):
             try:
-                rec = marching_cubes(logit_grid(lambda q: model.occupancy(planes[i:i + 1], q), resolution,
-                                                device=device))
+                rec = field_to_mesh(model, planes[i:i + 1], resolution)
                 rec_pts = trimesh.sample.sample_surface(rec, len(batch["points"][i]), seed=np.random.default_rng(i))[0]
                 values["chamfer"].append(chamfer_distance(rec_pts, batch["points"][i]))
                 values["f_score"].append(float(f_score(rec_pts, batch["points"][i], tau)))
@@ -223,7 +238,7 @@ def _meshes(model, shards, split, batch_size, device, max_items, protocol, opts)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tokenforge evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="folder, fit .ckpt or name in $TOKENFORGE_HOME")
+    add_model_arguments(parser, "tokenizer or generator")
     parser.add_argument("--shards", required=True, type=Path, help="shard folder (raw shards for tokenizers, "
                         "token shards for generators)")
     parser.add_argument("--split", default="val", help="split to evaluate (default val)")
@@ -248,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.max_items is not None and args.max_items < 1:
             raise UsageError(f"--max-items must be >= 1 (got {args.max_items})")
         args.device = str(resolve_device(args.device))
-        model = load_model(args.model, args.device)
+        model = load_model(load_model_arg(args), args.device)
         kind = args.kind or infer_kind(model)
         common = dict(split=args.split, batch_size=args.batch_size, device=args.device, max_items=args.max_items,
                       progress=not args.no_progress, fid_weights=args.fid_weights, seed=args.seed)
