@@ -23,6 +23,8 @@ Deliberate deviations from EnCodec's ``EuclideanCodebook`` (WavTokenizer):
   ``embed == embed_avg / cluster_size`` holds from the first EMA step on;
 - dead codes are restarted *after* the EMA step and their ``embed_avg``/``cluster_size`` are reset with them
   (EnCodec replaces only ``embed`` before the EMA step, which then overwrites the replacement, issue #89).
+  ``dead_code_expiry_overwritten=True`` reproduces EnCodec's order, i.e. the expiry has no effect at all
+  (WavTokenizer's training-step parity fixture is checked with it).
 - k-means runs on the first *training* batch only, never in eval mode.
 Loaded official weights are unaffected by either (``inited`` is 1 in released checkpoints).
 """
@@ -62,6 +64,7 @@ class VectorQuantizer(Quantizer):
         dead_code_threshold: float = 0.0,
         beta: float = 0.25,
         codebook_weight: float = 1.0,
+        dead_code_expiry_overwritten: bool = False,
     ) -> None:
         super().__init__()
         if distance not in ("l2", "cosine"):
@@ -74,6 +77,7 @@ class VectorQuantizer(Quantizer):
         self.decay, self.epsilon = decay, epsilon
         self.kmeans_init, self.kmeans_iters = kmeans_init, kmeans_iters
         self.dead_code_threshold, self.beta, self.codebook_weight = dead_code_threshold, beta, codebook_weight
+        self.dead_code_expiry_overwritten = dead_code_expiry_overwritten
 
         self.embedding = nn.Embedding(codebook_size, dim)
         with torch.no_grad():
@@ -135,7 +139,7 @@ class VectorQuantizer(Quantizer):
         replaced = torch.zeros((), device=z.device)
         if self.training:
             self._update_statistics(x.detach(), indices)
-            if self.dead_code_threshold > 0:
+            if self.dead_code_threshold > 0 and not self.dead_code_expiry_overwritten:
                 replaced = self._restart_dead_codes(x.detach())
         out = x + (q - x).detach()  # straight-through
         metrics = code_statistics(indices, self.codebook_size)

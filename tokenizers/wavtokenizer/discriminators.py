@@ -5,7 +5,8 @@
 - `MultiResolutionDiscriminator` (Vocos): magnitude STFTs (rectangular window, ``center=True``) at three
   resolutions, five 64-channel 2-D convs + post conv.
   Both take ``bandwidth_id``: a zero-initialised embedding row dotted with the last hidden map is added to the
-  logits (Vocos' conditional discriminators).
+  logits (Vocos' conditional discriminators); as the official in-place ``x += h``, the last feature map (used
+  by feature matching) is the conditioned logits.
 - `DACDiscriminator` (Descript Audio Codec, unconditional): DC removal and peak normalisation to 0.8, then
   five period discriminators and three complex multi-band STFT discriminators (windows 2048/1024/512, hop
   window/4, rectangular window, real/imag as 2 channels, 5 bands).
@@ -69,10 +70,9 @@ class PeriodDiscriminator(nn.Module):
             x = F.leaky_relu(conv(x), self.lrelu_slope)
             if i > 0:
                 fmap.append(x)
-        h = _conditioned(self.emb, x, cond)
-        x = self.conv_post(x)
+        x = self.conv_post(x) + _conditioned(self.emb, x, cond)
         fmap.append(x)
-        return x + h, fmap
+        return x, fmap
 
 
 class ResolutionDiscriminator(nn.Module):
@@ -103,10 +103,9 @@ class ResolutionDiscriminator(nn.Module):
         for conv in self.convs:
             x = F.leaky_relu(conv(x), self.lrelu_slope)
             fmap.append(x)
-        h = _conditioned(self.emb, x, cond)
-        x = self.conv_post(x)
+        x = self.conv_post(x) + _conditioned(self.emb, x, cond)
         fmap.append(x)
-        return x + h, fmap
+        return x, fmap
 
 
 class MultiPeriodDiscriminator(Configurable, nn.Module):

@@ -22,15 +22,28 @@ from torch import Tensor
 from tokenforge.nn.mel import MelLoss, MelSpectrogram, hz_to_mel, mel_filterbank, mel_to_hz  # noqa: F401
 
 
+def hinge_d_terms(real: Sequence[Tensor], fake: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per sub-discriminator ``(mean relu(1 - D(y)), mean relu(1 + D(y_hat)))``, each ``[n]`` (Vocos
+    ``DiscriminatorLoss``' r_losses and g_losses)."""
+    pairs = [(F.relu(1 - r).mean(), F.relu(1 + f).mean()) for r, f in zip(real, fake, strict=True)]
+    return torch.stack([r for r, _ in pairs]), torch.stack([f for _, f in pairs])
+
+
 def hinge_d_loss(real: Sequence[Tensor], fake: Sequence[Tensor]) -> Tensor:
     """Vocos ``DiscriminatorLoss`` divided by the number of sub-discriminators."""
-    total = sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real, fake, strict=True))
-    return total / len(real)
+    r, f = hinge_d_terms(real, fake)
+    return (r + f).sum() / len(r)
+
+
+def hinge_g_terms(fake: Sequence[Tensor]) -> Tensor:
+    """Per sub-discriminator ``mean relu(1 - D(y_hat))``, ``[n]`` (Vocos ``GeneratorLoss``' gen_losses)."""
+    return torch.stack([F.relu(1 - f).mean() for f in fake])
 
 
 def hinge_g_loss(fake: Sequence[Tensor]) -> Tensor:
     """Vocos ``GeneratorLoss`` divided by the number of sub-discriminators."""
-    return sum(F.relu(1 - f).mean() for f in fake) / len(fake)
+    terms = hinge_g_terms(fake)
+    return terms.sum() / len(terms)
 
 
 def feature_matching(real: Sequence[Sequence[Tensor]], fake: Sequence[Sequence[Tensor]]) -> Tensor:

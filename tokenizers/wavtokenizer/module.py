@@ -21,24 +21,40 @@ orthogonal to it, and held-out mel got worse (docs/methods/wavtokenizer.md, "Sho
 ``trainer.max_steps`` counts OPTIMISER steps (Lightning #17958): two per batch once the GAN is on, one per batch
 during ``pretrain_mel_steps``. So ``max_steps: 2000`` trains 1000 batches with the default recipe.
 
-Deliberate deviations from the official code (decoder/experiment.py):
-- the DAC discriminator used in the losses is the one the optimiser updates (officially a second, never
-  stepped copy is used, PR #24);
+The step is built from functions that the training-step parity check (`train_parity`, fixture
+``wavtokenizer_train``) calls too: `generator_phase` / `discriminator_phase` return every named term, the
+per-sub-discriminator values, logits and feature maps; `discriminator_fake` picks what the discriminator judges.
+
+Deliberate deviations from the official code (decoder/experiment.py), each with the official behaviour behind
+a switch (all three on reproduce the official step; docs/methods/wavtokenizer.md, "Training recipe"):
+- the DAC discriminator used in the losses is the one the optimiser updates. Officially ``VocosExp.__init__``
+  wraps one DAC discriminator for the losses and ``WavTokenizer.__init__`` then creates a second one that the
+  optimiser holds; that copy never receives a gradient, so the DAC discriminator that shapes the generator
+  stays at its initial weights for the whole run (PR #24). ``train_dac_discriminator=False`` reproduces it
+  (the DAC stays out of the discriminator optimiser);
+- one generator forward per batch, shared by both steps. Officially the discriminator step reruns the
+  generator in training mode under no_grad, which updates the EMA codebook a second time per batch (and
+  costs a forward); ``second_forward=True`` reproduces it (that forward comes first, as Lightning runs the
+  discriminator optimiser first);
+- dead codes are restarted after the EMA step (`VectorQuantizer`); officially the expiry writes ``embed``
+  before the EMA step overwrites all of ``embed`` in the same call, so it never acts.
+  ``VectorQuantizer(dead_code_expiry_overwritten=True)`` reproduces that;
+- one ``bandwidth_id`` per batch for both steps (officially each step draws its own);
 - real and generated audio go through each discriminator as one stacked batch (`judge`; every layer works per
   sample, so the losses are the same, in one pass instead of two);
-- one generator forward per batch, shared by both steps (officially the discriminator step reruns the
-  generator under no_grad, which also updates the EMA codebook a second time);
 - validation logs mel loss, mel / STFT distances and, when ``evaluate_pesq``, wideband PESQ and STOI; UTMOS
   needs local weights and is left to `tokenforge.metrics.audio`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from tokenforge.tokenizers.base import AutoencoderOutput
 from tokenforge.tokenizers.wavtokenizer import losses as L
 from tokenforge.tokenizers.wavtokenizer.discriminators import (
     DACDiscriminator,
@@ -50,6 +66,25 @@ from tokenforge.training import TrainingModule
 
 
 Judged = tuple[tuple[list[Tensor], list[Tensor]], tuple[list[list[Tensor]], list[list[Tensor]]]]
+
+
+@dataclass
+class Phase:
+    """One step's loss terms: unweighted scalars ``terms`` and their ``weights`` (the loss is the weighted sum),
+    per-sub-discriminator values ``parts`` (``g_mpd`` ``[5]``, ``d_mpd_real`` ...) and what each discriminator
+    family saw, ``judged[name] = ((real_logits, fake_logits), (real_fmaps, fake_fmaps))``."""
+
+    terms: dict[str, Tensor] = field(default_factory=dict)
+    weights: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, Tensor] = field(default_factory=dict)
+    judged: dict[str, Judged] = field(default_factory=dict)
+
+    @property
+    def loss(self) -> Tensor:
+        return sum(self.weights[k] * v for k, v in self.terms.items())
+
+    def named(self) -> dict[str, Tensor]:
+        return {**self.terms, "loss": self.loss}
 
 
 def judge(disc: torch.nn.Module, real: Tensor, fake: Tensor, bandwidth_id: Tensor) -> Judged:
@@ -97,6 +132,8 @@ class WavTokenizerModule(TrainingModule):
         mel_hop_length: int = 256,
         n_mels: int = 100,
         evaluate_pesq: bool = True,
+        train_dac_discriminator: bool = True,
+        second_forward: bool = False,
     ) -> None:
         super().__init__(model)
         self.automatic_optimization = False
@@ -140,7 +177,8 @@ class WavTokenizerModule(TrainingModule):
                       {"params": [p for p in params if id(p) in encoder], "lr": h.learning_rate * h.encoder_lr_scale}]
         gen = torch.optim.AdamW(groups, lr=h.learning_rate, **adamw)
         optimizers, schedulers = [gen], [torch.optim.lr_scheduler.LambdaLR(gen, schedule)]
-        disc_params = [p for d in self.discriminators for p in d.parameters()]
+        stepped = [d for d in self.discriminators if d is not self.dac or h.get("train_dac_discriminator", True)]
+        disc_params = [p for d in stepped for p in d.parameters()]
         if disc_params:
             disc = torch.optim.AdamW(disc_params, lr=h.disc_learning_rate or h.learning_rate, **adamw)
             optimizers.append(disc)
@@ -157,37 +195,64 @@ class WavTokenizerModule(TrainingModule):
             raise KeyError(f"WavTokenizerModule reads batch['audio'] ([B, samples]); the batch has {keys}")
         return batch["audio"]
 
-    def discriminator_losses(self, x: Tensor, x_hat: Tensor, bandwidth_id: Tensor) -> dict[str, Tensor]:
-        terms: dict[str, Tensor] = {}
-        if self.mpd is not None:
-            terms["d_mpd"] = L.hinge_d_loss(*judge(self.mpd, x, x_hat, bandwidth_id)[0])
-        if self.mrd is not None:
-            terms["d_mrd"] = L.hinge_d_loss(*judge(self.mrd, x, x_hat, bandwidth_id)[0])
+    def discriminator_phase(self, x: Tensor, x_hat: Tensor, bandwidth_id: Tensor) -> Phase:
+        """The discriminator step's terms on real ``x`` and generated ``x_hat`` (detach it first):
+        ``L_D = hinge(MPD)/5 + mrd_coeff * hinge(MRD)/3 + dac_coeff * LSGAN(DAC)``."""
+        phase = Phase()
+        for name, disc in (("mpd", self.mpd), ("mrd", self.mrd)):
+            if disc is not None:
+                phase.judged[name] = judged = judge(disc, x, x_hat, bandwidth_id)
+                real, fake = L.hinge_d_terms(*judged[0])
+                phase.parts[f"d_{name}_real"], phase.parts[f"d_{name}_fake"] = real, fake
+                phase.terms[f"d_{name}"] = (real + fake).sum() / len(real)
         if self.dac is not None:
-            terms["d_dac"] = L.lsgan_d_loss(*judge(self.dac, x, x_hat, bandwidth_id)[0])
-        weights = {"d_mpd": 1.0, "d_mrd": self.hparams.mrd_loss_coeff, "d_dac": self.hparams.dac_loss_coeff}
-        terms["loss"] = sum(weights[k] * v for k, v in terms.items())
-        return terms
-
-    def generator_losses(self, x: Tensor, x_hat: Tensor, commit: Tensor, bandwidth_id: Tensor,
-                         adversarial: bool) -> dict[str, Tensor]:
+            phase.judged["dac"] = judged = judge(self.dac, x, x_hat, bandwidth_id)
+            phase.terms["d_dac"] = L.lsgan_d_loss(*judged[0])
         h = self.hparams
-        terms = {"mel": self.mel_loss(x_hat, x), "commit": commit}
-        weights = {"mel": h.mel_loss_coeff, "commit": h.commit_loss_coeff}
+        phase.weights = {"d_mpd": 1.0, "d_mrd": h.mrd_loss_coeff, "d_dac": h.dac_loss_coeff}
+        return phase
+
+    def generator_phase(self, x: Tensor, x_hat: Tensor, commit: Tensor, bandwidth_id: Tensor,
+                        adversarial: bool) -> Phase:
+        """The generator step's terms: mel and commitment, and once ``adversarial`` the three discriminators'
+        adversarial and feature-matching terms (weights ramped by `gan_weight`)."""
+        h = self.hparams
+        phase = Phase(terms={"mel": self.mel_loss(x_hat, x), "commit": commit},
+                      weights={"mel": h.mel_loss_coeff, "commit": h.commit_loss_coeff})
         if adversarial:
             ramp = self.gan_weight
             for name, disc, w in (("mpd", self.mpd, ramp), ("mrd", self.mrd, ramp * h.mrd_loss_coeff)):
                 if disc is None:
                     continue
-                (_, fake), (real_fmaps, fake_fmaps) = judge(disc, x, x_hat, bandwidth_id)
-                terms[f"g_{name}"], terms[f"fm_{name}"] = L.hinge_g_loss(fake), L.feature_matching(real_fmaps, fake_fmaps)
-                weights[f"g_{name}"] = weights[f"fm_{name}"] = w
+                phase.judged[name] = (_, fake), (real_fmaps, fake_fmaps) = judge(disc, x, x_hat, bandwidth_id)
+                phase.parts[f"g_{name}"] = per_disc = L.hinge_g_terms(fake)
+                phase.terms[f"g_{name}"] = per_disc.sum() / len(per_disc)
+                phase.terms[f"fm_{name}"] = L.feature_matching(real_fmaps, fake_fmaps)
+                phase.weights[f"g_{name}"] = phase.weights[f"fm_{name}"] = w
             if self.dac is not None:
-                (_, fake), (real_fmaps, fake_fmaps) = judge(self.dac, x, x_hat, bandwidth_id)
-                terms["g_dac"], terms["fm_dac"] = L.lsgan_g_loss(fake), L.dac_feature_matching(real_fmaps, fake_fmaps)
-                weights["g_dac"] = weights["fm_dac"] = ramp * h.dac_loss_coeff
-        terms["loss"] = sum(weights[k] * v for k, v in terms.items())
-        return terms
+                phase.judged["dac"] = (_, fake), (real_fmaps, fake_fmaps) = judge(self.dac, x, x_hat, bandwidth_id)
+                phase.terms["g_dac"] = L.lsgan_g_loss(fake)
+                phase.terms["fm_dac"] = L.dac_feature_matching(real_fmaps, fake_fmaps)
+                phase.weights["g_dac"] = phase.weights["fm_dac"] = ramp * h.dac_loss_coeff
+        return phase
+
+    def discriminator_losses(self, x: Tensor, x_hat: Tensor, bandwidth_id: Tensor) -> dict[str, Tensor]:
+        """`discriminator_phase`'s named terms and their weighted sum ``"loss"``."""
+        return self.discriminator_phase(x, x_hat, bandwidth_id).named()
+
+    def generator_losses(self, x: Tensor, x_hat: Tensor, commit: Tensor, bandwidth_id: Tensor,
+                         adversarial: bool) -> dict[str, Tensor]:
+        """`generator_phase`'s named terms and their weighted sum ``"loss"``."""
+        return self.generator_phase(x, x_hat, commit, bandwidth_id, adversarial).named()
+
+    def discriminator_fake(self, x: Tensor, bandwidth_id: Tensor, out: AutoencoderOutput | None) -> Tensor:
+        """The generated audio the discriminator step judges: the generator forward ``out`` detached (ours), or,
+        with ``second_forward`` (or no ``out``), a training-mode forward of its own under no_grad (official:
+        the EMA codebook is updated by it too)."""
+        if out is None or self.hparams.get("second_forward", False):
+            with torch.no_grad():
+                return self.model(x, bandwidth_id).x_hat
+        return out.x_hat.detach()
 
     # ------------------------------------------------------------------ steps
 
@@ -209,14 +274,23 @@ class WavTokenizerModule(TrainingModule):
         bandwidth_id = (torch.randint(0, n, (1,), device=x.device) if self.hparams.random_bandwidth
                         else torch.zeros(1, dtype=torch.long, device=x.device))
         adversarial, gan_weight = self.gan_active, self.gan_weight
-        out = self.model(x, bandwidth_id)
+        second = adversarial and self.hparams.get("second_forward", False)
+        out = None if second else self.model(x, bandwidth_id)
         logs: dict[str, Tensor] = {}
         if adversarial:
-            with self.toggled_optimizer(optimizers[1]):
-                d = self.discriminator_losses(x, out.x_hat.detach(), bandwidth_id)
-                logs["train/grad_norm_d"] = self._update(optimizers[1], d["loss"], self.hparams.disc_gradient_clip_val)
-            schedulers[1].step()
+            fake = self.discriminator_fake(x, bandwidth_id, out)
+            if len(optimizers) > 1:
+                with self.toggled_optimizer(optimizers[1]):
+                    d = self.discriminator_losses(x, fake, bandwidth_id)
+                    logs["train/grad_norm_d"] = self._update(optimizers[1], d["loss"],
+                                                             self.hparams.disc_gradient_clip_val)
+                schedulers[1].step()
+            else:  # the only discriminator is a DAC left untrained (train_dac_discriminator=False): log only
+                with torch.no_grad():
+                    d = self.discriminator_losses(x, fake, bandwidth_id)
             logs.update({f"train/{k if k != 'loss' else 'loss_d'}": v.detach() for k, v in d.items()})
+        if out is None:
+            out = self.model(x, bandwidth_id)
         with self.toggled_optimizer(optimizers[0]):
             g = self.generator_losses(x, out.x_hat, out.aux_loss, bandwidth_id, adversarial)
             logs["train/grad_norm_g"] = self._update(optimizers[0], g["loss"], self.hparams.gradient_clip_val)
