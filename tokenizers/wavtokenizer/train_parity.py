@@ -116,6 +116,8 @@ def official_training_module(folder: str | Path, official: bool = True) -> WavTo
     step = config.get("training_step", {})
     init = config["model"].get("init_args", config["model"])
     mel = step.get("melspec", {})
+    if not step.get("train_discriminator", True):  # the official generator phase fails before the GAN starts
+        raise CheckpointError("training_step.train_discriminator is false: the official step is not defined then")
     if mel.get("power", 1) != 1 or not mel.get("center", True):
         raise CheckpointError(f"mel loss settings {mel} differ from Vocos' (power 1, center): not supported")
     q = model.quantizer
@@ -131,10 +133,9 @@ def official_training_module(folder: str | Path, official: bool = True) -> WavTo
     mpd, mrd, dac = _discriminators(overrides)
     module = WavTokenizerModule(
         model, mpd, mrd, dac,
-        mel_loss_coeff=float(step.get("mel_loss_coeff", init.get("mel_loss_coeff", 45.0))),
-        mrd_loss_coeff=float(step.get("mrd_loss_coeff", init.get("mrd_loss_coeff", 1.0))),
+        mel_loss_coeff=float(init.get("mel_loss_coeff", step.get("mel_loss_coeff", 45.0))),  # what the official
+        mrd_loss_coeff=float(init.get("mrd_loss_coeff", step.get("mrd_loss_coeff", 1.0))),  # step reads
         commit_loss_coeff=float(step.get("commit_loss_weight", 1000.0)),
-        pretrain_mel_steps=int(init.get("pretrain_mel_steps", 0)),
         mel_n_fft=int(mel.get("n_fft", 1024)), mel_hop_length=int(mel.get("hop_length", 256)),
         n_mels=int(mel.get("n_mels", 100)), evaluate_pesq=False,
         train_dac_discriminator=not official, second_forward=official)
@@ -164,7 +165,9 @@ def training_parity(folder: str | Path, official: bool = True) -> dict[str, Tens
     module = official_training_module(folder, official)
     inputs = load_file(str(folder / "inputs.safetensors"))
     expected_names = list(load_file(str(folder / "outputs.safetensors")))
-    audio, bandwidth_id = inputs["audio"], inputs["bandwidth_id"].reshape(-1).long()
+    step = read_config(folder / "config.json").get("training_step", {})
+    bandwidth_id = inputs.get("bandwidth_id", torch.tensor([int(step.get("bandwidth_id", 0))]))
+    audio, bandwidth_id = inputs["audio"], bandwidth_id.reshape(-1).long()
     stored = copy.deepcopy(module.state_dict())
     params = dict(module.named_parameters())
     out: dict[str, Tensor] = {}
