@@ -97,6 +97,12 @@ def _cli_class() -> type:
     from tokenforge import console
 
     class TokenforgeCLI(LightningCLI):
+        def parse_arguments(self, parser: Any, args: Any) -> None:
+            super().parse_arguments(parser, args)
+            from tokenforge.manifest_defaults import fill_from_manifest
+
+            fill_from_manifest(parser, self.config, args)  # generator sizes left unset: the token shards' manifest
+
         def instantiate_trainer(self, **kwargs: Any) -> Any:
             trainer = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
             callbacks = trainer.get("callbacks") or []
