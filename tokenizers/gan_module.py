@@ -110,14 +110,19 @@ class GANModule(TrainingModule):
         return len(self.discriminator_parameters()) > 0
 
     @property
+    def gan_start_step(self) -> int:
+        """Completed generator steps after which the GAN is on (``disc_start``; a subclass may shift it)."""
+        return self.disc_start
+
+    @property
     def gan_active(self) -> bool:
-        """True once the generator has taken ``disc_start`` steps (and there is a discriminator)."""
-        return self.has_discriminator and int(self.generator_step) >= self.disc_start
+        """True once the generator has taken ``gan_start_step`` steps (and there is a discriminator)."""
+        return self.has_discriminator and int(self.generator_step) >= self.gan_start_step
 
     @property
     def gan_weight(self) -> float:
         """0 before the GAN starts; then linear from 1/``gan_ramp_steps`` to 1 (1 at once without a ramp)."""
-        done = int(self.generator_step) - self.disc_start + 1
+        done = int(self.generator_step) - self.gan_start_step + 1
         if done <= 0:
             return 0.0
         return 1.0 if not self.gan_ramp_steps else min(1.0, done / self.gan_ramp_steps)

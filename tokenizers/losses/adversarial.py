@@ -72,15 +72,33 @@ def feature_matching_loss(real_features: Sequence[Tensor] | Sequence[Sequence[Te
     return _average([F.l1_loss(f, r.detach()) for r, f in zip(real, fake)])
 
 
+def swapped_bce_d_loss(real: Logits, fake: Logits) -> Tensor:
+    """LlamaGen's ``non_saturating_d_loss`` as written: ``0.5 * (mean BCE(1, D(x)) + mean BCE(0, D(x_hat)))`` with
+    ``binary_cross_entropy_with_logits(input=constant, target=logits)`` (arguments swapped). The real term is
+    ``1 + log(1 + e^-1) - mean D(x)``, the fake term the constant log 2 (no gradient). Only for parity."""
+    return _average([0.5 * (F.binary_cross_entropy_with_logits(torch.ones_like(r), r)
+                            + F.binary_cross_entropy_with_logits(torch.zeros_like(f), f))
+                     for r, f in zip(_as_list(real), _as_list(fake), strict=True)])
+
+
+def swapped_bce_g_loss(fake: Logits) -> Tensor:
+    """LlamaGen's ``non_saturating_gen_loss`` as written: ``mean BCE(input=1, target=D(x_hat))`` =
+    ``1 + log(1 + e^-1) - mean D(x_hat)``, i.e. the hinge generator loss plus a constant. Only for parity."""
+    return _average([F.binary_cross_entropy_with_logits(torch.ones_like(f), f) for f in _as_list(fake)])
+
+
+SWAPPED_BCE = (swapped_bce_d_loss, swapped_bce_g_loss)
+
 GAN_LOSSES: dict[str, tuple[Callable[[Logits, Logits], Tensor], Callable[[Logits], Tensor]]] = {
     "hinge": (hinge_d_loss, hinge_g_loss),
     "least_squares": (least_squares_d_loss, least_squares_g_loss),
     "non_saturating": (non_saturating_d_loss, non_saturating_g_loss),
+    "vanilla": (non_saturating_d_loss, non_saturating_g_loss),  # taming / LlamaGen's name for the logistic D loss
 }
 
 
 def gan_losses(name: str) -> tuple[Callable[[Logits, Logits], Tensor], Callable[[Logits], Tensor]]:
-    """``(discriminator_loss, generator_loss)`` for ``name`` in hinge | least_squares | non_saturating."""
+    """``(discriminator_loss, generator_loss)`` for ``name`` in hinge | least_squares | non_saturating | vanilla."""
     if name not in GAN_LOSSES:
         raise ValueError(f"unknown adversarial loss {name!r}; choose one of {', '.join(GAN_LOSSES)}")
     return GAN_LOSSES[name]

@@ -6,6 +6,10 @@
 - ``ema=True``: codebook updated by exponential moving averages of cluster sizes and sums with Laplace-smoothed
   sizes (EnCodec / WavTokenizer: ``decay=0.99, epsilon=1e-5``); no gradient reaches the codebook and the loss is
   the commitment term only. Otherwise the codebook is learned with ``codebook_weight*|sg(z)-q|^2``.
+- ``entropy_loss_ratio > 0`` (LlamaGen): adds ``ratio * entropy_loss`` (sharp per-vector code assignments, a
+  spread batch-mean assignment; temperature ``entropy_temperature``). ``usage_window > 0`` (LlamaGen's
+  ``codebook_show_usage``, 65536 there): logs ``codebook_usage``, the share of codes among the last that many
+  training codes. The metrics also carry each weighted term (``codebook_loss``, ``commitment_loss``, ...).
 - ``kmeans_init=True``: the first training batch runs k-means (``kmeans_iters``) and sets the codebook (and, with
   EMA, cluster sizes and sums). Eval-mode calls never change any state.
 - ``dead_code_threshold > 0``: in training, codes whose EMA cluster size falls below it are restarted from random
@@ -65,6 +69,9 @@ class VectorQuantizer(Quantizer):
         beta: float = 0.25,
         codebook_weight: float = 1.0,
         dead_code_expiry_overwritten: bool = False,
+        entropy_loss_ratio: float = 0.0,
+        entropy_temperature: float = 0.01,
+        usage_window: int = 0,
     ) -> None:
         super().__init__()
         if distance not in ("l2", "cosine"):
@@ -78,6 +85,9 @@ class VectorQuantizer(Quantizer):
         self.kmeans_init, self.kmeans_iters = kmeans_init, kmeans_iters
         self.dead_code_threshold, self.beta, self.codebook_weight = dead_code_threshold, beta, codebook_weight
         self.dead_code_expiry_overwritten = dead_code_expiry_overwritten
+        self.entropy_loss_ratio, self.entropy_temperature = entropy_loss_ratio, entropy_temperature
+        if usage_window > 0:  # LlamaGen's codebook_used window; -1 = empty slot; a log, never saved
+            self.register_buffer("codebook_used", torch.full((usage_window,), -1, dtype=torch.long), persistent=False)
 
         self.embedding = nn.Embedding(codebook_size, dim)
         with torch.no_grad():
@@ -132,10 +142,12 @@ class VectorQuantizer(Quantizer):
         indices = self.nearest(x.detach(), codebook.detach())
         q = F.embedding(indices, codebook)
         commitment = F.mse_loss(x, q.detach())
-        if self.ema:
-            loss = self.beta * commitment
-        else:
-            loss = self.codebook_weight * F.mse_loss(q, x.detach()) + self.beta * commitment
+        terms = {"commitment_loss": self.beta * commitment}
+        if not self.ema:
+            terms["codebook_loss"] = self.codebook_weight * F.mse_loss(q, x.detach())
+        if self.entropy_loss_ratio:
+            terms["entropy_loss"] = self.entropy_loss_ratio * self.entropy_loss(x, codebook)
+        loss = sum(terms.values())
         replaced = torch.zeros((), device=z.device)
         if self.training:
             self._update_statistics(x.detach(), indices)
@@ -144,6 +156,9 @@ class VectorQuantizer(Quantizer):
         out = x + (q - x).detach()  # straight-through
         metrics = code_statistics(indices, self.codebook_size)
         metrics["dead_codes_replaced"] = replaced
+        metrics.update({name: value.detach() for name, value in terms.items()})
+        if self.training and hasattr(self, "codebook_used"):
+            metrics["codebook_usage"] = self._window_usage(indices)
         return QuantizerOutput(
             quantized=from_rows(out, batch, spatial).to(z.dtype),
             indices=indices.reshape(batch, *spatial),
@@ -166,6 +181,24 @@ class VectorQuantizer(Quantizer):
             dist_sq = rows.square().sum(1, keepdim=True) + codebook.square().sum(1)
             dist_sq = torch.addmm(dist_sq, rows, codebook.t(), beta=1, alpha=-2)
             return dist_sq.argmin(dim=1)
+
+    def entropy_loss(self, rows: Tensor, codebook: Tensor) -> Tensor:
+        """LlamaGen / MaskGIT codebook entropy loss on ``softmax(-d / T)`` (d: squared distances of ``rows`` to
+        ``codebook``, with gradient to both): mean per-row entropy minus the entropy of the batch-mean distribution.
+        Low per-row entropy = confident assignments; high mean entropy = many codes used. The official
+        ``log_softmax(a + 1e-5)`` shift is a no-op and left out; ``log(p + 1e-5)`` on the mean is kept."""
+        d = rows.square().sum(1, keepdim=True) + codebook.square().sum(1) - 2 * rows @ codebook.t()
+        logits = -d / self.entropy_temperature
+        probs, log_probs = logits.softmax(-1), logits.log_softmax(-1)
+        mean = probs.mean(0)
+        return -(probs * log_probs).sum(-1).mean() + (mean * torch.log(mean + 1e-5)).sum()
+
+    @torch.no_grad()
+    def _window_usage(self, indices: Tensor) -> Tensor:
+        """Shift the batch's codes into the ``usage_window`` most recent ones; the fraction of codes among them."""
+        window, n = self.codebook_used, min(indices.numel(), self.codebook_used.numel())
+        window.copy_(torch.cat([window[n:], indices.reshape(-1)[-n:].to(window)]))
+        return (window[window >= 0].unique().numel() / self.codebook_size) * torch.ones((), device=indices.device)
 
     # ------------------------------------------------------------------ training-time state
 
