@@ -8,6 +8,7 @@ METHOD = Method(
               "var_vqvae": "tokenforge.tokenizers.vqgan.official",
               "llamagen_vq": "tokenforge.tokenizers.vqgan.official",
               "mage_vqgan": "tokenforge.tokenizers.vqgan.mage"},
-    parity={"var_msrq": "tokenforge.tokenizers.quantizers.official_var"},
+    parity={"var_msrq": "tokenforge.tokenizers.quantizers.official_var",
+            "llamagen_vq_train": "tokenforge.tokenizers.vqgan.train_parity"},
     demo="tokenforge.tokenizers.vqgan.demo:part",
 )
