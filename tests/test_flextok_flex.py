@@ -162,21 +162,42 @@ def test_resolve_attention(monkeypatch):
         FlexTokEncoder(dim=32, depth=1, head_dim=16, num_registers=4, attention="flash")
 
 
+def _outputs_and_grads(enc: FlexTokEncoder, lat: torch.Tensor, backend: str, bf16: bool) -> tuple:
+    enc.attention = backend
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        out = enc(lat).double()
+    (grad,) = torch.autograd.grad(out.square().sum(), enc.registers)
+    return out.detach(), grad.double()
+
+
 @pytest.mark.gpu
-def test_flex_equals_sdpa_on_gpu_bf16_with_grads():
+def test_flex_equals_sdpa_on_gpu_within_the_bf16_budget():
+    """Mask and numerics told apart against a float64 SDPA reference (tools/gpu/flextok_flex_budget.py prints them).
+
+    In fp32 the flex path equals the reference as closely as fp32 SDPA does, so the block mask is the dense mask.
+    In bf16 the two paths differ from each other by up to 0.44 at |out| <= 37 (3% of entries above 0.05 in the old
+    test) because each rounds differently, not because one is wrong: measured on an H100 (torch 2.11), flex's error
+    against float64 is max 0.55 / p99.9 0.38 for outputs and max 783 / p99.9 491 for gradients (|grad| <= 1.1e5),
+    SDPA's own is 0.38 / 0.36 and 958 / 478. The budget: flex's bf16 error at most 2x SDPA's (max) and 1.5x (p99.9).
+    """
+    import copy
+
+    torch.manual_seed(0)
     enc = FlexTokEncoder(latent_channels=16, dim=256, depth=2, head_dim=64, num_registers=256, max_grid=16).cuda()
     torch.nn.init.normal_(enc.to_latents.proj.weight)
     assert enc.backend(torch.device("cuda"), needs_grad=True) == "sdpa"  # flex is opt-in until measured on a GPU
     lat = torch.randn(4, 16, 32, 32, device="cuda")
-    results = {}
-    for backend in ("flex", "sdpa"):
-        enc.attention = backend
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            out = enc(lat).float()
-        (grad,) = torch.autograd.grad(out.square().sum(), enc.registers)
-        results[backend] = (out.detach(), grad)
-    torch.testing.assert_close(results["flex"][0], results["sdpa"][0], atol=5e-2, rtol=5e-2)
-    torch.testing.assert_close(results["flex"][1], results["sdpa"][1], atol=5e-2, rtol=5e-2)
+    reference = _outputs_and_grads(copy.deepcopy(enc).double(), lat.double(), "sdpa", bf16=False)
+    for which, ref in enumerate(reference):
+        scale = ref.abs().max()
+        flex32 = _outputs_and_grads(enc, lat, "flex", bf16=False)[which]
+        sdpa32 = _outputs_and_grads(enc, lat, "sdpa", bf16=False)[which]
+        assert (flex32 - ref).abs().max() <= 1e-5 * scale  # measured 1.1e-6 (outputs), 3.2e-7 (gradients)
+        assert (sdpa32 - ref).abs().max() <= 1e-5 * scale
+        flex_err = (_outputs_and_grads(enc, lat, "flex", bf16=True)[which] - ref).abs().flatten()
+        sdpa_err = (_outputs_and_grads(enc, lat, "sdpa", bf16=True)[which] - ref).abs().flatten()
+        assert flex_err.max() <= 2.0 * sdpa_err.max(), (which, flex_err.max(), sdpa_err.max())
+        assert flex_err.quantile(0.999) <= 1.5 * sdpa_err.quantile(0.999), (which, flex_err.quantile(0.999))
 
 
 def test_compiled_flex_on_an_untrusted_cpu_raises(monkeypatch):
