@@ -101,11 +101,14 @@ def test_ecar_generate_names_the_right_command(models, tmp_path, capfd) -> None:
     assert_one_line(err, "ecar-generate", "holds a GPT", "`tokenforge generate`")
 
 
-@pytest.mark.parametrize("command", ["encode", "decode"])
-def test_audio_commands_with_an_image_tokenizer(command, models, tmp_path, capfd) -> None:
-    code, err = run([command, "--model", str(models["vq"]), str(tmp_path), "--out", str(tmp_path / "out")], capfd)
+@pytest.mark.parametrize(("command", "what"), [("encode", "no image files"), ("decode", "no codes files")])
+def test_tokenizer_verbs_without_usable_inputs(command, what, models, tmp_path, capfd) -> None:
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.txt").write_text("nothing to encode\n")
+    code, err = run([command, "--model", str(models["vq"]), str(tmp_path / "in"), "--out", str(tmp_path / "out")],
+                    capfd)
     assert code == 2
-    assert_one_line(err, command, "is an image tokenizer, not an audio tokenizer", "tokenforge reconstruct")
+    assert_one_line(err, command, what)
 
 
 def test_debug_shows_the_traceback_and_the_line(models, tmp_path, capfd) -> None:

@@ -126,11 +126,11 @@ def test_reconstruct_cli_writes_strips_and_psnr_per_k(tmp_path: Path, shared_dat
 
     from PIL import Image
 
-    from tokenforge.tokenizers.flextok.cli import main
+    from tokenforge.reconstruct import main
 
     hub.save_pretrained(tiny(), tmp_path / "model")
     files = [str(shared_data / "images" / n) for n in ("astronaut.png", "coffee.png")]
-    assert main(["reconstruct", "--model", str(tmp_path / "model"), *files, "--out", str(tmp_path / "rec"),
+    assert main(["--model", str(tmp_path / "model"), *files, "--out", str(tmp_path / "rec"),
                  "--tokens", "1,2,8", "--size", "16", "--steps", "2", "--device", "cpu"]) == 0
     metrics = json.loads((tmp_path / "rec" / "metrics.json").read_text())
     assert set(metrics["mean"]) == {"psnr_k1", "psnr_k2", "psnr_k8"}
@@ -139,7 +139,7 @@ def test_reconstruct_cli_writes_strips_and_psnr_per_k(tmp_path: Path, shared_dat
     from tokenforge.errors import UsageError
 
     with pytest.raises(UsageError, match="1..8"):  # one line from tokenforge.cli, exit code 2
-        main(["reconstruct", "--model", str(tmp_path / "model"), files[0], "--out", str(tmp_path / "bad"),
+        main(["--model", str(tmp_path / "model"), files[0], "--out", str(tmp_path / "bad"),
               "--tokens", "1,9", "--size", "16", "--device", "cpu"])
 
 

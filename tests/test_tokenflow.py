@@ -201,7 +201,7 @@ def test_reconstruct_cli_on_odd_images(tmp_path: Path, shared_data: Path) -> Non
     folder = hub.save_pretrained(tiny_model(), tmp_path / "model")
     converted = _odd_images(tmp_path / "in")
     assert Image.open(tmp_path / "in" / "deep16.png").mode in {"I;16", "I"}
-    args = ["tokenflow", "reconstruct", "--model", str(folder), str(tmp_path / "in"),
+    args = ["reconstruct", "--model", str(folder), str(tmp_path / "in"),
             str(shared_data / "images" / "astronaut.png"), "--out", str(tmp_path / "out"), "--device", "cpu"]
     assert main(args) == 3  # tiny8.png and broken.png are skipped (EXIT_SOME_SKIPPED); the rest are written
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())

@@ -1,5 +1,5 @@
 """Issue 7: malformed meshes (shared/data/meshes/bad), an empty scene and point clouds without normals are either
-handled or refused with a one-line reason, through `tokenforge vat reconstruct` and `tokenforge shards make meshes`
+handled or refused with a one-line reason, through `tokenforge reconstruct` (VAT's hook) and `tokenforge shards make meshes`
 (the real ``main(argv)`` paths) and through `VAT.encode` for in-memory points."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from tokenforge import hub
 from tokenforge.data.cli import main as shards_main
-from tokenforge.tokenizers.vat.cli import main as vat_main
+from tokenforge.reconstruct import main as reconstruct_main
 from tokenforge.tokenizers.vat.model import VAT
 
 TINY = dict(dim=32, encoder_depth=1, decoder_depth=1, num_heads=2, num_latents=16, latent_dim=8, codebook_size=64,
@@ -47,9 +47,9 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def refusals(stdout: str) -> dict[str, str]:
-    """``NAME: refused: REASON`` lines of the reconstruct CLI -> {name: reason}."""
-    return dict(line.split(": refused: ", 1) for line in stdout.splitlines() if ": refused: " in line)
+def refusals(stderr: str) -> dict[str, str]:
+    """``skipped: NAME: REASON`` lines of the reconstruct verb -> {name: reason}."""
+    return dict(line[len("skipped: "):].split(": ", 1) for line in stderr.splitlines() if line.startswith("skipped: "))
 
 
 def empty_scene_file(folder: Path) -> Path:
@@ -80,11 +80,11 @@ def test_reconstruct_refuses_each_bad_file_with_one_line_and_keeps_going(shared_
                                                                        tmp_path: Path, capsys) -> None:
     bad = sorted((shared_data / "meshes/bad").iterdir())
     assert {p.name for p in bad} == set(REFUSED) | REPAIRED
-    code = vat_main(["reconstruct", *map(str, bad), "--model", str(model_dir), "--out", str(tmp_path), *FAST])
+    code = reconstruct_main([*map(str, bad), "--model", str(model_dir), "--out", str(tmp_path), *FAST])
     out, err = capsys.readouterr()
     assert code == 3  # some files were skipped (EXIT_SOME_SKIPPED), and the run still finished every file
     assert "Traceback" not in out + err
-    reasons = refusals(out)
+    reasons = refusals(err)
     assert set(reasons) == set(REFUSED)
     for name, piece in REFUSED.items():
         assert reasons[name].startswith(piece), (name, reasons[name])
@@ -123,11 +123,11 @@ def test_empty_scene_and_point_cloud_files_are_refused_by_both_paths(model_dir: 
     src = tmp_path / "src"
     src.mkdir()
     scene, cloud = empty_scene_file(src), point_cloud_file(src)
-    code = vat_main(["reconstruct", str(scene), str(cloud), "--model", str(model_dir), "--out",
-                     str(tmp_path / "rec"), *FAST])
+    code = reconstruct_main([str(scene), str(cloud), "--model", str(model_dir), "--out", str(tmp_path / "rec"),
+                             *FAST])
     out, err = capsys.readouterr()
     assert code == 1 and "Traceback" not in out + err  # every mesh refused: nothing written (exit 1)
-    reasons = refusals(out)
+    reasons = refusals(err)
     assert reasons["empty_scene.gltf"] == "no faces: an empty scene or mesh (the file holds no geometry)"
     assert reasons["cloud.ply"].startswith("no faces: a point cloud (500 points, no triangles)")
     assert "mesh the points first" in reasons["cloud.ply"]

@@ -1,4 +1,4 @@
-"""CI item of issue 7: `tokenforge vat reconstruct` writes a watertight PLY for a trimesh sphere and torus.
+"""CI item of issue 7: `tokenforge reconstruct` (VAT's hook) writes a watertight PLY for a trimesh sphere and torus.
 
 A tiny VAT is fitted here on each shape (one shape per model), saved with the hub and run through the real
 ``main(argv)`` path. The fit is made deterministic and easy on purpose, so the test is stable on one CPU thread:
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tokenforge import hub
 from tokenforge.data.mesh import load_mesh, normalise, prepare
 from tokenforge.metrics.mesh import chamfer_distance
-from tokenforge.tokenizers.vat.cli import main
+from tokenforge.reconstruct import main
 from tokenforge.tokenizers.vat.model import VAT
 
 TINY = dict(dim=32, encoder_depth=1, decoder_depth=1, num_heads=2, num_latents=16, latent_dim=8, codebook_size=64,
@@ -99,7 +99,7 @@ def test_reconstruct_writes_a_watertight_ply_of_the_right_topology(fitted, tmp_p
     folder, path, curve = fitted[stem]
     assert np.mean(curve[-10:]) < 0.1 < 0.5 < np.mean(curve[:5])  # the tiny fit converged (starts at ~ln 2)
     out = tmp_path / "rec"
-    code = main(["reconstruct", str(path), "--model", str(folder), "--out", str(out), "--points", "256",
+    code = main([str(path), "--model", str(folder), "--out", str(out), "--points", "256",
                  "--resolution", "32", "--eval-points", "4000", "--largest-component", "--device", "cpu"])
     assert code == 0
     mesh = trimesh.load(out / f"{stem}.ply", force="mesh")
@@ -129,7 +129,7 @@ def test_glb_output_loads_with_trimesh(fitted, tmp_path: Path) -> None:
 
     folder, path, _ = fitted["torus"]
     out = tmp_path / "glb"
-    code = main(["reconstruct", str(path), "--model", str(folder), "--out", str(out), "--points", "256",
+    code = main([str(path), "--model", str(folder), "--out", str(out), "--points", "256",
                  "--resolution", "32", "--eval-points", "2000", "--format", "glb", "--largest-component",
                  "--device", "cpu"])
     assert code == 0 and not (out / "torus.ply").exists()

@@ -269,6 +269,8 @@ def main(verb: str, argv: list[str]) -> int:
                          f"reads {', '.join(MODALITIES)} files")
     _suffixes()
     files = expand(args.inputs, {".npz"} if verb == "decode" else handler.suffixes)
+    if not files and verb == "decode":
+        raise UsageError(f"no codes files ({codes_file.SUFFIX}) among the inputs; write them with `tokenforge encode`")
     if not files:
         raise UsageError(f"no {model.modality} files ({', '.join(sorted(handler.suffixes))}) among the inputs")
     hook = method.verbs.get(verb) if method is not None else None
