@@ -226,6 +226,15 @@ def clip_gradient_norm(parameters: Iterable[nn.Parameter], max_norm: float | Non
     return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf")).detach()
 
 
+def decay_groups(parameters: Iterable[nn.Parameter], no_decay: Iterable[nn.Parameter] = ()) -> list[dict[str, Any]]:
+    """Two optimiser groups of the trainable ``parameters``: matrices (dim >= 2), which take the optimiser's weight
+    decay, and vectors (norms, biases) plus ``no_decay``, with none (LlamaGen, VAR, MAR)."""
+    params = [p for p in parameters if p.requires_grad]
+    skip = {id(p) for p in no_decay}
+    return [{"params": [p for p in params if p.dim() >= 2 and id(p) not in skip]},
+            {"params": [p for p in params if p.dim() < 2 or id(p) in skip], "weight_decay": 0.0}]
+
+
 def optimizer_with(optimizer: OptimizerCallable | None, default: OptimizerCallable, owner: str,
                    **aliases: Any) -> OptimizerCallable:
     """``optimizer`` (``default`` when None) with the deprecated module arguments ``aliases`` that were given (not

@@ -7,11 +7,24 @@ produced the ids (teacher-forcing inputs): ``tokenizer`` names a tokenizer check
 `tokenforge.hub.from_pretrained` opens, or ``official:<method>:<path>`` for `from_official`); it is frozen.
 Text-conditioned GPTs read precomputed caption features from ``batch["caption"]`` ``[B, T, caption_dim]``.
 
-Optimisation as LlamaGen / VAR: AdamW (default lr 1e-4, betas (0.9, 0.95), weight decay 0.05 on matrices
-only), linear warm-up then cosine decay to ``min_lr_ratio`` (or constant), stepped per optimiser step.
-Gradient accumulation, clipping and bf16 come from the Trainer (``accumulate_grad_batches``,
-``gradient_clip_val``, ``precision: bf16-mixed``). ``ema_decay`` keeps an exponential moving average of the
-weights (``self.ema``), which then is what checkpoints export (``from_pretrained(ckpt)`` returns EMA weights).
+Optimisation as LlamaGen / VAR (the one way to train, `tokenforge.training`): AdamW with weight decay on
+matrices only (`parameter_groups`: the no-decay group of vectors has ``weight_decay: 0``), linear warm-up then
+cosine decay to ``min_lr_ratio`` over ``trainer.max_steps``, stepped per optimiser step; fused AdamW on CUDA
+when nothing is clipped. The defaults, in YAML::
+
+    optimizer:
+      class_path: torch.optim.AdamW
+      init_args: {lr: 1.0e-4, betas: [0.9, 0.95], weight_decay: 0.05}
+    lr_scheduler:
+      class_path: tokenforge.lr_schedulers.WarmupCosineLR
+      init_args: {warmup_steps: 0, min_lr_ratio: 0.0}
+
+(a constant LR after the warm-up: ``tokenforge.lr_schedulers.WarmupConstantLR``). The module arguments ``lr``,
+``betas``, ``weight_decay``, ``warmup_steps``, ``schedule`` and ``min_lr_ratio`` are deprecated aliases laid
+over these callables. Gradient clipping: ``gradient_clip_val`` (the module's, else the Trainer's); gradient
+accumulation and bf16 come from the Trainer (``accumulate_grad_batches``, ``precision: bf16-mixed``).
+``ema_decay`` keeps an exponential moving average of the weights (``self.ema``), which then is what checkpoints
+export (``from_pretrained(ckpt)`` returns EMA weights).
 ``compile`` runs the training forward through ``torch.compile``; for a GPT the compiled function is
 `GPT.loss` (forward and cross-entropy in one graph without breaks, so the float32 upcast of the logits
 fuses into the loss rather than materialising a ``[B, L, V]`` float32 tensor).
@@ -21,18 +34,23 @@ Logged: ``train/loss`` (nats/token), ``train/lr``, ``val/nll`` (nats/token, eval
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from tokenforge.errors import UsageError
 from tokenforge.generators.autoregressive.gpt import GPT, IGNORE
 from tokenforge.generators.autoregressive.var import VAR
 from tokenforge.hub import load_tokenizer
-from tokenforge.training import TrainingModule, warmup_cosine
+from tokenforge.lr_schedulers import WarmupConstantLR, WarmupCosineLR
+from tokenforge.training import TrainingModule, decay_groups, optimizer_with, scheduler_with
+
+#: LlamaGen / VAR: AdamW lr 1e-4, betas (0.9, 0.95), weight decay 0.05 (matrices only, `parameter_groups`)
+DEFAULT_OPTIMIZER = functools.partial(torch.optim.AdamW, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.05, fused=None)
 
 
 def check_token_ids(batch: Any, model: nn.Module) -> None:
@@ -52,25 +70,36 @@ def check_token_ids(batch: Any, model: nn.Module) -> None:
 class ARModule(TrainingModule):
     """Trains a `GPT` (next token) or `VAR` (next scale) on token shards; see the module docstring."""
 
+    fused_on_cuda = True  # as before the one way to train: fused AdamW on CUDA unless clipping
+
     def __init__(
         self,
         model: GPT | VAR,
         tokenizer: str | None = None,
         optimizer: OptimizerCallable | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.05,
-        betas: tuple[float, float] = (0.9, 0.95),
-        warmup_steps: int = 0,
-        schedule: str = "cosine",
-        min_lr_ratio: float = 0.0,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        gradient_clip_val: float | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        betas: tuple[float, float] | None = None,
+        warmup_steps: int | None = None,
+        schedule: str | None = None,
+        min_lr_ratio: float | None = None,
         ema_decay: float | None = None,
         compile: bool = False,
     ) -> None:
-        super().__init__(model, ema_decay)
-        if schedule not in ("cosine", "constant"):
+        if schedule not in (None, "cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
-        self.save_hyperparameters(ignore=["model", "optimizer"])
-        self.optimizer_fn = optimizer
+        constant = schedule == "constant" and lr_scheduler is None  # a given lr_scheduler wins over `schedule`
+        default_scheduler = functools.partial(WarmupConstantLR if constant else WarmupCosineLR)
+        name = type(self).__name__
+        super().__init__(
+            model, ema_decay,
+            optimizer=optimizer_with(optimizer, DEFAULT_OPTIMIZER, name, lr=lr, betas=betas, weight_decay=weight_decay),
+            lr_scheduler=scheduler_with(lr_scheduler, default_scheduler, name, warmup_steps=warmup_steps,
+                                        min_lr_ratio=None if constant else min_lr_ratio),
+            gradient_clip_val=gradient_clip_val)
+        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
         self.quantizer: nn.Module | None = None
         if isinstance(model, VAR):
             if tokenizer is None:
@@ -113,24 +142,14 @@ class ARModule(TrainingModule):
 
     # ------------------------------------------------------------------ optimisation
 
-    def configure_optimizers(self) -> Any:
-        decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.model.parameters() if p.requires_grad and p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": self.hparams.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        if self.optimizer_fn is not None:
-            optimizer = self.optimizer_fn(groups)
-        else:
-            # fused AdamW unscales gradients itself, which Lightning's mixed precision forbids with clipping
-            clipping = self.trainer is not None and bool(self.trainer.gradient_clip_val)
-            fused = self.device.type == "cuda" and not clipping
-            optimizer = torch.optim.AdamW(groups, lr=self.hparams.lr, betas=tuple(self.hparams.betas), fused=fused)
-        total = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else None
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self.lr_factor(total))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Weight decay on matrices only (LlamaGen / VAR): vectors (norms, biases) in a group without decay."""
+        return decay_groups(self.model.parameters())
 
     def lr_factor(self, total: int | None) -> Any:
-        """Step -> LR multiplier: linear warm-up, then cosine to ``min_lr_ratio`` over ``total`` steps (or constant)."""
-        cosine = self.hparams.schedule == "cosine"
-        return warmup_cosine(total if cosine else None, int(self.hparams.warmup_steps),
-                             float(self.hparams.min_lr_ratio))
+        """Step -> LR multiplier of this module's schedule over a run of ``total`` optimiser steps."""
+        probe = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        scheduler = self.lr_scheduler_fn(probe)
+        if hasattr(scheduler, "set_run_length"):
+            scheduler.set_run_length(total)
+        return scheduler.lr_lambdas[0]

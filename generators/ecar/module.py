@@ -1,31 +1,56 @@
 """`ECARModule`: trains an `ECAR` (or its `FlowDiT` baseline, or a `MAR`) on latent token shards.
 
 Recipe (chosen where E-CAR is silent, from MAR/FlowAR): AdamW betas (0.9, 0.95), weight decay on matrices
-only (none on the diffusion/flow head, as MAR), linear warm-up then constant lr, EMA of the weights
-(``ema_decay``; checkpoints then export the EMA model), bf16 through ``trainer.precision: bf16-mixed``, gradient
-clipping from the Trainer. Logged: ``train/loss`` and ``val/loss`` (EMA weights when on; the flow loss with a
-fixed seed so validation curves are comparable).
+only (none on the diffusion/flow head, as MAR: `parameter_groups`), linear warm-up then constant lr, EMA of the
+weights (``ema_decay``; checkpoints then export the EMA model), bf16 through ``trainer.precision: bf16-mixed``,
+gradient clipping by ``gradient_clip_val`` (the module's, else the Trainer's). The defaults, in YAML (the one way
+to train, `tokenforge.training`)::
+
+    optimizer:
+      class_path: torch.optim.AdamW
+      init_args: {lr: 1.0e-4, betas: [0.9, 0.95], weight_decay: 0.02}
+    lr_scheduler:
+      class_path: tokenforge.lr_schedulers.WarmupConstantLR
+      init_args: {warmup_steps: 0}
+
+The module arguments ``lr``, ``betas``, ``weight_decay`` and ``warmup_steps`` are deprecated aliases laid over
+these callables. Logged: ``train/loss`` and ``val/loss`` (EMA weights when on; the flow loss with a fixed seed
+so validation curves are comparable).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from tokenforge.generators.ecar.dit import FlowDiT
 from tokenforge.generators.ecar.mar import MAR
 from tokenforge.generators.ecar.model import ECAR
-from tokenforge.training import TrainingModule
+from tokenforge.lr_schedulers import WarmupConstantLR
+from tokenforge.training import TrainingModule, decay_groups, optimizer_with, scheduler_with
+
+#: MAR / FlowAR: AdamW lr 1e-4, betas (0.9, 0.95), weight decay 0.02 (matrices outside the head only)
+DEFAULT_OPTIMIZER = functools.partial(torch.optim.AdamW, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.02)
 
 
 class ECARModule(TrainingModule):
-    def __init__(self, model: ECAR | FlowDiT | MAR, lr: float = 1e-4, weight_decay: float = 0.02,
-                 betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 0,
+    def __init__(self, model: ECAR | FlowDiT | MAR, optimizer: OptimizerCallable | None = None,
+                 lr_scheduler: LRSchedulerCallable | None = None, gradient_clip_val: float | None = None,
+                 lr: float | None = None, weight_decay: float | None = None,
+                 betas: tuple[float, float] | None = None, warmup_steps: int | None = None,
                  ema_decay: float | None = 0.9999) -> None:
-        super().__init__(model, ema_decay)
-        self.save_hyperparameters(ignore=["model"])
+        name = type(self).__name__
+        super().__init__(
+            model, ema_decay,
+            optimizer=optimizer_with(optimizer, DEFAULT_OPTIMIZER, name, lr=lr, betas=betas, weight_decay=weight_decay),
+            lr_scheduler=scheduler_with(lr_scheduler, functools.partial(WarmupConstantLR), name,
+                                        warmup_steps=warmup_steps),
+            gradient_clip_val=gradient_clip_val)
+        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> Tensor:
         """Mean training loss of ``model`` (the live or the EMA one) on a latent batch (`LatentLoss`)."""
@@ -45,15 +70,8 @@ class ECARModule(TrainingModule):
         self.log("val/loss", loss, prog_bar=True, batch_size=batch["latents"].shape[0], sync_dist=True)
         return loss
 
-    def configure_optimizers(self) -> Any:
-        head = {id(p) for name in ("head", "diffloss") if hasattr(self.model, name)
-                for p in getattr(self.model, name).parameters()}
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2 and id(p) not in head]
-        no_decay = [p for p in params if p.dim() < 2 or id(p) in head]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}],
-                                      lr=self.hparams.lr, betas=tuple(self.hparams.betas))
-        warmup = int(self.hparams.warmup_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Weight decay on matrices only, and none on the diffusion / flow head (MAR)."""
+        head = [p for name in ("head", "diffloss") if hasattr(self.model, name)
+                for p in getattr(self.model, name).parameters()]
+        return decay_groups(self.model.parameters(), no_decay=head)

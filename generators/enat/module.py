@@ -12,21 +12,39 @@ Per step, as the official train.py:
   visible tokens is re-masked to make a "previous step" input, the EMA model (eval mode, no grad; the live
   model when ``ema_decay`` is off) produces its state, and the live model runs with ``prev=`` that state.
 - AdamW with betas (0.99, 0.99) and weight decay on every parameter, linear warm-up then constant LR, EMA of
-  the weights (what checkpoints export).
+  the weights (what checkpoints export). The defaults, in YAML (the one way to train, `tokenforge.training`)::
+
+      optimizer:
+        class_path: torch.optim.AdamW
+        init_args: {lr: 4.0e-4, betas: [0.99, 0.99], weight_decay: 0.03}
+      lr_scheduler:
+        class_path: tokenforge.lr_schedulers.WarmupConstantLR
+        init_args: {warmup_steps: 5000}
+
+  The module arguments ``lr``, ``betas``, ``weight_decay`` and ``warmup_steps`` are deprecated aliases laid over
+  these callables; ``gradient_clip_val`` clips (the module's, else the Trainer's; none by default, as official).
 
 Logged: ``train/loss``, ``train/mask_ratio``, ``train/lr``, ``val/loss`` (EMA weights, fixed ratio 0.8, no reuse).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from tokenforge.generators.enat.model import ENAT, ENATState, random_mask
-from tokenforge.training import TrainingModule
+from tokenforge.lr_schedulers import WarmupConstantLR
+from tokenforge.training import TrainingModule, optimizer_with, scheduler_with
+
+#: official ENAT: AdamW lr 4e-4, betas (0.99, 0.99), weight decay 0.03 on every parameter
+DEFAULT_OPTIMIZER = functools.partial(torch.optim.AdamW, lr=4e-4, betas=(0.99, 0.99), weight_decay=0.03)
+#: official ENAT: 5000 warm-up steps, then constant
+DEFAULT_SCHEDULER = functools.partial(WarmupConstantLR, warmup_steps=5000)
 
 
 class ENATModule(TrainingModule):
@@ -37,18 +55,26 @@ class ENATModule(TrainingModule):
     def __init__(
         self,
         model: ENAT,
-        lr: float = 4e-4,
-        weight_decay: float = 0.03,
-        betas: tuple[float, float] = (0.99, 0.99),
-        warmup_steps: int = 5000,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        gradient_clip_val: float | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        betas: tuple[float, float] | None = None,
+        warmup_steps: int | None = None,
         ema_decay: float | None = 0.9999,
         mask_beta: tuple[float, float] = (12.0, 3.0),
         label_smoothing: float = 0.1,
         p_uncond: float = 0.15,
         reuse_prob: float = 0.5,
     ) -> None:
-        super().__init__(model, ema_decay)
-        self.save_hyperparameters(ignore=["model"])
+        name = type(self).__name__
+        super().__init__(
+            model, ema_decay,
+            optimizer=optimizer_with(optimizer, DEFAULT_OPTIMIZER, name, lr=lr, betas=betas, weight_decay=weight_decay),
+            lr_scheduler=scheduler_with(lr_scheduler, DEFAULT_SCHEDULER, name, warmup_steps=warmup_steps),
+            gradient_clip_val=gradient_clip_val)
+        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
         self._beta = torch.distributions.Beta(float(mask_beta[0]), float(mask_beta[1]))
 
     # ------------------------------------------------------------------ batches
@@ -110,10 +136,3 @@ class ENATModule(TrainingModule):
         loss = total / count
         self.log("val/loss", loss, prog_bar=True, batch_size=ids.shape[0], sync_dist=True)
         return loss
-
-    def configure_optimizers(self) -> Any:
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.hparams.lr, betas=tuple(self.hparams.betas),
-                                      weight_decay=self.hparams.weight_decay)
-        warmup = int(self.hparams.warmup_steps)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -6,20 +6,33 @@ only ``self.model`` (the LinFusion modules) is optimised (AdamW, lr 1e-4, no sch
 (``batch["image"]`` in [-1, 1]) are resized to ``resolution`` (bicubic, square, aspect not kept, as official),
 VAE-encoded (latent mean + std noise, x scaling_factor); captions (``batch["txt"]``, empty if absent) go
 through the text encoder. The frozen parts are kept outside the module tree so checkpoints hold only LinFusion.
+
+The defaults, in YAML (the one way to train, `tokenforge.training`; no ``lr_scheduler``, no clipping)::
+
+    optimizer:
+      class_path: torch.optim.AdamW
+      init_args: {lr: 1.0e-4, weight_decay: 0.0}
+
+The module arguments ``lr`` and ``weight_decay`` are deprecated aliases laid over that callable.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from tokenforge.generators.linfusion.components import Components, load_components, tiny_components
 from tokenforge.generators.linfusion.distill import WEIGHTS, distill_losses
 from tokenforge.generators.linfusion.linfusion import LinFusion, default_modules_list
-from tokenforge.training import TrainingModule
+from tokenforge.training import TrainingModule, optimizer_with
+
+#: official distill.py: AdamW lr 1e-4 (torch's betas), no weight decay, no schedule
+DEFAULT_OPTIMIZER = functools.partial(torch.optim.AdamW, lr=1e-4, weight_decay=0.0)
 
 
 class LinFusionDistillModule(TrainingModule):
@@ -32,8 +45,11 @@ class LinFusionDistillModule(TrainingModule):
         mid_dim_scale: int | None = None,
         pretrained_linfusion: str | None = None,
         resolution: int | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
+        optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        gradient_clip_val: float | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
         loss_weights: dict[str, float] | None = None,
         chunk_size: int | None = None,
     ) -> None:
@@ -46,12 +62,14 @@ class LinFusionDistillModule(TrainingModule):
             model = LinFusion.load_official(pretrained_linfusion, chunk_size=chunk_size)
         else:
             model = LinFusion(default_modules_list(parts.unet, mid_dim_scale), chunk_size=chunk_size)
-        super().__init__(model)
+        super().__init__(model, optimizer=optimizer_with(optimizer, DEFAULT_OPTIMIZER, type(self).__name__, lr=lr,
+                                                         weight_decay=weight_decay),
+                         lr_scheduler=lr_scheduler, gradient_clip_val=gradient_clip_val)
         model.mount_to(parts.unet)
         model.requires_grad_(True)
         self._frozen = [parts, teacher]  # a list: not registered, not in state_dict
         self.names = [m["module_name"] for m in model.modules_list]
-        self.resolution, self.lr, self.weight_decay = resolution, lr, weight_decay
+        self.resolution = resolution
         self.loss_weights = {**WEIGHTS, **(loss_weights or {})}
 
     @property
@@ -93,6 +111,3 @@ class LinFusionDistillModule(TrainingModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         out = self.losses(batch)
         self.log_dict({f"val/{k}": v for k, v in out.items()}, batch_size=len(batch["image"]))
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)

@@ -11,10 +11,20 @@ inference model, so checkpoints stay loadable as plain `FlexTok`.
 Nested dropout modes: ``"pow2"`` (keep_k = 2^j, j uniform, as the paper describes), ``"uniform"`` (1..R as the
 official MaskedNestedDropout default) and ``"uniform_pow2"`` (half of each). Validation logs PSNR per k in
 ``val_ks`` (decoded with the model's sampler settings), which is how coarse-to-fine quality is tracked.
+
+Optimisation (the one way to train, `tokenforge.training`): ``optimizer`` over every trainable parameter (the
+REPA projector included), no schedule unless ``lr_scheduler`` is given, gradient norm clipped to
+``gradient_clip_val`` (1.0; the module's value wins over the Trainer's). The defaults, in YAML::
+
+    optimizer:
+      class_path: torch.optim.AdamW
+      init_args: {lr: 1.0e-4, weight_decay: 0.01}     # torch's betas (0.9, 0.999)
+    gradient_clip_val: 1.0
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -27,6 +37,9 @@ from tokenforge.tokenizers.flextok.model import FlexTok
 from tokenforge.training import TrainingModule
 
 NESTED_MODES = ("pow2", "uniform", "uniform_pow2")
+
+#: AdamW lr 1e-4, weight decay 0.01, torch's betas (the official release has no training recipe)
+DEFAULT_OPTIMIZER = functools.partial(torch.optim.AdamW, lr=1e-4, weight_decay=0.01)
 
 
 def sample_keep_k(batch: int, registers: int, mode: str = "pow2", device: Any = None,
@@ -67,7 +80,8 @@ class FlexTokModule(TrainingModule):
         optimizer: OptimizerCallable | None = None,
         lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, optimizer=optimizer if optimizer is not None else DEFAULT_OPTIMIZER,
+                         lr_scheduler=lr_scheduler, gradient_clip_val=gradient_clip_val)
         if nested_dropout not in NESTED_MODES:
             raise ValueError(f"nested_dropout must be one of {NESTED_MODES}, got {nested_dropout!r}")
         if not 0.0 <= cond_drop_prob < 1.0:
@@ -82,8 +96,6 @@ class FlexTokModule(TrainingModule):
             self.projector = None
         self.repa_layer, self.repa_weight = repa_layer, repa_weight
         self.val_ks = val_ks or [1, 2, 4, 8, 16, 32, 64, 128, 256]
-        self.gradient_clip_val = gradient_clip_val
-        self.optimizer_fn, self.lr_scheduler_fn = optimizer, lr_scheduler
 
     # ------------------------------------------------------------------ loss
     def flow_loss(self, images: Tensor) -> dict[str, Tensor]:
@@ -128,10 +140,6 @@ class FlexTokModule(TrainingModule):
         self.log_dict({f"train/{k}": v for k, v in out.items()}, prog_bar=True, batch_size=len(self._images(batch)))
         return out
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.gradient_clip_val:
-            torch.nn.utils.clip_grad_norm_(self.parameters(), self.gradient_clip_val)
-
     @torch.no_grad()
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         images = self._images(batch)
@@ -143,10 +151,3 @@ class FlexTokModule(TrainingModule):
             out[f"psnr_k{k}"] = psnr(recon, images).mean()
         self.log_dict({f"val/{k}": v for k, v in out.items()}, batch_size=len(images))
         return out
-
-    def configure_optimizers(self) -> Any:
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = self.optimizer_fn(params) if self.optimizer_fn else torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
-        if self.lr_scheduler_fn is None:
-            return opt
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.lr_scheduler_fn(opt), "interval": "step"}}

@@ -5,21 +5,37 @@ Loss (spec §2 defaults, from 3DShape2VecSet + VAR; VAT's own weights are not pu
 over each query set. VAT trains the continuous VAE first and the codebook afterwards (200k + 100k steps, §0b): here
 ``quantize_start`` steps of the continuous path (posterior sample straight to the decoder), then the multi-scale
 quantizer is switched on. Validation logs the same terms plus the volume IoU of ``logit >= 0`` on uniform queries.
-``schedule: cosine`` decays the learning rate to 0 over ``trainer.max_steps`` (after ``warmup_steps``).
+
+Optimisation (the one way to train, `tokenforge.training`): ``optimizer`` over every trainable parameter, no
+schedule, gradient norm clipped to ``gradient_clip_val`` (1.0; the module's value wins over the Trainer's). The
+defaults, in YAML::
+
+    optimizer:
+      class_path: torch.optim.AdamW
+      init_args: {lr: 1.0e-4}          # torch's betas (0.9, 0.999) and weight decay 0.01
+    gradient_clip_val: 1.0
+
+A cosine to 0 over ``trainer.max_steps`` after a warm-up: ``lr_scheduler: {class_path:
+tokenforge.lr_schedulers.WarmupCosineLR, init_args: {warmup_steps: 0}}``. The module arguments ``schedule``
+(``constant`` / ``cosine``) and ``warmup_steps`` are deprecated aliases that pick that scheduler.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import functools
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from tokenforge.metrics.mesh import occupancy_iou
 from tokenforge.tokenizers.vat.model import VAT
-from tokenforge.training import TrainingModule, warmup_cosine
+from tokenforge.lr_schedulers import WarmupConstantLR, WarmupCosineLR
+from tokenforge.training import TrainingModule, scheduler_with
+
+#: AdamW lr 1e-4 with torch's other defaults (VAT's optimiser settings are not public)
+DEFAULT_OPTIMIZER = functools.partial(torch.optim.AdamW, lr=1e-4)
 
 
 def mesh_inputs(batch: dict[str, Tensor], use_normals: bool) -> Tensor:
@@ -37,29 +53,18 @@ def mesh_inputs(batch: dict[str, Tensor], use_normals: bool) -> Tensor:
 class VATModule(TrainingModule):
     def __init__(self, model: VAT, near_weight: float = 0.1, kl_weight: float = 1e-3, vq_weight: float = 1.0,
                  quantize_start: int = 0, optimizer: OptimizerCallable | None = None,
-                 gradient_clip_val: float | None = 1.0, schedule: str = "constant", warmup_steps: int = 0) -> None:
-        super().__init__(model)
-        if schedule not in ("cosine", "constant"):
+                 lr_scheduler: LRSchedulerCallable | None = None, gradient_clip_val: float | None = 1.0,
+                 schedule: str | None = None, warmup_steps: int | None = None) -> None:
+        if schedule not in (None, "cosine", "constant"):
             raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+        if lr_scheduler is None and (schedule == "cosine" or warmup_steps):  # a given lr_scheduler wins
+            lr_scheduler = functools.partial(WarmupCosineLR if schedule == "cosine" else WarmupConstantLR)
+        lr_scheduler = scheduler_with(lr_scheduler, None, type(self).__name__, warmup_steps=warmup_steps or None)
+        super().__init__(model, optimizer=optimizer if optimizer is not None else DEFAULT_OPTIMIZER,
+                         lr_scheduler=lr_scheduler, gradient_clip_val=gradient_clip_val)
         self.near_weight, self.kl_weight, self.vq_weight = near_weight, kl_weight, vq_weight
-        self.quantize_start, self.optimizer_fn = int(quantize_start), optimizer
-        self.gradient_clip_val = gradient_clip_val
-        self.save_hyperparameters(ignore=["model", "optimizer"])
-
-    def configure_optimizers(self) -> Any:
-        params = self.model.parameters()
-        optimizer = self.optimizer_fn(params) if self.optimizer_fn is not None else torch.optim.AdamW(params, lr=1e-4)
-        if self.hparams.schedule == "constant" and not self.hparams.warmup_steps:
-            return optimizer
-        total = self.trainer.max_steps if self.hparams.schedule == "cosine" and self.trainer.max_steps > 0 else None
-        factor = warmup_cosine(total, self.hparams.warmup_steps)  # cosine over trainer.max_steps
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
-
-    def configure_gradient_clipping(self, optimizer: Any, gradient_clip_val: Any = None,
-                                    gradient_clip_algorithm: Any = None) -> None:
-        if self.gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val=self.gradient_clip_val, gradient_clip_algorithm="norm")
+        self.quantize_start = int(quantize_start)
+        self.save_hyperparameters(ignore=["model", "optimizer", "lr_scheduler"])
 
     @property
     def quantizing(self) -> bool:
