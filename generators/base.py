@@ -37,7 +37,14 @@ class HeldOutLoss:
 
 
 class Generator(HeldOutLoss, Configurable, nn.Module):
-    """Inference side of a generator: ``generate(n, condition, **sampling) -> Tokens``; ``nll`` (`HeldOutLoss`)."""
+    """Inference side of a generator, one contract for every method.
+
+    ``generate(n, condition=None, **sampling) -> Tokens``: ``n`` samples (ids, or ``latents`` for continuous
+    generators) for ``condition`` (class ids ``[n]``, caption features, or None: the method's default, e.g. random
+    classes). Every generator accepts the keywords ``generator`` (a seeded ``torch.Generator``) and ``progress``
+    (bool); the rest of ``sampling`` are the method's own options (its ``generate`` options in ``method.py``).
+    ``nll(batch) -> (sum, count)`` is the held-out loss (`HeldOutLoss`).
+    """
 
     def generate(self, n: int, condition: Tensor | None = None, **sampling: Any) -> Tokens:
         raise NotImplementedError
@@ -53,12 +60,23 @@ class Generator(HeldOutLoss, Configurable, nn.Module):
 
 
 class Pipeline:
-    """A generator and the tokenizer that decodes its tokens: ``sample(n, condition)`` returns data."""
+    """A generator and the tokenizer that decodes its tokens: ``sample(n, condition)`` returns data.
+
+    A generator that samples through its tokenizer (``needs_tokenizer``, e.g. a multi-scale quantizer) gets it
+    attached here, so ``generate`` needs no tokenizer argument.
+    """
 
     def __init__(self, tokenizer: Tokenizer, generator: Generator) -> None:
         self.tokenizer, self.generator = tokenizer, generator
+        if getattr(generator, "needs_tokenizer", False):
+            generator.attach_tokenizer(tokenizer)
 
     @torch.no_grad()
-    def sample(self, n: int, condition: Tensor | None = None, **sampling: Any) -> Tensor:
+    def sample(self, n: int, condition: Tensor | None = None, *, with_tokens: bool = False,
+               **sampling: Any) -> Tensor | tuple[Tokens, Any]:
+        """Decoded samples (images ``[n, C, H, W]`` in [-1, 1], audio, meshes); ``with_tokens`` also returns the
+        generated `Tokens`, as ``(tokens, data)``."""
         tokens = self.generator.generate(n, condition, **sampling)
-        return self.tokenizer.decode(tokens)
+        device = next(self.tokenizer.parameters(), torch.empty(0)).device
+        data = self.tokenizer.decode(tokens.to(device))
+        return (tokens, data) if with_tokens else data

@@ -31,6 +31,11 @@ CONFIG = REPO / "configs/generators/autoregressive/tiny.yaml"
 CODES = 16
 
 
+def generate_main(argv: list[str]) -> int:
+    """`tokenforge generate` with ``argv``, as the console runs it."""
+    return tokenforge_main(["generate", *argv])
+
+
 def read_tokens(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     decode = TokenDecoder()
     samples = list(wds.WebDataset(sorted(glob.glob(str(folder / f"{split}-*.tar"))), shardshuffle=False))

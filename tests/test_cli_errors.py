@@ -85,7 +85,7 @@ def test_generate_with_a_missing_model_path(models, tmp_path, capfd) -> None:
     assert_one_line(err, "generate", str(missing))
 
 
-@pytest.mark.parametrize("command", ["generate", "enat-generate", "ecar-generate"])
+@pytest.mark.parametrize("command", ["generate"])
 def test_generate_on_cuda_without_a_gpu(command, models, tmp_path, capfd, monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     code, err = run([command, "--generator", str(models["gpt"]), "--tokenizer", str(models["vq"]), "--device", "cuda",
@@ -94,11 +94,11 @@ def test_generate_on_cuda_without_a_gpu(command, models, tmp_path, capfd, monkey
     assert_one_line(err, command, "--device cuda", "no CUDA GPU", "--device cpu")
 
 
-def test_ecar_generate_names_the_right_command(models, tmp_path, capfd) -> None:
-    code, err = run(["ecar-generate", "--generator", str(models["gpt"]), "--tokenizer", str(models["vq"]),
-                     "--out", str(tmp_path / "out")], capfd)
+def test_generate_refuses_another_methods_option(models, tmp_path, capfd) -> None:
+    code, err = run(["generate", "--generator", str(models["gpt"]), "--tokenizer", str(models["vq"]),
+                     "--stages", "2", "--out", str(tmp_path / "out")], capfd)
     assert code == 2
-    assert_one_line(err, "ecar-generate", "holds a GPT", "`tokenforge generate`")
+    assert_one_line(err, "generate", "--stages is an option of ecar", "autoregressive's")
 
 
 @pytest.mark.parametrize(("command", "what"), [("encode", "no image files"), ("decode", "no codes files")])
@@ -114,8 +114,9 @@ def test_tokenizer_verbs_without_usable_inputs(command, what, models, tmp_path, 
 def test_debug_shows_the_traceback_and_the_line(models, tmp_path, capfd) -> None:
     argv = ["generate", "--generator", str(models["vq"]), "--tokenizer", str(models["vq"]),
             "--out", str(tmp_path / "out")]
-    code, err = run(["--debug", *argv], capfd)  # generate catches its own usage errors: no traceback to show
-    assert code == 2 and "Traceback" not in err
+    code, err = run(["--debug", *argv], capfd)
+    assert code == 2 and "Traceback" in err
+    assert err.strip().splitlines()[-1].startswith("tokenforge generate: ")
     code, err = run(["encode", "--model", str(models["vq"]), str(tmp_path), "--out", str(tmp_path / "o"), "--debug"],
                     capfd)
     assert code == 2
@@ -258,7 +259,7 @@ def test_linfusion_base_that_is_not_a_diffusers_folder(layout, tmp_path, capfd) 
         base.mkdir()
     if layout == "not_a_pipeline":
         (base / "config.json").write_text("{}")
-    code, err = run(["linfusion", "--base", str(base), "--prompt", "a lighthouse", "--out", str(tmp_path / "o.png")],
-                    capfd)
+    code, err = run(["generate", "--official", "linfusion", "--model", str(tmp_path), "--base", str(base), "--prompt",
+                     "a lighthouse", "--out", str(tmp_path / "o")], capfd)
     assert code == 2
-    assert_one_line(err, "linfusion", "model_index.json")
+    assert_one_line(err, "generate", "model_index.json")

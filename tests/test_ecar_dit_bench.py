@@ -30,7 +30,7 @@ def test_dit_identity_at_init_and_loss_falls(shared_data: Path) -> None:
         opt.step()
         losses.append(loss.item())
     assert sum(losses[-8:]) / 8 < 0.8 * sum(losses[:8]) / 8
-    out = dit.eval().generate(torch.tensor([0, 2]), steps=3, cfg=2.0)
+    out = dit.eval().sample_latents(torch.tensor([0, 2]), steps=3, cfg=2.0)
     assert out.shape == (2, 4, 8, 8) and out.isfinite().all()
     with pytest.raises(ValueError, match="latents"):
         dit(torch.randn(1, 4, 6, 6))

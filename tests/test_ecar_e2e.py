@@ -1,5 +1,5 @@
 """E-CAR end to end on real data: face crops -> image shards -> KL-autoencoder latent shards (latents.npy) ->
-`tokenforge fit` (tiny config, EMA) with the flow loss falling -> `tokenforge ecar-generate` -> decodable PNGs."""
+`tokenforge fit` (tiny config, EMA) with the flow loss falling -> `tokenforge generate` -> decodable PNGs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from tokenforge.cli import lightning_cli
 from tokenforge.data.tokens import encode_shards
-from tokenforge.generators.ecar.generate import main as generate_main
+from tokenforge.cli import main as tokenforge_main
 from tokenforge.generators.ecar.model import ECAR
 from tokenforge.hub import from_pretrained, save_pretrained
 from tokenforge.tokenizers.klvae import KLAutoencoder
@@ -20,6 +20,11 @@ from conftest import make_face_shards
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/generators/ecar/tiny.yaml"
+
+
+def generate_main(argv: list[str]) -> int:
+    """`tokenforge generate` with ``argv``, as the console runs it."""
+    return tokenforge_main(["generate", *argv])
 
 
 def test_faces_to_latents_to_ecar_to_pngs(shared_data, tmp_path, monkeypatch, one_thread):

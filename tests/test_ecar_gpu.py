@@ -23,11 +23,11 @@ def test_bf16_training_and_generation_on_cuda() -> None:
     assert loss.isfinite() and all(p.grad is None or p.grad.isfinite().all() for p in model.parameters())
     model.eval()
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        out = model.generate(torch.arange(4, device="cuda"), steps=4, cfg=2.0)
+        out = model.sample_latents(torch.arange(4, device="cuda"), steps=4, cfg=2.0)
     assert out.shape == (4, 16, 16, 16) and out.isfinite().all()
     dit = FlowDiT(16, 16, 1, 256, 4, 4, 10).cuda().eval()
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        assert dit.generate(torch.arange(4, device="cuda"), steps=4).isfinite().all()
+        assert dit.sample_latents(torch.arange(4, device="cuda"), steps=4).isfinite().all()
 
 
 def test_mar_parity_lines_pass(fixtures_dir) -> None:

@@ -45,9 +45,9 @@ def test_oracle_velocity_recovers_the_data_point() -> None:
         return e * tok(maps[s]) - a * tok(prev) - (e - a) * eps
 
     model.velocity = oracle
-    out = model.generate(torch.tensor([1]), steps=[2, 3, 4])
+    out = model.sample_latents(torch.tensor([1]), steps=[2, 3, 4])
     assert torch.allclose(out, target, atol=1e-4)
-    preview = model.generate(torch.tensor([1]), steps=2, num_stages=2)
+    preview = model.sample_latents(torch.tensor([1]), steps=2, num_stages=2)
     assert torch.allclose(preview, resize(maps[1], 8), atol=1e-4)
 
 
@@ -71,16 +71,16 @@ def test_training_lowers_the_flow_loss_on_real_latents(shared_data: Path) -> Non
 def test_options_and_errors(tmp_path: Path) -> None:
     model = ECAR(**TINY).eval()
     torch.manual_seed(1)
-    a = model.generate(torch.tensor([0, 2]), steps=2, cfg=3.0)
+    a = model.sample_latents(torch.tensor([0, 2]), steps=2, cfg=3.0)
     assert a.shape == (2, 4, 8, 8) and a.isfinite().all()
     with pytest.raises(ValueError, match="latents"):
         model(torch.randn(1, 4, 4, 4))
     with pytest.raises(ValueError, match="steps"):
-        model.generate(torch.tensor([0]), steps=[1, 2])
+        model.sample_latents(torch.tensor([0]), steps=[1, 2])
     with pytest.raises(ValueError, match="bounds"):
         ECAR(**{**TINY, "bounds": [0.0, 0.5, 0.4, 1.0]})
     hub.save_pretrained(model, tmp_path / "ecar")
     again = hub.from_pretrained(tmp_path / "ecar").eval()
     g = torch.Generator().manual_seed(3)
     h = torch.Generator().manual_seed(3)
-    assert torch.equal(model.generate(torch.tensor([1]), 2, generator=g), again.generate(torch.tensor([1]), 2, generator=h))
+    assert torch.equal(model.sample_latents(torch.tensor([1]), 2, generator=g), again.sample_latents(torch.tensor([1]), 2, generator=h))

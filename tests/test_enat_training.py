@@ -1,5 +1,5 @@
 """ENAT end to end on real data: face crops -> image shards -> VQGAN tokens -> token shards -> `tokenforge fit`
-ENAT (tiny config, reuse training on) -> `tokenforge enat-generate` -> decodable PNG grids.
+ENAT (tiny config, reuse training on) -> `tokenforge generate` -> decodable PNG grids.
 
 The tokenizer is this repository's `VQGAN` with a k-means-fitted 16-code codebook (any grid tokenizer works
 through token shards; ENAT's own MAGE VQGAN is checked against the official fixture in test_enat.py).
@@ -20,7 +20,7 @@ import webdataset as wds
 from tokenforge.cli import lightning_cli
 from tokenforge.data.tokens import Decoder as TokenDecoder
 from tokenforge.data.tokens import encode_shards
-from tokenforge.generators.enat.generate import main as enat_generate_main
+from tokenforge.cli import main as tokenforge_main
 from tokenforge.generators.enat.model import ENAT
 from tokenforge.generators.enat.module import ENATModule, random_mask
 from tokenforge.hub import from_pretrained, save_pretrained
@@ -30,6 +30,11 @@ from token_shards import fit_kmeans_vqgan
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs/generators/enat/tiny.yaml"
 CODES = 16
+
+
+def enat_generate_main(argv: list[str]) -> int:
+    """`tokenforge generate` with ``argv``, as the console runs it."""
+    return tokenforge_main(["generate", *argv])
 
 
 def read_tokens(folder: Path, split: str) -> tuple[torch.Tensor, torch.Tensor]:

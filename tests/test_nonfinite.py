@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from tokenforge.cli import lightning_cli
 from tokenforge.errors import RunFailedError, UsageError
-from tokenforge.generators.autoregressive.generate import load_module
+from tokenforge.model_arg import load_model as load_module
 from tokenforge.generators.autoregressive.gpt import GPT
 from tokenforge.generators.autoregressive.module import ARModule
 from tokenforge.hub import save_pretrained

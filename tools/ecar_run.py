@@ -7,7 +7,7 @@
 LFW face / non-face crops (two classes, 32 px) -> image shards -> a KL autoencoder trained with the shared
 autoencoder+GAN loop (`KLAutoencoderModule`, f=2 -> 4 x 16 x 16 latents) -> latent shards (latents.npy) ->
 `tokenforge fit` of E-CAR (stages 1-2-4-8-16) and of the FlowDiT baseline at the same width/depth, bf16, EMA ->
-held-out flow loss, sample grids from both (``ecar-generate``) and their generation time per image.
+held-out flow loss, sample grids from both (``tokenforge generate``) and their generation time per image.
 Writes ``$OUT/{kl,ecar,dit}/metrics.csv``, ``$OUT/{ecar,dit}_samples/grid.png`` and ``$OUT/summary.json``.
 """
 
@@ -56,7 +56,7 @@ def main() -> int:
     args = p.parse_args()
     from tokenforge.demo_stages import make_face_shards
     from tokenforge.data.tokens import encode_shards
-    from tokenforge.generators.ecar.generate import main as generate
+    from tokenforge.generate import main as generate
 
     work, out = Path(args.work), Path(args.out)
     shutil.rmtree(work, ignore_errors=True)

@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     ecar, dit = (m.to(device).eval() for m in build(size, args.dit_patch))
     runs = {
-        "ecar": lambda labels: ecar.generate(labels, steps=args.ecar_steps, cfg=args.cfg),
-        "dit": lambda labels: dit.generate(labels, steps=args.dit_steps, cfg=args.cfg),
+        "ecar": lambda labels: ecar.sample_latents(labels, steps=args.ecar_steps, cfg=args.cfg),
+        "dit": lambda labels: dit.sample_latents(labels, steps=args.dit_steps, cfg=args.cfg),
     }
     params = {"ecar": sum(q.numel() for q in ecar.parameters()), "dit": sum(q.numel() for q in dit.parameters())}
     one = torch.zeros(1, dtype=torch.long, device=device)

@@ -13,15 +13,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from tokenforge.config import Configurable
+from tokenforge.generators.base import Generator
 from tokenforge.generators.ecar.latent_loss import LatentLoss
 from tokenforge.generators.ecar.diffloss import TimestepEmbedder
 from tokenforge.generators.ecar.mar import patchify, unpatchify
+from tokenforge.generators.ecar.model import random_labels
 from tokenforge.nn.norms import AdaLNModulation, LayerNorm, modulate
 from tokenforge.nn.transformer import Transformer
+from tokenforge.tokenizers.base import Tokens
 
 
-class FlowDiT(LatentLoss, Configurable, nn.Module):
+class FlowDiT(LatentLoss, Generator):
     def __init__(self, latent_channels: int = 16, latent_size: int = 16, patch_size: int = 1, dim: int = 768,
                  depth: int = 12, num_heads: int = 12, num_classes: int = 1000, class_dropout: float = 0.1) -> None:
         super().__init__()
@@ -70,8 +72,25 @@ class FlowDiT(LatentLoss, Configurable, nn.Module):
         return (v.float() - (latents - eps).float()).pow(2).mean()
 
     @torch.no_grad()
-    def generate(self, labels: Tensor, steps: int = 50, cfg: float = 1.0,
-                 generator: torch.Generator | None = None) -> Tensor:
+    def generate(self, n: int, condition: Tensor | None = None, *, steps: int | list[int] = 50, cfg: float = 1.0,
+                 stages: int | None = None, generator: torch.Generator | None = None,
+                 progress: bool = False) -> Tokens:
+        """The Generator contract (E-CAR's options): ``steps`` Euler steps at full resolution; a DiT has no
+        stages, so ``stages`` must stay unset."""
+        if stages is not None:
+            raise ValueError("a FlowDiT samples at full resolution in one schedule: it has no --stages")
+        if not isinstance(steps, int):
+            if len(steps) != 1:
+                raise ValueError(f"a FlowDiT takes one --steps value (one schedule), got {list(steps)}")
+            steps = steps[0]
+        labels = random_labels(self, n, condition, generator, self.class_emb.weight.device)
+        return Tokens(latents=self.sample_latents(labels, int(steps), cfg, generator),
+                      meta={"layout": "continuous", "labels": labels})
+
+    @torch.no_grad()
+    def sample_latents(self, labels: Tensor, steps: int = 50, cfg: float = 1.0,
+                       generator: torch.Generator | None = None) -> Tensor:
+        """Latents ``(B, C, H, W)`` for class ids ``labels``: ``steps`` Euler steps, CFG ``cfg``."""
         b, device = labels.shape[0], labels.device
         x = torch.randn(b, self.c, self.size, self.size, device=device, generator=generator)
         cond = self._labels(labels, b, device)

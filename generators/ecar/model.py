@@ -38,12 +38,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tokenforge.config import Configurable
+from tokenforge.generators.base import Generator
 from tokenforge.generators.ecar.latent_loss import LatentLoss
 from tokenforge.generators.ecar.diffloss import SimpleMLPAdaLN
 from tokenforge.nn.attention import block_causal_mask
 from tokenforge.nn.norms import LayerNorm
 from tokenforge.nn.transformer import Transformer
+from tokenforge.tokenizers.base import Tokens
+
+
+def random_labels(model: nn.Module, n: int, condition: Tensor | None, generator: torch.Generator | None,
+                  device: torch.device) -> Tensor:
+    """Class ids ``[n]`` on ``device``: ``condition`` (one id or ``n``), or random classes drawn with ``generator``
+    (the null class for a model without classes)."""
+    if condition is not None:
+        labels = torch.as_tensor(condition, device=device).long().reshape(-1)
+        return labels.expand(n) if labels.numel() == 1 else labels
+    if model.num_classes <= 0:
+        return torch.full((n,), model.num_classes, dtype=torch.long, device=device)
+    where = generator.device if generator is not None else device
+    return torch.randint(0, model.num_classes, (n,), generator=generator, device=where).to(device)
 
 
 def resize(x: Tensor, size: int) -> Tensor:
@@ -53,7 +67,7 @@ def resize(x: Tensor, size: int) -> Tensor:
     return F.interpolate(x, size=(size, size), mode="area" if size < x.shape[-1] else "nearest")
 
 
-class ECAR(LatentLoss, Configurable, nn.Module):
+class ECAR(LatentLoss, Generator):
     """E-CAR generator over latents ``(B, C, H, W)`` with ``H = W = scales[-1]``; see the module docstring."""
 
     def __init__(
@@ -158,8 +172,18 @@ class ECAR(LatentLoss, Configurable, nn.Module):
 
     # ------------------------------------------------------------------ sampling
     @torch.no_grad()
-    def generate(self, labels: Tensor, steps: int | Sequence[int] = 10, cfg: float = 1.0,
-                 num_stages: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+    def generate(self, n: int, condition: Tensor | None = None, *, steps: int | Sequence[int] = 10, cfg: float = 1.0,
+                 stages: int | None = None, generator: torch.Generator | None = None,
+                 progress: bool = False) -> Tokens:
+        """The Generator contract: ``n`` latents for class ids ``condition`` (None: random classes) in
+        ``Tokens.latents``; `sample_latents` with ``stages`` stages."""
+        labels = random_labels(self, n, condition, generator, self.class_emb.weight.device)
+        latents = self.sample_latents(labels, steps, cfg, stages, generator)
+        return Tokens(latents=latents, meta={"layout": "continuous", "labels": labels})
+
+    @torch.no_grad()
+    def sample_latents(self, labels: Tensor, steps: int | Sequence[int] = 10, cfg: float = 1.0,
+                       num_stages: int | None = None, generator: torch.Generator | None = None) -> Tensor:
         """Latents ``(B, C, H, W)``: S stages, ``steps`` Euler steps each (an int or one per stage), CFG ``cfg``.
 
         ``num_stages < S`` stops early and returns the last clean map up-sampled to full size (a preview).
@@ -167,6 +191,8 @@ class ECAR(LatentLoss, Configurable, nn.Module):
         n = num_stages or len(self.scales)
         if not 1 <= n <= len(self.scales):
             raise ValueError(f"num_stages must be in 1..{len(self.scales)}, got {n}")
+        if not isinstance(steps, int) and len(steps) == 1:
+            steps = steps[0]
         steps = [int(steps)] * len(self.scales) if isinstance(steps, int) else [int(s) for s in steps]
         if len(steps) != len(self.scales) or min(steps) < 1:
             raise ValueError(f"steps must be a positive int or one per stage ({len(self.scales)}), got {steps}")

@@ -45,13 +45,10 @@ def gumbel(shape: tuple[int, ...], generator: torch.Generator | None, device: to
     return -torch.log(-torch.log(u))
 
 
-# defaults `tokenforge enat-generate` sets for the ``tokenforge generate`` run it wraps (steps, reuse, mode, ...)
-CLI_DEFAULTS: dict[str, Any] = {}
-
-
 def from_cli_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Map ``tokenforge generate``'s keyword set onto `enat_generate`'s; refuse options ENAT cannot honour."""
-    options = {**CLI_DEFAULTS, **options}
+    """Map the sampling keywords of the Generator contract onto `enat_generate`'s (``cfg`` is the guidance scale
+    ``w``, ``temperature`` scales ``samp_temp``); refuse options ENAT cannot honour."""
+    options = dict(options)
     if "cfg" in options:
         options["cfg_scale"] = float(options.pop("cfg"))
     if "temperature" in options:

@@ -30,6 +30,19 @@ class ByteTokenizer:
         return ids
 
 
+def encode_text(tokenizer: Any, text_encoder: nn.Module, captions: list[str], device: torch.device) -> Tensor:
+    """Last hidden state of ``text_encoder`` for ``captions``; no ``tokenizer`` (a pipeline saved without one, as
+    the tiny ones are) means `ByteTokenizer` at the encoder's position count."""
+    if tokenizer is None:
+        tokenizer = ByteTokenizer(int(text_encoder.config.max_position_embeddings))
+    if isinstance(tokenizer, ByteTokenizer):
+        ids = tokenizer(captions)
+    else:
+        ids = tokenizer(captions, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                        return_tensors="pt").input_ids
+    return text_encoder(ids.to(device))[0]
+
+
 @dataclass
 class Components:
     unet: nn.Module
@@ -40,12 +53,7 @@ class Components:
 
     def encode_text(self, captions: list[str], device: torch.device) -> Tensor:
         """Last hidden state of the text encoder for captions tokenized to the tokenizer's max length."""
-        if isinstance(self.tokenizer, ByteTokenizer):
-            ids = self.tokenizer(captions)
-        else:
-            ids = self.tokenizer(captions, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").input_ids
-        return self.text_encoder(ids.to(device))[0]
+        return encode_text(self.tokenizer, self.text_encoder, captions, device)
 
     def freeze(self) -> Components:
         for part in (self.unet, self.vae, self.text_encoder):

@@ -1,120 +1,109 @@
-"""Text-to-image with LinFusion mounted on a diffusers Stable Diffusion pipeline, fully offline.
+"""``tokenforge generate`` for LinFusion: text-to-image on a local Stable Diffusion folder, fully offline.
 
-Recipes (specs/linfusion.md §6): direct generation at any size (linear attention makes large latents
-affordable), and the SDEdit ladder: generate, then repeatedly resize x2 and run img2img with decreasing
-strengths (official notebook: 0.4, 0.3, 0.2, 0.1 for 2K..16K, same seed), with VAE tiling for large images.
+    tokenforge generate --official linfusion --model LINFUSION_DIR --base LOCAL_SD_FOLDER --prompt "a lighthouse" \\
+        --height 1024 --width 2048 [--ladder 0.4 0.3] --n 1 --out samples/
 
-    tokenforge linfusion --linfusion LINFUSION_DIR --base LOCAL_SD_FOLDER --prompt "a lighthouse" \
-        --height 1024 --width 2048 [--ladder 0.4 0.3] --out out.png
+LinFusion's checkpoint holds only its attention modules, so it generates its own way (`Method.verbs`): the base
+pipeline comes from ``--base`` (``local_files_only``), LinFusion is mounted on its UNet (`LinFusion.attach_pipeline`),
+and the samples go through ``Pipeline(tokenizer, linfusion)`` like every generator's, with the base's VAE as the
+tokenizer (``from_official("diffusers_vae", BASE/vae)``; ``--tokenizer`` overrides). The recipes (direct, SDEdit
+ladder) are in `tokenforge.generators.linfusion.render`. ``--model`` is a `tokenforge fit` checkpoint of the
+distillation, or with ``--official linfusion`` a released folder.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from tokenforge import console
-from tokenforge.devices import resolve_device
 from tokenforge.errors import UsageError
-from tokenforge.failure import one_line
 from tokenforge.generators.linfusion.linfusion import LinFusion
+from tokenforge.generators.linfusion.render import TILING_ABOVE, generate, save_png  # noqa: F401  (re-exported)
 
-TILING_ABOVE = 2048 * 2048  # pixels; official tiles: sample 2048, latent 256
+
+@contextmanager
+def loading_bars(show: bool) -> Iterator[None]:
+    """diffusers' and transformers' loading bars on or off (``--quiet``, no terminal) while the context is open."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    shown = [diffusers_logging.is_progress_bar_enabled(), transformers_logging.is_progress_bar_enabled()]
+    for library, before in zip((diffusers_logging, transformers_logging), shown):
+        (library.enable_progress_bar if show else library.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        for library, before in zip((diffusers_logging, transformers_logging), shown):
+            (library.enable_progress_bar if before else library.disable_progress_bar)()
 
 
-def load_pipeline(base: str, linfusion: str | None, dtype: torch.dtype = torch.float32, device: str = "cpu",
-                  chunk_size: int | None = None):
-    """A local diffusers SD / SDXL folder (``local_files_only``) with LinFusion mounted (random if no folder)."""
+def require_diffusers_folder(base: str) -> None:
+    """`UsageError` unless ``base`` is a pipeline folder saved by diffusers."""
+    if not Path(base, "model_index.json").is_file():
+        raise UsageError(f"--base {base} is not a local diffusers folder (no model_index.json); give the folder of a "
+                         "Stable Diffusion pipeline saved with diffusers")
+
+
+def load_pipeline(base: str, linfusion: LinFusion | str | None = None, dtype: torch.dtype = torch.float32,
+                  device: str = "cpu", chunk_size: int | None = None) -> Any:
+    """A local diffusers SD / SDXL folder (``local_files_only``) with LinFusion mounted: ``linfusion`` (a module,
+    or a released folder; random modules when None)."""
     from diffusers import DiffusionPipeline
 
-    pipe = DiffusionPipeline.from_pretrained(base, torch_dtype=dtype, local_files_only=True, safety_checker=None,
-                                             requires_safety_checker=False)
+    require_diffusers_folder(base)
+    index = json.loads(Path(base, "model_index.json").read_text())
+    absent = {name: None for name, entry in index.items() if isinstance(entry, list) and entry[0] is None}
+    with loading_bars(console.progress_enabled()):
+        pipe = DiffusionPipeline.from_pretrained(base, torch_dtype=dtype, local_files_only=True, **{
+            "safety_checker": None, "requires_safety_checker": False, "low_cpu_mem_usage": False, **absent})
     pipe.to(device)
-    pipe.linfusion = LinFusion.construct_for(pipe, pretrained=linfusion, chunk_size=chunk_size)
+    if isinstance(linfusion, LinFusion):
+        if chunk_size is not None:
+            for module in linfusion.modules_dict.values():
+                module.chunk_size = chunk_size
+        pipe.linfusion = linfusion.attach_pipeline(pipe)
+    else:
+        pipe.linfusion = LinFusion.construct_for(pipe, pretrained=linfusion, chunk_size=chunk_size)
+        pipe.linfusion.attach_pipeline(pipe)
     return pipe
 
 
-def _img2img(pipe):
-    from diffusers import AutoPipelineForImage2Image
+def main(argv: list[str]) -> int:
+    """The ``generate`` verb for LinFusion (see the module docstring); errors are one line (`tokenforge.errors`)."""
+    from tokenforge.devices import resolve_device
+    from tokenforge.generate import parse, require_tokenizer, sample_to_files
+    from tokenforge.generators.base import Pipeline
+    from tokenforge.generators.linfusion.method import METHOD
+    from tokenforge.hub import from_official
+    from tokenforge.model_arg import load_model
 
-    return AutoPipelineForImage2Image.from_pipe(pipe)
-
-
-def generate(pipe, prompt: str | None, height: int, width: int, steps: int = 25, guidance: float = 7.5,
-             seed: int = 123, ladder: list[float] | tuple[float, ...] = (), **embeds: Any) -> Tensor:
-    """Images (B, 3, H, W) in [0, 1]; each ladder strength doubles the size through img2img.
-
-    ``embeds`` (``prompt_embeds`` / ``negative_prompt_embeds``) replace ``prompt`` for pipelines without a tokenizer.
-    """
-    for size in (height, width):
-        if size % 8:
-            raise ValueError(f"height and width must be multiples of 8 (the VAE factor), got {height}x{width}")
-    call = dict(embeds) if embeds else {"prompt": prompt}
-    image = pipe(**call, height=height, width=width, num_inference_steps=steps, guidance_scale=guidance,
-                 generator=torch.Generator(device="cpu").manual_seed(seed), output_type="pt").images
-    for strength in ladder:
-        image = F.interpolate(image.float(), scale_factor=2, mode="bicubic", align_corners=False).clamp(0, 1)
-        if image.shape[-1] * image.shape[-2] > TILING_ABOVE and hasattr(pipe.vae, "enable_tiling"):
-            pipe.vae.enable_tiling()
-            pipe.vae.tile_sample_min_size, pipe.vae.tile_latent_min_size = 2048, 256
-        image = _img2img(pipe)(**call, image=image.to(pipe.vae.dtype), strength=strength, num_inference_steps=steps,
-                               guidance_scale=guidance, generator=torch.Generator(device="cpu").manual_seed(seed),
-                               output_type="pt").images
-    return image
-
-
-def save_png(image: Tensor, path: Path) -> None:
-    from PIL import Image
-
-    array = (image.float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
-    Image.fromarray(array).save(path)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tokenforge linfusion", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--linfusion", help="LinFusion folder (config.json + diffusion_pytorch_model.safetensors)")
-    p.add_argument("--base", required=True, help="local diffusers Stable Diffusion folder")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--height", type=int, default=512)
-    p.add_argument("--width", type=int, default=512)
-    p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--guidance", type=float, default=7.5)
-    p.add_argument("--seed", type=int, default=123)
-    p.add_argument("--ladder", type=float, nargs="*", default=[], help="SDEdit strengths, each doubles the size")
-    p.add_argument("--dtype", choices=["float32", "float16", "bfloat16"], default="float32")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
-    p.add_argument("--chunk-size", type=int, default=None, help="tokens per chunk in LinFusion (bounds memory)")
-    p.add_argument("--out", type=Path, default=Path("linfusion.png"))
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if not Path(args.base, "model_index.json").is_file():
-        print(f"tokenforge linfusion: --base {args.base} is not a local diffusers folder (no model_index.json); "
-              "give the folder of a Stable Diffusion pipeline saved with diffusers", file=sys.stderr)
-        return 2
-    try:
-        device = str(resolve_device(args.device))
-        pipe = load_pipeline(args.base, args.linfusion, getattr(torch, args.dtype), device, args.chunk_size)
-        pipe.set_progress_bar_config(disable=not console.progress_enabled())
-        images = generate(pipe, args.prompt, args.height, args.width, args.steps, args.guidance, args.seed, args.ladder)
-    except (UsageError, FileNotFoundError, ValueError, OSError) as error:
-        print(f"tokenforge linfusion: {one_line(error)}", file=sys.stderr)
-        return 2
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_png(images[0], args.out)
-    print(json.dumps({"out": str(args.out), "size": list(images.shape[-2:])}))
+    args, options = parse(argv, METHOD)
+    base = options.pop("base", None)
+    if not base:
+        raise UsageError("LinFusion samples on a Stable Diffusion pipeline: give --base LOCAL_SD_FOLDER")
+    if args.classes:
+        raise UsageError("LinFusion is text-conditioned: give --prompt TEXT, not --class")
+    require_diffusers_folder(base)
+    dtype, chunk_size = getattr(torch, options.pop("dtype", "float32")), options.pop("chunk_size", None)
+    linfusion = load_model(args.model, args.official)
+    if not isinstance(linfusion, LinFusion):
+        raise UsageError(f"--model {args.model} holds a {type(linfusion).__name__}, not LinFusion modules")
+    device = resolve_device(args.device)
+    load_pipeline(base, linfusion.eval(), dtype, str(device), chunk_size)
+    if args.tokenizer:
+        tokenizer = load_model(args.tokenizer, what="--tokenizer")
+        require_tokenizer(tokenizer, args.tokenizer)
+    else:
+        tokenizer = from_official("diffusers_vae", Path(base) / "vae")
+    pipeline = Pipeline(tokenizer.to(device).eval(), linfusion)
+    progress = not args.no_progress and console.progress_enabled()
+    summary = sample_to_files(pipeline, args.n, Path(args.out), batch_size=args.batch_size, seed=args.seed,
+                              device=device, progress=progress, **options)
+    print(json.dumps(summary))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,6 +6,11 @@ as child ``"{i}"``, so the state dict keys are ``"{i}.to_q.weight"`` ... exactly
 ``diffusion_pytorch_model.safetensors``. `save_official` / `load_official` read and write that diffusers
 folder layout (``config.json`` with ``_class_name: "LinFusion"``). Unlike the official code, mounting is
 reversible (`unmount`) and works on a UNet or any pipeline that has ``.unet``.
+
+As a `Generator`, LinFusion samples and scores on a diffusers pipeline given by `attach_pipeline` (the frozen
+base UNet, text encoder and scheduler are not part of LinFusion's checkpoint): ``generate`` returns the scaled VAE
+latents, which the base's VAE (a KL tokenizer, ``from_official("diffusers_vae", BASE/vae)``) decodes;
+``nll`` is the denoising loss on held-out latents.
 """
 
 from __future__ import annotations
@@ -15,10 +20,16 @@ import os
 from pathlib import Path
 from typing import Any
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from tokenforge.config import Configurable
+from tokenforge.generators.base import Generator
 from tokenforge.generators.linfusion.attention import GeneralizedLinearAttention
+from tokenforge.generators.linfusion.components import encode_text
+from tokenforge.generators.linfusion.distill import noise_target
+from tokenforge.generators.linfusion.render import generate as render
+from tokenforge.tokenizers.base import Tokens
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 CONFIG_NAME = "config.json"
@@ -46,8 +57,12 @@ def default_modules_list(unet_or_pipe: Any, mid_dim_scale: int | None = None) ->
     return entries
 
 
-class LinFusion(Configurable, nn.Module):
+class LinFusion(Generator):
     """LinFusion modules for one UNet layout; `mount_to` swaps them in for the UNet's ``attn1`` layers."""
+
+    nll_metric = "loss"
+    nll_note = ("denoising MSE of the base UNet with LinFusion mounted on held-out VAE latents (noise and "
+                "timesteps seeded per batch); not a likelihood")
 
     def __init__(self, modules_list: list[dict[str, Any]], chunk_size: int | None = None) -> None:
         super().__init__()
@@ -57,6 +72,7 @@ class LinFusion(Configurable, nn.Module):
             self.add_module(str(i), module)
         self._originals: dict[str, nn.Module] = {}
         self._mounted_on: list[nn.Module] = []
+        self._pipeline: list[Any] = []  # a list: the diffusers pipeline stays outside the module tree
 
     @property
     def modules_dict(self) -> dict[str, GeneralizedLinearAttention]:
@@ -107,6 +123,65 @@ class LinFusion(Configurable, nn.Module):
             parent_name, _, child = name.rpartition(".")
             setattr(unet.get_submodule(parent_name), child, original)
         self._originals.clear()
+
+    # ------------------------------------------------------------------ the Generator contract
+    def attach_pipeline(self, pipe: Any) -> LinFusion:
+        """Sample and score on ``pipe`` (a diffusers Stable Diffusion pipeline): mount there (moving off any
+        other UNet) and keep it, outside the state dict."""
+        if self._mounted_on and self._mounted_on[-1] is not _unet(pipe):
+            self.unmount()
+        if not self._mounted_on:
+            self.mount_to(pipe)
+        self._pipeline[:] = [pipe]
+        return self
+
+    @property
+    def pipeline(self) -> Any:
+        if not self._pipeline:
+            raise RuntimeError("LinFusion samples on a Stable Diffusion pipeline: call attach_pipeline(pipe) first "
+                               "(tokenforge generate --base SD_FOLDER)")
+        return self._pipeline[0]
+
+    def prompt_embeds(self, prompts: list[str]) -> Tensor:
+        """Text-encoder features of ``prompts`` through the attached pipeline's tokenizer and text encoder."""
+        pipe = self.pipeline
+        return encode_text(getattr(pipe, "tokenizer", None), pipe.text_encoder, prompts, pipe.unet.device)
+
+    @torch.no_grad()
+    def generate(self, n: int, condition: Tensor | None = None, *, prompt: str | None = None, height: int = 512,
+                 width: int = 512, steps: int = 25, guidance: float = 7.5, ladder: list[float] | tuple = (),
+                 generator: torch.Generator | None = None, progress: bool = False) -> Tokens:
+        """``n`` images' scaled VAE latents in ``Tokens.latents`` for ``prompt`` (or ``condition``: text-encoder
+        features ``[n or 1, T, D]``), ``steps`` denoising steps, guidance ``guidance``, then each ``ladder``
+        strength doubles the size through img2img (SDEdit)."""
+        pipe = self.pipeline
+        pipe.set_progress_bar_config(disable=not progress)
+        if condition is None:
+            condition = self.prompt_embeds([prompt or ""])
+        embeds = {"prompt_embeds": condition.expand(n, -1, -1) if condition.shape[0] == 1 else condition,
+                  "negative_prompt_embeds": self.prompt_embeds([""]).expand(n, -1, -1)}
+        latents = render(pipe, None, height, width, steps, guidance, ladder=tuple(ladder), generator=generator,
+                         output_type="latent", **embeds)
+        return Tokens(latents=latents.float(), meta={"layout": "continuous", "prompt": prompt})
+
+    def nll(self, batch: dict[str, Any], *, seed: int = 0, **options: Any) -> tuple[Tensor, int]:
+        """(summed per-item denoising MSE, items) on ``batch["latents"]`` (scaled VAE latents) with captions
+        ``batch["txt"]`` (empty when absent): noise and timesteps drawn with ``seed``, the noise (or v) target of
+        the pipeline's scheduler, the UNet running with LinFusion mounted (`attach_pipeline`)."""
+        pipe = self.pipeline
+        unet = pipe.unet
+        latents = batch["latents"].to(unet.device, unet.dtype)
+        captions = [c.decode() if isinstance(c, bytes) else str(c) for c in (batch.get("txt") or [""] * len(latents))]
+        rng = torch.Generator(device=latents.device).manual_seed(int(seed))
+        noise = torch.randn(latents.shape, generator=rng, device=latents.device, dtype=latents.dtype)
+        steps = int(pipe.scheduler.config.num_train_timesteps)
+        t = torch.randint(0, steps, (len(latents),), generator=rng, device=latents.device)
+        with torch.no_grad():
+            noisy = pipe.scheduler.add_noise(latents, noise, t)
+            pred = unet(noisy, t, self.prompt_embeds(captions).to(unet.dtype)).sample
+        target = noise_target(pipe.scheduler, latents, noise, t)
+        per_item = F.mse_loss(pred.float(), target.float(), reduction="none").flatten(1).mean(1)
+        return per_item.double().sum(), len(latents)
 
     # ------------------------------------------------------------------ official folder layout
     def save_official(self, directory: str | os.PathLike) -> Path:
