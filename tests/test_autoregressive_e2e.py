@@ -20,7 +20,7 @@ import webdataset as wds
 from tokenforge.cli import lightning_cli
 from tokenforge.data.tokens import Decoder as TokenDecoder
 from tokenforge.data.tokens import encode_shards
-from tokenforge.generators.autoregressive.generate import main as generate_main
+from tokenforge.cli import main as tokenforge_main
 from tokenforge.generators.autoregressive.gpt import GPT
 from tokenforge.hub import from_pretrained, save_pretrained
 from conftest import make_face_shards
