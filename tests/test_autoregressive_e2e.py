@@ -23,6 +23,7 @@ from tokenforge.data.tokens import encode_shards
 from tokenforge.cli import main as tokenforge_main
 from tokenforge.generators.autoregressive.gpt import GPT
 from tokenforge.hub import from_pretrained, save_pretrained
+from tokenforge.config_models import fit_args
 from conftest import make_face_shards
 from token_shards import fit_kmeans_vqgan
 
@@ -67,7 +68,7 @@ def test_images_to_tokens_to_gpt_to_pngs(shared_data, tmp_path, monkeypatch, one
     assert entropy > 2.0  # the tokens are not trivial
 
     monkeypatch.chdir(tmp_path)
-    lightning_cli(args=["fit", "--config", str(CONFIG), "--data.init_args.train", str(tmp_path / "tokens"),
+    lightning_cli(args=["fit", *fit_args(CONFIG), "--data.init_args.train", str(tmp_path / "tokens"),
                         "--data.init_args.val", str(tmp_path / "tokens"),
                         "--model.init_args.model.init_args.vocab_size", str(CODES),
                         "--trainer.enable_progress_bar", "false"])

@@ -19,6 +19,7 @@ from tokenforge.generators.autoregressive.gpt import GPT
 from tokenforge.hub import save_pretrained
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
 from tokenforge.tokenizers.vqgan.model import VQGAN
+from tokenforge.config_models import fit_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -165,8 +166,8 @@ def test_system_exit_codes_pass_through(monkeypatch, capfd) -> None:
 
 @pytest.mark.parametrize("args", [
     ["--config", "no_such_config.yaml"],
-    ["--config", str(REPO / "configs/tokenizers/vqgan/tiny.yaml"), "--trainer.max_stepz", "3"],
-    ["--config", str(REPO / "configs/tokenizers/vqgan/tiny.yaml"), "--model.init_args.model.init_args.ch", "wide"],
+    [*fit_args(REPO / "configs/tokenizers/vqgan/tiny.yaml"), "--trainer.max_stepz", "3"],
+    [*fit_args(REPO / "configs/tokenizers/vqgan/tiny.yaml"), "--model.init_args.model.init_args.ch", "wide"],
 ])
 def test_fit_config_errors_are_one_line(args, tmp_path, monkeypatch, capfd) -> None:
     monkeypatch.chdir(tmp_path)
@@ -186,7 +187,7 @@ def test_fit_with_a_pickled_checkpoint(models, shared_data, tmp_path, monkeypatc
     assert cli.main(["--quiet", "shards", "make", "images", str(photos), str(tmp_path / "shards"),
                      "--max-side", "64"]) == 0
     capfd.readouterr()
-    code, err = run(["fit", "--config", str(REPO / "configs/tokenizers/vqgan/tiny.yaml"),
+    code, err = run(["fit", *fit_args(REPO / "configs/tokenizers/vqgan/tiny.yaml"),
                      "--data.init_args.train", str(tmp_path / "shards"), "--ckpt_path", str(models["pickled"])], capfd)
     assert code == 2
     assert "Traceback" not in err

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tokenforge import cli, console
+from tokenforge.config_models import compose, fit_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,7 +29,7 @@ def gan_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tupl
     for name in ("astronaut.png", "camera.png", "coffee.png", "chelsea.png"):
         shutil.copy(shared_data / "images" / name, photos / name)
     assert cli.main(["--quiet", "shards", "make", "images", str(photos), str(root / "shards"), "--max-side", "64"]) == 0
-    config = yaml.safe_load((REPO / "configs/tokenizers/vqgan/tiny.yaml").read_text())
+    config = compose(REPO / "configs/tokenizers/vqgan/tiny.yaml")
     config["trainer"]["callbacks"][0]["init_args"]["every_n_train_steps"] = 1
     config["trainer"]["max_steps"] = 3  # batch 1: generator step; batch 2: generator + discriminator
     config["model"]["init_args"]["disc_start"] = 1
@@ -39,7 +40,7 @@ def gan_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tupl
 
 
 def fit(root: Path, config: Path, *flags: str) -> list[str]:
-    return [*flags, "fit", "--config", str(config), "--trainer.logger.init_args.save_dir", str(root / "logs"),
+    return [*flags, "fit", *fit_args(config), "--trainer.logger.init_args.save_dir", str(root / "logs"),
             "--trainer.default_root_dir", str(root)]
 
 

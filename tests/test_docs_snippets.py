@@ -171,7 +171,8 @@ class Workspace:
         run = lambda *args: _run(["tokenforge", "--quiet", *args], setup, self.env)  # noqa: E731
         run("shards", "make", "images", str(data / "images" / "*.png"), str(ws / "shards" / "images"),
             "--max-side", "128", "--val-fraction", "0.2")
-        run("fit", "--config", "configs/tokenizers/vqgan/tiny.yaml", "--data.init_args.train",
+        run("fit", "--config", "configs/tokenizers/vqgan/base.yaml", "--config", "configs/tokenizers/vqgan/tiny.yaml",
+            "--data.init_args.train",
             str(ws / "shards" / "images"))
         ckpt = next(setup.glob("logs/vqgan_tiny/version_*/checkpoints/last.ckpt"))
         run("shards", "encode", "--tokenizer", str(ckpt), str(ws / "shards" / "images"), str(ws / "tokens" / "images"),

@@ -16,6 +16,7 @@ from tokenforge.cli import main as tokenforge_main
 from tokenforge.generators.ecar.model import ECAR
 from tokenforge.hub import from_pretrained, save_pretrained
 from tokenforge.tokenizers.klvae import KLAutoencoder
+from tokenforge.config_models import fit_args
 from conftest import make_face_shards
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,7 +38,7 @@ def test_faces_to_latents_to_ecar_to_pngs(shared_data, tmp_path, monkeypatch, on
     assert manifest["latents"] and manifest["splits"]["train"]["count"] == 160
 
     monkeypatch.chdir(tmp_path)
-    lightning_cli(args=["fit", "--config", str(CONFIG), "--data.init_args.train", str(tmp_path / "latents"),
+    lightning_cli(args=["fit", *fit_args(CONFIG), "--data.init_args.train", str(tmp_path / "latents"),
                         "--data.init_args.val", str(tmp_path / "latents"), "--trainer.max_steps", "40",
                         "--trainer.enable_progress_bar", "false"])
     ckpt = next((tmp_path / "logs").rglob("last.ckpt"))

@@ -24,6 +24,7 @@ from tokenforge.cli import main as tokenforge_main
 from tokenforge.generators.enat.model import ENAT
 from tokenforge.generators.enat.module import ENATModule, random_mask
 from tokenforge.hub import from_pretrained, save_pretrained
+from tokenforge.config_models import fit_args
 from conftest import make_face_shards
 from token_shards import fit_kmeans_vqgan
 
@@ -83,7 +84,7 @@ def test_tokens_to_enat_fit_to_pngs(shared_data, tmp_path, monkeypatch, one_thre
     untrained = ENAT(seq_len=64, hidden_size=64, num_heads=4, enc_depth=2, dec_depth=1, codebook_size=CODES,
                      num_classes=2)
     before = masked_nll(untrained, val_ids, val_cls)
-    lightning_cli(args=["fit", "--config", str(CONFIG), "--data.init_args.train", str(tmp_path / "tokens"),
+    lightning_cli(args=["fit", *fit_args(CONFIG), "--data.init_args.train", str(tmp_path / "tokens"),
                         "--data.init_args.val", str(tmp_path / "tokens"),
                         "--model.init_args.model.init_args.codebook_size", str(CODES),
                         "--trainer.enable_progress_bar", "false"])

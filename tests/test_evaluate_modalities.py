@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 import webdataset as wds
-import yaml
 
 from tokenforge.config import build
 from tokenforge.data.audio import Decoder as AudioDecoder
@@ -23,6 +22,7 @@ from tokenforge.metrics.mesh import occupancy_iou
 from tokenforge.tokenizers.vat.cli import packed_bytes
 from tokenforge.tokenizers.vat.model import VAT
 from tokenforge.tokenizers.vat.module import VATModule, mesh_inputs
+from tokenforge.config_models import compose
 
 REPO = Path(__file__).resolve().parents[1]
 VAT_TINY = dict(dim=32, encoder_depth=1, decoder_depth=1, num_heads=2, num_latents=16, latent_dim=8,
@@ -45,7 +45,7 @@ def test_audio_tokenizer(shared_data: Path, tmp_path: Path) -> None:
     make_shards("audio", src, tmp_path / "raw", val_fraction=0.5, sample_rate=24000, segment_seconds=1.0,
                 progress=False)
     torch.manual_seed(0)
-    model = build(yaml.safe_load((REPO / "configs/tokenizers/wavtokenizer/tiny.yaml").read_text())
+    model = build(compose(REPO / "configs/tokenizers/wavtokenizer/tiny.yaml")
                   ["model"]["init_args"]["model"]).eval()
     metrics = evaluate_tokenizer(model, tmp_path / "raw", tmp_path / "eval", max_items=3, progress=False)
     clips = [AudioDecoder(24000, None, train=False)(s)["audio"] for s in samples(tmp_path / "raw", "val")][:3]

@@ -11,6 +11,7 @@ from test_vqgan import load_images  # tests/ is on sys.path (pytest's default im
 from tokenforge import hub
 from tokenforge.tokenizers.flextok import FlexTok, FlexTokDecoder, FlexTokEncoder, FlexTokVAE
 from tokenforge.tokenizers.flextok.module import FlexTokModule, psnr, sample_keep_k
+from tokenforge.config_models import fit_args
 
 REPO = Path(__file__).resolve().parents[1]
 KS = [1, 2, 4, 8]
@@ -103,7 +104,7 @@ def test_fit_tiny_config_through_the_cli(tmp_path: Path, shared_data: Path) -> N
     make_shards("images", str(shared_data / "images" / "*.png"), tmp_path / "shards", max_side=64,
                 val_fraction=0.25, progress=False)
     cli = lightning_cli(args=[
-        "fit", "--config", str(REPO / "configs/tokenizers/flextok/tiny.yaml"),
+        "fit", *fit_args(REPO / "configs/tokenizers/flextok/tiny.yaml"),
         "--data.init_args.train", str(tmp_path / "shards"), "--data.init_args.val", str(tmp_path / "shards"),
         "--trainer.max_steps", "30", "--trainer.val_check_interval", "30", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--trainer.enable_progress_bar", "false",

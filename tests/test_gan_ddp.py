@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
+from tokenforge.config_models import fit_args
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tokenizers" / "wavtokenizer" / "tiny.yaml"
 
@@ -55,7 +56,7 @@ def test_gan_module_trains_under_ddp_with_synchronised_weights(shared_data: Path
     tests = str(Path(__file__).parent)  # the ranks import RankDigest from here
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run(
-        [sys.executable, "-m", "tokenforge", "fit", "--config", str(TINY), "--trainer.devices", "2",
+        [sys.executable, "-m", "tokenforge", "fit", *fit_args(TINY), "--trainer.devices", "2",
          "--trainer.strategy", "ddp", "--trainer.max_steps", "10", "--model.init_args.pretrain_mel_steps", "2",
          "--data.init_args.train", str(shards), "--data.init_args.val", str(shards),
          "--trainer.limit_val_batches", "0", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",

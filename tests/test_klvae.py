@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from tokenforge import hub
 from tokenforge.tokenizers.klvae import KLAutoencoder
 from tokenforge.tokenizers.klvae.module import KLAutoencoderModule
+from tokenforge.config_models import fit_args
 
 TINY = {"block_out_channels": [32, 32], "layers_per_block": 1, "latent_channels": 4, "norm_num_groups": 8,
         "scaling_factor": 0.5, "mid_block_add_attention": False}
@@ -92,7 +93,7 @@ def test_tiny_config_fits_through_the_cli(shared_data: Path, tmp_path: Path, mon
     make_shards("images", shared_data / "images", tmp_path / "raw", val_fraction=0.2, max_side=64, progress=False)
     monkeypatch.chdir(tmp_path)
     config = Path(__file__).resolve().parents[1] / "configs/tokenizers/klvae/tiny.yaml"
-    lightning_cli(args=["fit", "--config", str(config), "--data.init_args.train", str(tmp_path / "raw"),
+    lightning_cli(args=["fit", *fit_args(config), "--data.init_args.train", str(tmp_path / "raw"),
                         "--trainer.max_steps", "12", "--trainer.enable_progress_bar", "false"])
     model = hub.from_pretrained(next((tmp_path / "logs").rglob("last.ckpt")))
     assert isinstance(model, KLAutoencoder)

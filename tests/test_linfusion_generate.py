@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from tokenforge.generators.linfusion import LinFusion
 from tokenforge.generators.linfusion.components import tiny_components
 from tokenforge.generators.linfusion.generate import generate
+from tokenforge.config_models import compose
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = yaml.safe_load((REPO / "configs/generators/linfusion/tiny.yaml").read_text())["model"]["init_args"]["tiny"]
+TINY = compose(REPO / "configs/generators/linfusion/tiny.yaml")["model"]["init_args"]["tiny"]
 
 
 @pytest.fixture(scope="module")

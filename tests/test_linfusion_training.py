@@ -8,16 +8,16 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-import yaml
 from test_vqgan import load_images  # tests/ is on sys.path
 from torch.utils.data import DataLoader
 
 from tokenforge import hub
 from tokenforge.generators.linfusion import LinFusion
 from tokenforge.generators.linfusion.module import LinFusionDistillModule
+from tokenforge.config_models import compose, fit_args
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = yaml.safe_load((REPO / "configs/generators/linfusion/tiny.yaml").read_text())["model"]["init_args"]
+TINY = compose(REPO / "configs/generators/linfusion/tiny.yaml")["model"]["init_args"]
 CAPTIONS = ["an astronaut", "a cat", "a cup of coffee", "a motorcycle"]
 
 
@@ -76,7 +76,7 @@ def test_fit_tiny_config_through_the_cli(tmp_path: Path, shared_data: Path) -> N
     make_shards("images", str(shared_data / "images" / "*.png"), tmp_path / "shards", max_side=64,
                 val_fraction=0.25, progress=False)
     cli = lightning_cli(args=[
-        "fit", "--config", str(REPO / "configs/generators/linfusion/tiny.yaml"),
+        "fit", *fit_args(REPO / "configs/generators/linfusion/tiny.yaml"),
         "--data.init_args.train", str(tmp_path / "shards"), "--data.init_args.val", str(tmp_path / "shards"),
         "--trainer.max_steps", "4", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--trainer.enable_progress_bar", "false",

@@ -21,6 +21,7 @@ from tokenforge.generators.autoregressive.gpt import GPT
 from tokenforge.generators.autoregressive.module import ARModule
 from tokenforge.hub import save_pretrained
 from tokenforge.nonfinite_guard import NonFiniteGuard, NonFiniteLossError
+from tokenforge.config_models import fit_args
 
 REPO = Path(__file__).resolve().parents[1]
 GPT_TINY = REPO / "configs" / "generators" / "autoregressive" / "tiny.yaml"
@@ -40,7 +41,7 @@ def faces(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def gpt_args(tokens: Path, *extra: str) -> list[str]:
-    return ["fit", "--config", str(GPT_TINY), "--data.init_args.train", str(tokens), "--data.init_args.val",
+    return ["fit", *fit_args(GPT_TINY), "--data.init_args.train", str(tokens), "--data.init_args.val",
             str(tokens), "--data.init_args.batch_size", "8", "--data.init_args.epoch_samples", "40",
             "--model.init_args.model.init_args.vocab_size", "16", "--trainer.max_steps", "8",
             "--trainer.enable_progress_bar", "false", *extra]
@@ -77,7 +78,7 @@ def test_gan_with_an_infinite_learning_rate_stops_at_the_step(faces: Path, tmp_p
     monkeypatch.chdir(tmp_path)
     # VQGAN, manual optimisation with generator and discriminator from the first batch (2 steps per batch)
     with pytest.raises(NonFiniteLossError) as caught:
-        lightning_cli(["fit", "--config", str(VQGAN_TINY), "--data.init_args.train", str(faces / "raw"),
+        lightning_cli(["fit", *fit_args(VQGAN_TINY), "--data.init_args.train", str(faces / "raw"),
                        "--model.init_args.disc_start", "0", "--model.init_args.optimizer.init_args.lr", ".inf",
                        "--trainer.max_steps", "8", "--trainer.enable_progress_bar", "false"])
     message = str(caught.value)

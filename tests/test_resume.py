@@ -19,7 +19,6 @@ import lightning.pytorch as pl
 import pytest
 import soundfile as sf
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from tokenforge.cli import lightning_cli
@@ -28,6 +27,7 @@ from tokenforge.generators.autoregressive.gpt import GPT
 from tokenforge.generators.autoregressive.module import ARModule
 from tokenforge.interrupt_checkpoint import InterruptCheckpoint
 from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
+from tokenforge.config_models import compose, fit_args
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tokenizers" / "wavtokenizer" / "tiny.yaml"
@@ -39,7 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 def wavtokenizer() -> WavTokenizerModule:
     torch.manual_seed(0)
-    spec = yaml.safe_load(TINY.read_text())["model"]["init_args"]
+    spec = compose(TINY)["model"]["init_args"]
     return WavTokenizerModule(build(spec["model"]), build(spec["multiperiod_disc"]),
                               build(spec["multiresolution_disc"]), build(spec["dac_disc"]), learning_rate=2e-3,
                               pretrain_mel_steps=3, gan_ramp_steps=4, num_warmup_steps=2, num_training_steps=20,
@@ -187,7 +187,7 @@ def face_tokens(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 def gpt_args(tokens: Path) -> list[str]:
     """The tiny GPT config on face tokens: 5 batches per epoch, 12 steps; EMA and dropout on, validation at
     every epoch's end."""
-    return ["--config", str(GPT_TINY), "--data.init_args.train", str(tokens), "--data.init_args.val", str(tokens),
+    return [*fit_args(GPT_TINY), "--data.init_args.train", str(tokens), "--data.init_args.val", str(tokens),
             "--data.init_args.batch_size", "8", "--data.init_args.epoch_samples", "40",
             "--model.init_args.model.init_args.vocab_size", "16", "--model.init_args.ema_decay", "0.9",
             "--trainer.max_steps", "12", "--trainer.enable_progress_bar", "false"]

@@ -182,7 +182,9 @@ TINY_CONFIGS = sorted((REPO / "configs").rglob("tiny.yaml"))
 def test_tiny_config_model_round_trips(config: Path, tmp_path: Path) -> None:
     from tokenforge.cli import lightning_cli
 
-    cli = lightning_cli(args=["--config", str(config), "--trainer.logger", "false",
+    from tokenforge.config_models import fit_args
+
+    cli = lightning_cli(args=[*fit_args(config), "--trainer.logger", "false",
                               "--trainer.default_root_dir", str(tmp_path)], run=False)
     model = cli.model.model
     loaded = hub.from_pretrained(hub.save_pretrained(model, tmp_path / "model"))

@@ -18,6 +18,7 @@ from tokenforge.tokenizers.losses.patch import NLayerDiscriminator
 from tokenforge.tokenizers.tokenflow.bench import tiny_model
 from tokenforge.tokenizers.tokenflow.module import TokenFlowModule, semantic_loss
 from tokenforge.tokenizers.tokenflow.teacher import load_teacher
+from tokenforge.config_models import fit_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -152,7 +153,7 @@ def test_fit_tiny_config_through_the_cli(tmp_path: Path, shared_data: Path) -> N
     make_shards("images", str(shared_data / "images" / "*.png"), tmp_path / "shards", max_side=96,
                 val_fraction=0.25, progress=False)
     cli = lightning_cli(args=[
-        "fit", "--config", str(REPO / "configs/tokenizers/tokenflow/tiny.yaml"),
+        "fit", *fit_args(REPO / "configs/tokenizers/tokenflow/tiny.yaml"),
         "--data.init_args.train", str(tmp_path / "shards"), "--data.init_args.val", str(tmp_path / "shards"),
         "--trainer.max_steps", "16", "--model.init_args.disc_start", "12", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--trainer.enable_progress_bar", "false",

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 
 from tokenforge import hub
 from tokenforge.errors import UsageError
+from tokenforge.config_models import fit_args
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -406,7 +407,7 @@ def test_fit_and_validate_ckpt_path_run_nothing(zoo, shared_data: Path, tmp_path
     config = REPO / "configs" / "tokenizers" / "vqgan" / "tiny.yaml"
     for command in ("fit", "validate"):
         for evil in [f for f in files if f.suffix == ".ckpt"][:3]:
-            argv = [command, "--config", str(config), "--data.init_args.train", str(tmp_path / "raw"),
+            argv = [command, *fit_args(config), "--data.init_args.train", str(tmp_path / "raw"),
                     "--trainer.max_steps", "1", "--trainer.logger", "false", "--trainer.default_root_dir",
                     str(tmp_path / "logs"), "--ckpt_path", str(evil)]
             if command == "validate":

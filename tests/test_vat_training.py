@@ -12,6 +12,7 @@ from tokenforge.data.datamodule import ShardDataModule
 from tokenforge.data.shards import make_shards
 from tokenforge.tokenizers.vat.model import VAT
 from tokenforge.tokenizers.vat.module import VATModule, mesh_inputs
+from tokenforge.config_models import fit_args
 
 REPO = Path(__file__).resolve().parents[1]
 MESHES = ["icosahedron", "3torus", "eight", "sphere966"]
@@ -74,7 +75,7 @@ def test_fit_tiny_config_through_the_cli(shards: Path, tmp_path: Path) -> None:
     from tokenforge.cli import lightning_cli
 
     cli = lightning_cli(args=[
-        "fit", "--config", str(REPO / "configs/tokenizers/vat/tiny.yaml"),
+        "fit", *fit_args(REPO / "configs/tokenizers/vat/tiny.yaml"),
         "--data.init_args.train", str(shards), "--data.init_args.num_points", "128",
         "--data.init_args.num_queries", "128", "--data.init_args.epoch_samples", "8",
         "--trainer.max_steps", "4", "--trainer.default_root_dir", str(tmp_path),

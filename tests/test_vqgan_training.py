@@ -17,6 +17,7 @@ from tokenforge.tokenizers.base import TokenizerModule
 from tokenforge.tokenizers.losses.patch import NLayerDiscriminator
 from tokenforge.tokenizers.vqgan import VQGAN
 from tokenforge.tokenizers.vqgan.module import VQGANModule
+from tokenforge.config_models import fit_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,7 +139,7 @@ def test_fit_tiny_config_through_the_cli(tmp_path: Path, shared_data: Path) -> N
     make_shards("images", str(shared_data / "images" / "*.png"), tmp_path / "shards", max_side=64,
                 val_fraction=0.25, progress=False)
     cli = lightning_cli(args=[
-        "fit", "--config", str(REPO / "configs/tokenizers/vqgan/tiny.yaml"),
+        "fit", *fit_args(REPO / "configs/tokenizers/vqgan/tiny.yaml"),
         "--data.init_args.train", str(tmp_path / "shards"), "--data.init_args.val", str(tmp_path / "shards"),
         "--trainer.max_steps", "5", "--trainer.default_root_dir", str(tmp_path),
         "--trainer.logger.init_args.save_dir", str(tmp_path / "logs"), "--trainer.enable_progress_bar", "false",
@@ -160,7 +161,7 @@ def test_llamagen_ds16_config_builds_the_paper_model(tmp_path: Path) -> None:
     from tokenforge.cli import lightning_cli
 
     cli = lightning_cli(args=[
-        "--config", str(REPO / "configs/tokenizers/vqgan/llamagen_ds16.yaml"), "--model.init_args.perceptual", "null",
+        *fit_args(REPO / "configs/tokenizers/vqgan/llamagen_ds16.yaml"), "--model.init_args.perceptual", "null",
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.strategy", "auto",
         "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
     ], run=False)

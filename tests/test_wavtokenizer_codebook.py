@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 import torch
-import yaml
 
 from tokenforge.config import build
 from tokenforge.tokenizers.quantizers.base import code_statistics
 from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
+from tokenforge.config_models import compose
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tokenizers" / "wavtokenizer" / "tiny.yaml"
 CROP = 12000  # 0.5 s
@@ -38,7 +38,7 @@ def speech(shared_data: Path) -> tuple[list[torch.Tensor], torch.Tensor]:
 
 def module(encoder_lr_scale: float) -> WavTokenizerModule:
     torch.manual_seed(0)
-    model = build(yaml.safe_load(TINY.read_text())["model"]["init_args"]["model"])
+    model = build(compose(TINY)["model"]["init_args"]["model"])
     return WavTokenizerModule(model, learning_rate=5e-4, encoder_lr_scale=encoder_lr_scale, num_warmup_steps=10,
                               evaluate_pesq=False)
 

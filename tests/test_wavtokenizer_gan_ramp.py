@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from test_wavtokenizer_codebook import batches, speech_clips  # tests/ is on sys.path
 
 from tokenforge.config import build
 from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
+from tokenforge.config_models import compose
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tokenizers" / "wavtokenizer"
 CROP, MEL_STEPS, GAN_STEPS, EVERY, RAMP = 12000, 40, 12, 4, 200
@@ -68,7 +68,7 @@ def step(m: WavTokenizerModule, x: torch.Tensor, optimizers: list, schedulers: l
 def curves(speech, ramps: tuple[int, ...]) -> dict[int, list[float]]:
     """Held-out mel every EVERY batches after the GANs join (the warm-up's end first), per ``gan_ramp_steps``."""
     data, clips = speech
-    cfg = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())["model"]["init_args"]
+    cfg = compose(CONFIGS / "tiny.yaml")["model"]["init_args"]
     torch.manual_seed(0)
     warm = WavTokenizerModule(build(cfg["model"]), build(cfg["multiperiod_disc"]), build(cfg["multiresolution_disc"]),
                               build(cfg["dac_disc"]), learning_rate=5e-4, encoder_lr_scale=0.04, num_warmup_steps=10,
@@ -96,7 +96,7 @@ def curves(speech, ramps: tuple[int, ...]) -> dict[int, list[float]]:
 
 
 def test_gan_weight_ramps_from_zero_to_the_paper_weights() -> None:
-    cfg = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())["model"]["init_args"]
+    cfg = compose(CONFIGS / "tiny.yaml")["model"]["init_args"]
     m = WavTokenizerModule(build(cfg["model"]), build(cfg["multiperiod_disc"]), pretrain_mel_steps=5,
                            gan_ramp_steps=4, evaluate_pesq=False)
     weights = []
@@ -112,7 +112,7 @@ def test_gan_weight_ramps_from_zero_to_the_paper_weights() -> None:
     expected = float((45 * terms["mel"] + 0.1 + 0.5 * gan).detach())
     assert float(terms["loss"].detach()) == pytest.approx(expected, rel=1e-5)
     assert WavTokenizerModule(build(cfg["model"]), build(cfg["multiperiod_disc"])).gan_weight == 1.0  # the paper
-    short = yaml.safe_load((CONFIGS / "short_75.yaml").read_text())["model"]["init_args"]
+    short = compose(CONFIGS / "short_75.yaml")["model"]["init_args"]
     assert short["gan_ramp_steps"] > 0 and short["mel_loss_coeff"] == 45.0  # the paper's weights stay the end point
 
 

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from tokenforge import hub
+from tokenforge.config_models import compose
 
 pytestmark = pytest.mark.gpu
 
@@ -93,12 +94,10 @@ def test_compiled_fast_paths_match_eager(fixture: Path, shared_data: Path) -> No
 
 
 def test_bf16_mixed_training_steps(shared_data: Path) -> None:
-    import yaml
-
     from tokenforge.config import build
     from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
 
-    cfg = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs/tokenizers/wavtokenizer/tiny.yaml").read_text())
+    cfg = compose(Path(__file__).resolve().parents[1] / "configs/tokenizers/wavtokenizer/tiny.yaml")
     module = build(cfg["model"])
     assert isinstance(module, WavTokenizerModule)
     x = speech(shared_data, n=4, seconds=0.5)

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from test_wavtokenizer_codebook import TINY, speech_clips, train  # tests/ is on sys.path
 
 from tokenforge.config import build
 from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
 from tokenforge.tokenizers.wavtokenizer.seanet import SEANetEncoder
+from tokenforge.config_models import compose
 
 SHORT = TINY.with_name("short_75.yaml")
 STEPS = 200
@@ -58,7 +58,7 @@ def test_default_init_hides_the_audio_and_variance_preserving_does_not(speech) -
 
 def tiny_module(init: str) -> WavTokenizerModule:
     """The tiny model with the given encoder init, the paper's single learning rate (encoder_lr_scale 1)."""
-    cfg = copy.deepcopy(yaml.safe_load(TINY.read_text())["model"]["init_args"]["model"])
+    cfg = copy.deepcopy(compose(TINY)["model"]["init_args"]["model"])
     cfg["init_args"]["encoder"]["init_args"]["init"] = init
     torch.manual_seed(0)
     return WavTokenizerModule(build(cfg), learning_rate=5e-4, num_warmup_steps=10, evaluate_pesq=False)
@@ -86,9 +86,9 @@ def test_variance_preserving_init_keeps_the_codebook_used_at_the_paper_learning_
 
 
 def test_short_75_uses_the_variance_preserving_encoder_init() -> None:
-    cfg = yaml.safe_load(SHORT.read_text())["model"]["init_args"]
+    cfg = compose(SHORT)["model"]["init_args"]
     assert cfg["model"]["init_args"]["encoder"]["init_args"]["init"] == "variance_preserving"
     assert cfg["encoder_lr_scale"] == 1.0  # the paper's single learning rate
     for paper in ("small_75.yaml", "small_40.yaml"):  # the paper configs keep the official init
-        cfg = yaml.safe_load(TINY.with_name(paper).read_text())["model"]["init_args"]["model"]["init_args"]
+        cfg = compose(TINY.with_name(paper))["model"]["init_args"]["model"]["init_args"]
         assert cfg["encoder"]["init_args"].get("init", "pytorch") == "pytorch"

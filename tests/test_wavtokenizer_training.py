@@ -11,7 +11,6 @@ import lightning.pytorch as pl
 import pytest
 import soundfile as sf
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
 from tokenforge import hub
@@ -24,6 +23,7 @@ from tokenforge.tokenizers.wavtokenizer.discriminators import (
 from tokenforge.tokenizers.wavtokenizer.losses import cosine_schedule
 from tokenforge.tokenizers.wavtokenizer.model import WavTokenizer
 from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule, judge
+from tokenforge.config_models import compose, fit_args
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tokenizers" / "wavtokenizer" / "tiny.yaml"
@@ -40,7 +40,7 @@ def batch(shared_data: Path) -> torch.Tensor:
 
 
 def tiny_model() -> WavTokenizer:
-    return build(yaml.safe_load(TINY.read_text())["model"]["init_args"]["model"])
+    return build(compose(TINY)["model"]["init_args"]["model"])
 
 
 def tiny_discriminators() -> dict:
@@ -145,7 +145,7 @@ def test_cli_fit_tiny_config_on_speech_shards(shards: Path, tmp_path: Path, batc
     from tokenforge.cli import lightning_cli
 
     cli = lightning_cli(args=[
-        "fit", "--config", str(TINY), "--data.init_args.train", str(shards), "--data.init_args.val", str(shards),
+        "fit", *fit_args(TINY), "--data.init_args.train", str(shards), "--data.init_args.val", str(shards),
         "--trainer.max_steps", "6", "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
         "--trainer.enable_progress_bar", "false", "--data.init_args.epoch_samples", "12",
         "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",

@@ -25,8 +25,9 @@ import torch
 
 def fit(config: str, logs: Path, name: str, overrides: list[str]) -> Path:
     from tokenforge.cli import lightning_cli
+    from tokenforge.config_models import fit_args
 
-    lightning_cli(args=["fit", "--config", config, "--trainer.logger.init_args.save_dir", str(logs),
+    lightning_cli(args=["fit", *fit_args(config), "--trainer.logger.init_args.save_dir", str(logs),
                         "--trainer.logger.init_args.name", name, "--trainer.enable_progress_bar", "false",
                         *overrides])
     return max((logs / name).rglob("last.ckpt"), key=lambda p: p.stat().st_mtime)

@@ -7,7 +7,8 @@ mel distance (L1 of log-mel, the training metric), STOI, wideband PESQ when the 
 (the column reads ``-`` otherwise), held-out codebook usage and perplexity. At the end of training it writes
 FLAC reconstructions (and the references) of the first ``flac_clips`` clips to ``<out>/samples/``.
 
-    tokenforge fit --config configs/tokenizers/wavtokenizer/small_75.yaml \\
+    tokenforge fit --config configs/tokenizers/wavtokenizer/base.yaml \\
+      --config configs/tokenizers/wavtokenizer/small_75.yaml \\
       --trainer.callbacks+=tokenforge.tokenizers.wavtokenizer.curve.HeldOutCurve \\
       --trainer.callbacks.audio=/tmp/val_audio --trainer.callbacks.out=$OUT
 """

@@ -32,7 +32,8 @@ fit_on_face_tokens() {
   [ -d "$TOKENS/tokens" ] || timeout 240 python tools/gpu/face_tokens.py --work "$TOKENS" \
     --seconds "${VQ_SECONDS:-120}" --accel "$ACCEL" 2>&1 | tail -3
   cp "$TOKENS/vqgan_curve.txt" "$OUT/" 2>/dev/null
-  timeout "${FIT_TIMEOUT:-300}" python -m tokenforge fit --config "$config" --trainer.precision bf16-mixed "$@" \
+  timeout "${FIT_TIMEOUT:-300}" python -m tokenforge fit --config "$(dirname "$config")/base.yaml" \
+      --config "$config" --trainer.precision bf16-mixed "$@" \
     --data.init_args.train "$TOKENS/tokens" --data.init_args.val "$TOKENS/tokens" --data.init_args.num_workers 2 \
     --trainer.accelerator "$ACCEL" --trainer.max_steps "${MAX_STEPS:-$steps}" \
     --trainer.max_time "00:00:${FIT_MINUTES:-04}:00" --trainer.check_val_every_n_epoch 5 \

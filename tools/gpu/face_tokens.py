@@ -37,7 +37,7 @@ def main() -> None:
     start = time.time()
     hh, mm, ss = args.seconds // 3600, args.seconds // 60 % 60, args.seconds % 60
     lightning_cli(args=[
-        "fit", "--config", "configs/tokenizers/vqgan/tiny.yaml",
+        "fit", "--config", "configs/tokenizers/vqgan/base.yaml", "--config", "configs/tokenizers/vqgan/tiny.yaml",
         "--data.init_args.train", str(work / "raw"), "--data.init_args.val", str(work / "raw"),
         "--data.init_args.batch_size", "32", "--data.init_args.epoch_samples", "3200",
         "--data.init_args.shuffle_buffer", "160", "--data.init_args.num_workers", "4",

@@ -76,7 +76,8 @@ fi
 if want train; then
   steps=300; every=5; [[ $QUICK == 1 ]] && steps=8 && every=1
   timeout 60 python -m tokenforge shards make images "$DATA/images" "$W/shards" --val-fraction 0.2 --format png --no-progress
-  timeout 300 python -m tokenforge fit --config configs/generators/linfusion/tiny.yaml \
+  timeout 300 python -m tokenforge fit --config configs/generators/linfusion/base.yaml \
+      --config configs/generators/linfusion/tiny.yaml \
     --data.init_args.train "$W/shards" --data.init_args.val "$W/shards" --trainer.accelerator "$ACCEL" \
     --trainer.max_steps $steps --trainer.log_every_n_steps $every --trainer.default_root_dir "$W" --trainer.logger.init_args.save_dir "$OUT/logs" \
     --trainer.enable_progress_bar false 2>&1 | tail -8 | tee "$OUT/train.txt"

@@ -14,9 +14,9 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 from tokenforge.benchmarking import kernel_report
 from tokenforge.config import build
+from tokenforge.config_models import compose
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "tokenizers" / "wavtokenizer" / "short_75.yaml"
 
@@ -52,7 +52,7 @@ def main() -> None:
     device = torch.device(args.device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
-    module = build(yaml.safe_load(CONFIG.read_text())["model"]).to(device)
+    module = build(compose(CONFIG)["model"]).to(device)
     module.hparams.evaluate_pesq = False
     gen = torch.optim.AdamW(module.model.parameters(), lr=1e-4)
     disc = torch.optim.AdamW([p for d in module.discriminators for p in d.parameters()], lr=1e-5)

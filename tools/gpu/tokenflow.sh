@@ -27,7 +27,8 @@ fi
 if want train; then
 timeout 60 python -m tokenforge shards make images ".device/data/images/*.*" "$W/shards" --max-side 256 \
   --val-fraction 0.2 --labels none --no-progress 2>&1 | tail -2 | tee "$OUT/shards.txt"
-timeout 420 python -m tokenforge fit --config configs/tokenizers/tokenflow/small.yaml \
+timeout 420 python -m tokenforge fit --config configs/tokenizers/tokenflow/base.yaml \
+    --config configs/tokenizers/tokenflow/small.yaml \
   --data.init_args.train "$W/shards" --data.init_args.val "$W/shards" --trainer.default_root_dir "$W" \
   --trainer.logger.init_args.save_dir "$W/logs" --trainer.enable_progress_bar false 2>&1 | tail -15 | tee "$OUT/fit.txt"
 METRICS=$(find "$W/logs" -name metrics.csv | head -1)

@@ -52,7 +52,8 @@ if want train; then
   fi
   timeout 200 python3 -m tokenforge shards make meshes "$DATA/meshes/*.ply" "$W/shards" --val-fraction 0.2 \
     $SHARDS --no-progress 2>&1 | tail -3 | tee "$OUT/shards.txt"
-  timeout 330 python3 -m tokenforge fit --config configs/tokenizers/vat/small.yaml \
+  timeout 330 python3 -m tokenforge fit --config configs/tokenizers/vat/base.yaml \
+      --config configs/tokenizers/vat/small.yaml \
     --data.init_args.train "$W/shards" --data.init_args.val "$W/shards" --trainer.default_root_dir "$W" \
     --trainer.accelerator "$ACCEL" --trainer.precision "$PREC" "${FIT[@]}" \
     --trainer.logger.init_args.save_dir "$W/logs" --trainer.enable_progress_bar false 2>&1 | tail -15 | tee "$OUT/fit.txt"

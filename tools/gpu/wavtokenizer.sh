@@ -61,7 +61,8 @@ CLIPS=${CLIPS:-8} CLIP_SECONDS=${CLIP_SECONDS:-4} WORKERS=${WORKERS:-6} PRECISIO
 timeout 60 python -m tokenforge shards make audio "$DATA" "$W/shards" --val-fraction 0.1 --no-progress 2>&1 \
   | tail -2 | tee "$OUT/shards.txt"
 mkdir -p "$W/val_audio" && (cd "$W/val_audio" && for t in "$W/shards"/val-*.tar; do tar -xf "$t"; done)
-CMD=(python -m tokenforge fit --config configs/tokenizers/wavtokenizer/short_75.yaml
+CMD=(python -m tokenforge fit --config configs/tokenizers/wavtokenizer/base.yaml
+  --config configs/tokenizers/wavtokenizer/short_75.yaml
   --data.init_args.train "$W/shards" --data.init_args.val "$W/shards" --data.init_args.batch_size "$BATCH"
   --data.init_args.segment_samples "$SEGMENT" --data.init_args.num_workers "$WORKERS"
   --trainer.accelerator "$ACCEL" --trainer.precision "$PRECISION" --trainer.max_time "$MAX_TIME"
