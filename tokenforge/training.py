@@ -21,6 +21,10 @@ One way to train (every module, every method):
 - ``fused_on_cuda`` (class attribute): build the optimiser fused when the parameters are on CUDA, nothing is
   clipped and the optimiser's ``fused`` is left unset (with 16-bit mixed precision Lightning does not unscale a
   fused optimiser's gradients before clipping, so clipping turns it off).
+
+Modules with several optimisers (GANs) build each through `make_optimizer` / `make_scheduler` and update with
+`clip_and_step`; where their run is counted in other steps than the Trainer's (a GAN's generator steps) they
+override `run_length`.
 """
 
 from __future__ import annotations

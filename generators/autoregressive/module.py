@@ -21,10 +21,11 @@ when nothing is clipped. The defaults, in YAML::
 
 (a constant LR after the warm-up: ``tokenforge.lr_schedulers.WarmupConstantLR``). The module arguments ``lr``,
 ``betas``, ``weight_decay``, ``warmup_steps``, ``schedule`` and ``min_lr_ratio`` are deprecated aliases laid
-over these callables. Gradient clipping: ``gradient_clip_val`` (the module's, else the Trainer's); gradient
-accumulation and bf16 come from the Trainer (``accumulate_grad_batches``, ``precision: bf16-mixed``).
-``ema_decay`` keeps an exponential moving average of the weights (``self.ema``), which then is what checkpoints
-export (``from_pretrained(ckpt)`` returns EMA weights).
+over these callables (``schedule`` picks the default scheduler's class; a given ``lr_scheduler`` wins).
+Gradient clipping: ``gradient_clip_val`` (the module's, else the Trainer's); gradient accumulation and bf16
+come from the Trainer (``accumulate_grad_batches``, ``precision: bf16-mixed``). ``ema_decay`` keeps an
+exponential moving average of the weights (``self.ema``), which then is what checkpoints export
+(``from_pretrained(ckpt)`` returns EMA weights).
 ``compile`` runs the training forward through ``torch.compile``; for a GPT the compiled function is
 `GPT.loss` (forward and cross-entropy in one graph without breaks, so the float32 upcast of the logits
 fuses into the loss rather than materialising a ``[B, L, V]`` float32 tensor).
