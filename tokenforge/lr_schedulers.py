@@ -26,8 +26,8 @@ class WarmupCosine:
     ``total_steps`` (held there after it); constant 1 after the warm-up when ``cosine`` is off or the total is
     unknown (None or not past the warm-up).
 
-    The warm-up factor is ``(step + 1) / warmup_steps`` (LlamaGen, VAR, MAR, ENAT), or ``step / warmup_steps``
-    with ``warmup_from_zero`` (transformers' ``get_cosine_schedule_with_warmup``, used by WavTokenizer / Vocos).
+    The warm-up factor is ``(step + 1) / warmup_steps`` (the first step already trains), or ``step / warmup_steps``
+    with ``warmup_from_zero`` (as transformers' ``get_cosine_schedule_with_warmup``).
     """
 
     def __init__(self, total_steps: int | None = None, warmup_steps: int = 0, min_lr_ratio: float = 0.0,

@@ -232,7 +232,7 @@ def clip_gradient_norm(parameters: Iterable[nn.Parameter], max_norm: float | Non
 
 def decay_groups(parameters: Iterable[nn.Parameter], no_decay: Iterable[nn.Parameter] = ()) -> list[dict[str, Any]]:
     """Two optimiser groups of the trainable ``parameters``: matrices (dim >= 2), which take the optimiser's weight
-    decay, and vectors (norms, biases) plus ``no_decay``, with none (LlamaGen, VAR, MAR)."""
+    decay, and vectors (norms, biases) plus ``no_decay``, with none (the usual transformer recipe)."""
     params = [p for p in parameters if p.requires_grad]
     skip = {id(p) for p in no_decay}
     return [{"params": [p for p in params if p.dim() >= 2 and id(p) not in skip]},
