@@ -11,6 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -67,3 +68,19 @@ def kernel_report(fn: Callable[[], Any], rows: int = 20) -> tuple[float, str]:
     events = prof.key_averages()
     kernel_ms = sum(e.self_device_time_total for e in events) / 1e3
     return kernel_ms, events.table(sort_by="self_device_time_total", row_limit=rows, max_name_column_width=70)
+
+
+def is_config(model: str | Path) -> bool:
+    return Path(model).suffix in (".yaml", ".yml")
+
+
+def bench_model(model: str | Path, overrides: dict[str, Any] | None = None) -> torch.nn.Module:
+    """The model a bench measures: random weights at a config's size (a YAML size overlay, composed with its
+    method's base.yaml; ``overrides`` change init args) or the trained weights of a checkpoint or saved folder."""
+    if is_config(model):
+        from tokenforge.config_models import build_model
+
+        return build_model(model, overrides)
+    from tokenforge.model_arg import load_model
+
+    return load_model(str(model))

@@ -126,3 +126,20 @@ def build_datamodule(paths: Paths) -> Any:
     from lightning.pytorch import LightningDataModule
 
     return _instantiate("data", LightningDataModule, compose(paths)["data"])
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def size_config(area: str, method: str, size: str) -> Path:
+    """``configs/<area>/<method>/<size>.yaml`` of this checkout (a bench's ``--size``)."""
+    path = CONFIGS / area / method / f"{size}.yaml"
+    if not path.is_file():
+        sizes = sorted(p.stem for p in (CONFIGS / area / method).glob("*.yaml") if p.name != BASE)
+        raise UsageError(f"no size {size!r} in {CONFIGS / area / method}; choose one of: {', '.join(sizes)}")
+    return path
+
+
+def data_args(paths: Paths) -> dict[str, Any]:
+    """The data module's init args of a config (crop sizes, points per shape, ...), for benches."""
+    return dict((compose(paths).get("data") or {}).get("init_args") or {})

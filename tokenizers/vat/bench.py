@@ -1,7 +1,8 @@
 """`tokenforge bench tokenizer vat`: VAT encode shapes/s and decode meshes/s at 128^3 and 256^3 grids.
 
-Random weights at a config's size (``paper``: configs/tokenizers/vat/paper.yaml, 512 wide, 8 + 8 blocks, 256
-latents, 9 scales; ``small``/``tiny``: the configs of the same names), shared/BENCHMARKS.md conditions: warm-up
+Random weights at a config's size (``--size paper``: configs/tokenizers/vat/paper.yaml on its base.yaml, 512 wide,
+8 + 8 blocks, 256 latents, 9 scales; ``small``/``tiny``: the configs of the same names; surface points per shape
+from the config's data), or ``--model``: any config or a trained checkpoint; shared/BENCHMARKS.md conditions: warm-up
 calls, ``cuda.synchronize`` around each timed call, median of ``--repeats``, peak memory; fp32 and bf16
 (autocast) rows. Inputs are B unit spheres of N surface points with their normals (throughput does not depend
 on the shape). Rows:
@@ -20,26 +21,33 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from tokenforge.benchmarking import median_seconds
+from tokenforge.benchmarking import bench_model, is_config, median_seconds
+from tokenforge.config_models import data_args, size_config
+from tokenforge.errors import UsageError
 from tokenforge.tokenizers.vat.extract import logit_grids, marching_cubes
 from tokenforge.tokenizers.vat.model import VAT
 
-SIZES: dict[str, dict[str, Any]] = {  # model init args + encoder points, as in configs/tokenizers/vat/*.yaml
-    "paper": {"model": dict(dim=512, encoder_depth=8, decoder_depth=8, num_heads=8, num_latents=256, latent_dim=32,
-                            codebook_size=4096, scales=[1, 2, 4, 8, 16, 32, 64, 128, 256], triplane_resolution=32,
-                            triplane_channels=32, triplane_upsample=2, mlp_hidden=128), "points": 8192},
-    "small": {"model": dict(dim=256, encoder_depth=4, decoder_depth=4, num_heads=8, num_latents=64, latent_dim=16,
-                            codebook_size=1024, scales=[1, 2, 4, 8, 16, 32, 64], triplane_resolution=32,
-                            triplane_channels=32, triplane_upsample=1, mlp_hidden=128), "points": 4096},
-    "tiny": {"model": dict(dim=64, encoder_depth=1, decoder_depth=1, num_heads=2, num_latents=16, latent_dim=8,
-                           codebook_size=256, scales=[1, 2, 4, 8, 16], triplane_resolution=8, triplane_channels=16,
-                           triplane_upsample=1, mlp_hidden=32), "points": 512},
-}
+SIZES = ("paper", "small", "tiny")  # configs/tokenizers/vat/<size>.yaml (with its base.yaml)
+DEFAULT_POINTS = 8192  # surface points per shape when --model is a checkpoint and --points is not given
+
+
+def load(args: argparse.Namespace) -> tuple[VAT, int, str]:
+    """(model, surface points per shape, label): a size's config or ``--model`` (config or checkpoint)."""
+    if args.model:
+        model, label = bench_model(args.model), Path(args.model).stem
+        points = data_args(args.model).get("num_points") if is_config(args.model) else None
+    else:
+        config = size_config("tokenizers", "vat", args.size)
+        model, label, points = bench_model(config), args.size, data_args(config).get("num_points")
+    if not isinstance(model, VAT):
+        raise UsageError(f"{args.model} is a {type(model).__name__}, not a VAT model")
+    return model, args.points or points or DEFAULT_POINTS, label
 
 
 def sphere_batch(batch: int, points: int, device: torch.device) -> torch.Tensor:
@@ -101,7 +109,9 @@ def measure(model: VAT, batch: int, points: int, resolutions: list[int], device:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tokenforge bench tokenizer vat", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=list(SIZES), default="paper")
+    parser.add_argument("--size", choices=SIZES, default="paper", help="a config of configs/tokenizers/vat (paper)")
+    parser.add_argument("--model", default=None,
+                        help="a config (YAML size overlay) or a checkpoint / saved folder instead of --size")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--points", type=int, default=None, help="surface points per shape (size default)")
@@ -119,15 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # honest fp32 rows
     torch.manual_seed(0)
-    model = VAT(**SIZES[args.size]["model"]).to(device).eval()
-    points = args.points or SIZES[args.size]["points"]
+    model, points, label = load(args)
+    model = model.to(device).eval()
     params = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
     rows = []
     for dtype in args.dtypes:
         rows += measure(model, args.batch, points, args.resolutions, device, dtype == "bf16", args.chunk,
                         args.mc_shapes, args.warmup, args.repeats)
     for row in rows:
-        row.update(size=args.size, params_m=params, device=str(device))
+        row.update(size=label, params_m=params, device=str(device))
         print("  ".join(f"{k}={v}" for k, v in row.items()))
     if args.json:
         with open(args.json, "w") as f:
