@@ -23,7 +23,7 @@ during ``pretrain_mel_steps``. So ``max_steps: 2000`` trains 1000 batches with t
 
 The step is built from functions that the training-step parity check (`train_parity`, fixture
 ``wavtokenizer_train``) calls too: `generator_phase` / `discriminator_phase` return every named term, the
-per-sub-discriminator values, logits and feature maps; `discriminator_fake` picks what the discriminator judges.
+per-sub-discriminator values, logits and feature maps; `batch_forwards` runs a batch's training forwards.
 
 Deliberate deviations from the official code (decoder/experiment.py), each with the official behaviour behind
 a switch (all three on reproduce the official step; docs/methods/wavtokenizer.md, "Training recipe"):
@@ -245,14 +245,21 @@ class WavTokenizerModule(TrainingModule):
         """`generator_phase`'s named terms and their weighted sum ``"loss"``."""
         return self.generator_phase(x, x_hat, commit, bandwidth_id, adversarial).named()
 
-    def discriminator_fake(self, x: Tensor, bandwidth_id: Tensor, out: AutoencoderOutput | None) -> Tensor:
-        """The generated audio the discriminator step judges: the generator forward ``out`` detached (ours), or,
-        with ``second_forward`` (or no ``out``), a training-mode forward of its own under no_grad (official:
-        the EMA codebook is updated by it too)."""
-        if out is None or self.hparams.get("second_forward", False):
+    def batch_forwards(self, x: Tensor, bandwidth_id: Tensor,
+                       adversarial: bool) -> tuple[AutoencoderOutput, Tensor | None]:
+        """A batch's training forwards: ``(out, fake)``, the generator step's forward and the audio the
+        discriminator step judges (None when it does not run). Ours: one forward, ``fake`` its output detached.
+        ``second_forward`` (official): the discriminator step's own training-mode forward under no_grad comes
+        first, then the generator step's, so the EMA codebook is updated twice and the generator step's codes
+        come from the once-updated codebook."""
+        fake = None
+        if adversarial and self.hparams.get("second_forward", False):
             with torch.no_grad():
-                return self.model(x, bandwidth_id).x_hat
-        return out.x_hat.detach()
+                fake = self.model(x, bandwidth_id).x_hat
+        out = self.model(x, bandwidth_id)
+        if adversarial and fake is None:
+            fake = out.x_hat.detach()
+        return out, fake
 
     # ------------------------------------------------------------------ steps
 
@@ -274,11 +281,9 @@ class WavTokenizerModule(TrainingModule):
         bandwidth_id = (torch.randint(0, n, (1,), device=x.device) if self.hparams.random_bandwidth
                         else torch.zeros(1, dtype=torch.long, device=x.device))
         adversarial, gan_weight = self.gan_active, self.gan_weight
-        second = adversarial and self.hparams.get("second_forward", False)
-        out = None if second else self.model(x, bandwidth_id)
+        out, fake = self.batch_forwards(x, bandwidth_id, adversarial)
         logs: dict[str, Tensor] = {}
         if adversarial:
-            fake = self.discriminator_fake(x, bandwidth_id, out)
             if len(optimizers) > 1:
                 with self.toggled_optimizer(optimizers[1]):
                     d = self.discriminator_losses(x, fake, bandwidth_id)
@@ -289,8 +294,6 @@ class WavTokenizerModule(TrainingModule):
                 with torch.no_grad():
                     d = self.discriminator_losses(x, fake, bandwidth_id)
             logs.update({f"train/{k if k != 'loss' else 'loss_d'}": v.detach() for k, v in d.items()})
-        if out is None:
-            out = self.model(x, bandwidth_id)
         with self.toggled_optimizer(optimizers[0]):
             g = self.generator_losses(x, out.x_hat, out.aux_loss, bandwidth_id, adversarial)
             logs["train/grad_norm_g"] = self._update(optimizers[0], g["loss"], self.hparams.gradient_clip_val)

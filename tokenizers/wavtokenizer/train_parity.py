@@ -4,7 +4,7 @@ The fixture records one batch of the official ``VocosExp.training_step``: the ge
 term, logits, the EMA codebook after its forward, raw gradients of named parameters) and the discriminator
 phase (hinge / least-squares terms and gradients), plus the codebook after both training forwards of one
 official batch. `training_parity` recomputes all of it with `WavTokenizerModule`'s own step functions
-(`generator_phase`, `discriminator_phase`, `discriminator_fake`) on the module `official_training_module`
+(`generator_phase`, `discriminator_phase`, `batch_forwards`) on the module `official_training_module`
 builds: the generator through the official loader (`official.load_official`), the discriminators from the
 same checkpoint's ``multiperioddisc.*``, ``multiresddisc.*`` and ``dacdiscriminator.discriminator.*`` keys
 (the DAC copy the official losses use; the never-stepped ``dac.*`` copy is not read).
@@ -184,8 +184,7 @@ def training_parity(folder: str | Path, official: bool = True) -> dict[str, Tens
     g.loss.backward()
     out.update(audio_hat=forward.x_hat, encoder_out=latent[0], features=forward.tokens.latents,
                codes=forward.tokens.ids[None], loss_generator=g.loss)
-    after_forward = _codebook(module)
-    out.update({f"ema_after_one_forward.{k}": v for k, v in after_forward.items()})
+    out.update({f"ema_after_one_forward.{k}": v for k, v in _codebook(module).items()})
     names = {"mel_loss": "mel", "commit_loss": "commit", "gen_loss_mp": "g_mpd", "gen_loss_mrd": "g_mrd",
              "fm_mp": "fm_mpd", "fm_mrd": "fm_mrd", "gen_loss_dac": "g_dac", "fm_dac": "fm_dac"}
     out.update({k: g.terms[v] for k, v in names.items() if v in g.terms})
@@ -204,11 +203,11 @@ def training_parity(folder: str | Path, official: bool = True) -> dict[str, Tens
     out["grad_norm_generator"] = _grad_norm(generator)
     out.update(_grads("grad_generator.", expected_names, params))
 
-    # discriminator phase from the stored state; its fake comes from the module's own choice (official: a second
-    # training forward), and the generator forward that follows is the batch's second (official order)
+    # one batch from the stored state as the module runs it: its training forwards (with second_forward, the
+    # discriminator step's own forward first, then the generator step's) and the discriminator phase
     module.load_state_dict(stored)
     module.zero_grad(set_to_none=True)
-    fake = module.discriminator_fake(audio, bandwidth_id, forward)  # official: a second training forward
+    batch, fake = module.batch_forwards(audio, bandwidth_id, module.gan_active)
     d = module.discriminator_phase(audio, fake, bandwidth_id)
     d.loss.backward()
     out["loss_discriminator"] = d.loss
@@ -221,12 +220,8 @@ def training_parity(folder: str | Path, official: bool = True) -> dict[str, Tens
     for family in ("mpd", "mrd", "dac"):
         out[f"grad_norm_{family}"] = _grad_norm([p for n, p in params.items() if n.startswith(f"{family}.")])
     out.update(_grads("grad_discriminator.", expected_names, params))
-    if official:  # the batch's generator step runs its own forward after the discriminator step's
-        with torch.no_grad():
-            forward = module.model(audio, bandwidth_id)
-        after_forward = _codebook(module)
-    out["codes_second_forward"] = forward.tokens.ids[None]  # ours: one forward, so the batch's only codes
-    out.update({f"ema_after_batch.{k}": v for k, v in after_forward.items()})
+    out["codes_second_forward"] = batch.tokens.ids[None]  # the generator step's codes (ours: the only forward)
+    out.update({f"ema_after_batch.{k}": v for k, v in _codebook(module).items()})
     return {k: v.detach() for k, v in out.items()}
 
 
