@@ -30,7 +30,8 @@ def _average(per_item: list[Tensor]) -> Tensor:
 
 def hinge_d_loss(real: Logits, fake: Logits) -> Tensor:
     """0.5 * (mean relu(1 - D(x)) + mean relu(1 + D(x_hat)))."""
-    return _average([0.5 * (F.relu(1.0 - r).mean() + F.relu(1.0 + f).mean()) for r, f in zip(_as_list(real), _as_list(fake), strict=True)])
+    return _average([0.5 * (F.relu(1.0 - r).mean() + F.relu(1.0 + f).mean())
+                     for r, f in zip(_as_list(real), _as_list(fake), strict=True)])
 
 
 def hinge_g_loss(fake: Logits) -> Tensor:
@@ -40,7 +41,8 @@ def hinge_g_loss(fake: Logits) -> Tensor:
 
 def least_squares_d_loss(real: Logits, fake: Logits) -> Tensor:
     """LSGAN: 0.5 * (mean (D(x) - 1)^2 + mean D(x_hat)^2)."""
-    return _average([0.5 * ((r - 1.0).pow(2).mean() + f.pow(2).mean()) for r, f in zip(_as_list(real), _as_list(fake), strict=True)])
+    return _average([0.5 * ((r - 1.0).pow(2).mean() + f.pow(2).mean())
+                     for r, f in zip(_as_list(real), _as_list(fake), strict=True)])
 
 
 def least_squares_g_loss(fake: Logits) -> Tensor:
@@ -50,7 +52,8 @@ def least_squares_g_loss(fake: Logits) -> Tensor:
 
 def non_saturating_d_loss(real: Logits, fake: Logits) -> Tensor:
     """Logistic GAN: 0.5 * (mean softplus(-D(x)) + mean softplus(D(x_hat)))."""
-    return _average([0.5 * (F.softplus(-r).mean() + F.softplus(f).mean()) for r, f in zip(_as_list(real), _as_list(fake), strict=True)])
+    return _average([0.5 * (F.softplus(-r).mean() + F.softplus(f).mean())
+                     for r, f in zip(_as_list(real), _as_list(fake), strict=True)])
 
 
 def non_saturating_g_loss(fake: Logits) -> Tensor:
@@ -58,7 +61,8 @@ def non_saturating_g_loss(fake: Logits) -> Tensor:
     return _average([F.softplus(-f).mean() for f in _as_list(fake)])
 
 
-def feature_matching_loss(real_features: Sequence[Tensor] | Sequence[Sequence[Tensor]], fake_features: Sequence) -> Tensor:
+def feature_matching_loss(real_features: Sequence[Tensor] | Sequence[Sequence[Tensor]],
+                          fake_features: Sequence) -> Tensor:
     """Mean over layers (and sub-discriminators) of L1(D_l(x), D_l(x_hat)); the real features are detached."""
     def flat(feats: Sequence) -> list[Tensor]:
         out: list[Tensor] = []

@@ -10,6 +10,12 @@ records: the quantizer's input and output and the PatchGAN logits through forwar
 the returned dicts and the quantizer metrics, gradients after ``backward``, gradient norms with the step's own
 `gradient_norm`. Every size and weight comes from the fixture's files.
 
+The step runs in float64 (the quantizer's lookup stays float32, as always). In float32 the gradients of this
+step are ill-conditioned: the shared fixture has a discriminator pre-activation of 7e-9 at a LeakyReLU kink, so
+kernel-order noise of 1e-6 (one thread or four, AVX2 or AVX-512) flips it and moves a recorded gradient by up to
+5e-3 of its maximum, 50x the fixture's tolerance, in either direction. In float64 our side is exact maths to
+1e-12 and only the official float32 rounding remains (within each tolerance; closest: the adaptive weight, 0.7).
+
 Official ``global_step`` g (1-based, ``train_steps + 1``) is our ``generator_step`` g - 1 (steps completed).
 Before the GAN start the official step still computes the discriminator loss times 0; our step takes no
 discriminator update then, which is a loss of 0 as well.
@@ -114,33 +120,40 @@ def llamagen_vq_train_parity(folder: Path) -> dict[str, Result]:
     config = json.loads((folder / "config.json").read_text())
     expected = load_file(str(folder / "outputs.safetensors"))
     inputs = load_inputs(folder)
-    images, global_step = inputs["images"].float(), int(inputs["global_step"].reshape(-1)[0])
+    images, global_step = inputs["images"].double(), int(inputs["global_step"].reshape(-1)[0])
     disc_start = int(config["vq_loss"]["vq_loss_args"]["disc_start"])
-    module = build_module(folder, config).train()
+    module = build_module(folder, config).double().train()  # float64: see the module docstring
     model, disc = module.model, module.discriminator
     values: dict[str, Tensor] = {}
 
+    # the official step runs the discriminator and the adaptive weight even before the GAN start (weight 0): read
+    # them, when the fixture's step is before it, at the first step where our module computes them
+    active_step = max(global_step, disc_start)
     quantizer_calls: list = []
     fake_calls: list = []
-    with recording(model.quantizer, quantizer_calls), recording(disc, fake_calls):
+    with recording(model.quantizer, quantizer_calls):
         x, out = _at_step(module, global_step, lambda: module.training_forward(images))
-        g = _at_step(module, global_step, lambda: module.generator_losses(x, out, module.gan_active))
+    g = _at_step(module, global_step, lambda: module.generator_losses(x, out, module.gan_active))
+    with recording(disc, fake_calls):
+        g_on = _at_step(module, active_step, lambda: module.generator_losses(x, out, module.gan_active))
     configured = module.adaptive_weight
     module.adaptive_weight = True  # the fixture records the official adaptive weight whatever the config says
     adaptive = _at_step(module, global_step, lambda: module.generator_losses(x, out, module.gan_active))
+    weight = _at_step(module, active_step, lambda: module.generator_losses(x, out, True))["adaptive_weight"]
     module.adaptive_weight = configured
     before = _at_step(module, disc_start - 1, lambda: module.generator_losses(x, out, module.gan_active))
     z, q = quantizer_calls[0]
-    values.update(recons=out.x_hat, z=z, z_q=q.quantized, codes=out.tokens.ids,
-                  rec_loss=g["l1" if "l1" in g else "l2"], p_loss=g["perceptual"],
-                  lpips=module.perceptual(x, out.x_hat), gen_adv_loss=g.get("adversarial", torch.zeros(())),
-                  loss_gen=g["loss"], loss_gen_adaptive=adaptive["loss"],
-                  adaptive_disc_weight=adaptive.get("adaptive_weight", torch.zeros(())),
+    reconstruction = {"l1": torch.nn.functional.l1_loss, "l2": torch.nn.functional.mse_loss}
+    rec = config["vq_loss"]["vq_loss_args"]["reconstruction_loss"]
+    per_image = module.perceptual(x, out.x_hat)  # LPIPS(images, recons), per image
+    values.update(recons=out.x_hat, z=z, z_q=q.quantized, codes=out.tokens.ids, lpips=per_image,
+                  rec_loss=g[rec] if rec in g else reconstruction[rec](out.x_hat, x),  # unweighted; read out at 0
+                  p_loss=g["perceptual"] if "perceptual" in g else per_image.mean(),
+                  gen_adv_loss=g_on["adversarial"], logits_fake=fake_calls[0][1],
+                  loss_gen=g["loss"], loss_gen_adaptive=adaptive["loss"], adaptive_disc_weight=weight,
                   loss_gen_before_disc_start=before["loss"],
                   disc_weight=torch.tensor(_at_step(module, global_step,
                                                     lambda: module.weights["adversarial"] * module.gan_weight)))
-    if fake_calls:
-        values["logits_fake"] = fake_calls[0][1]
     zero = torch.zeros(())
     values.update(vq_loss=out.metrics.get("codebook_loss", zero), commit_loss=out.metrics.get("commitment_loss", zero),
                   entropy_loss=out.metrics.get("entropy_loss", zero), codebook_usage=out.metrics["codebook_usage"])
@@ -156,15 +169,12 @@ def llamagen_vq_train_parity(folder: Path) -> dict[str, Result]:
     disc.zero_grad(set_to_none=True)  # optimizer_disc.zero_grad()
     real_calls: list = []
     with recording(disc, real_calls):
-        d = _at_step(module, global_step, lambda: module.discriminator_losses(x, out) if module.gan_active
-                     else {"loss": zero})
-    d_before = _at_step(module, disc_start - 1, lambda: module.discriminator_losses(x, out)["loss"]
-                        if module.gan_active else zero)
-    if real_calls:
-        values["logits_real"] = real_calls[0][1]
-    values["loss_disc"], values["loss_disc_before_disc_start"] = d["loss"], d_before
-    if d["loss"].requires_grad:
-        d["loss"].backward()
+        d_on = _at_step(module, active_step, lambda: module.discriminator_losses(x, out))
+    d_loss = _at_step(module, global_step, lambda: d_on["loss"] if module.gan_active else zero)  # no D step: 0
+    d_before = _at_step(module, disc_start - 1, lambda: d_on["loss"] if module.gan_active else zero)
+    values.update(logits_real=real_calls[0][1], loss_disc=d_loss, loss_disc_before_disc_start=d_before)
+    if d_loss.requires_grad:
+        d_loss.backward()
     for name, p in disc.named_parameters():
         values[f"grad_discriminator.{name}"] = p.grad.clone() if p.grad is not None else torch.zeros_like(p)
     values["grad_norm_discriminator"] = gradient_norm(module.discriminator_parameters(), None)
