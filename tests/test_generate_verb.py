@@ -92,19 +92,19 @@ CASES = {
 @pytest.mark.parametrize("method", list(CASES), ids=[f"generate-{m}" for m in CASES])
 def test_generate_writes_decoded_samples(method, models, tmp_path, capfd) -> None:
     generator, tokenizer, options, side = CASES[method]
-    common = ["--model", models[generator], "--tokenizer", models[tokenizer], "--n", "5", "--batch-size", "3",
+    common = ["--model", models[generator], "--tokenizer", models[tokenizer], "--n", "3", "--batch-size", "2",
               "--class", "0", "2", "--seed", "1", "--device", "cpu", *options]
     code, out, err = generate([*common, "--out", str(tmp_path / "a")], capfd)
     assert code == 0, err
     summary = json.loads(out.strip().splitlines()[-1])
-    assert summary["n"] == 5 and summary["labels"] == [0, 2, 0, 2, 0]
+    assert summary["n"] == 3 and summary["labels"] == [0, 2, 0]
     images = pngs(tmp_path / "a")
-    assert len(images) == 5 and all(i.shape == (side, side, 3) for i in images)
+    assert len(images) == 3 and all(i.shape == (side, side, 3) for i in images)
     grid = np.asarray(Image.open(tmp_path / "a" / "grid.png"))
-    assert grid.shape == (2 * side, 3 * side, 3)  # 5 samples in a 3-wide grid
+    assert grid.shape == (2 * side, 2 * side, 3)  # 3 samples in a 2-wide grid
     codes = np.load(tmp_path / "a" / ("latents.npy" if method == "ecar" else "ids.npy"))
-    assert len(codes) == 5
-    assert json.loads((tmp_path / "a" / "labels.json").read_text()) == [0, 2, 0, 2, 0]
+    assert len(codes) == 3
+    assert json.loads((tmp_path / "a" / "labels.json").read_text()) == [0, 2, 0]
     code, _, err = generate([*common, "--out", str(tmp_path / "b")], capfd)  # seeded: the same files again
     assert code == 0, err
     assert all(np.array_equal(a, b) for a, b in zip(images, pngs(tmp_path / "b")))
@@ -140,6 +140,58 @@ def test_linfusion_is_one_generator_contract(stable_diffusion) -> None:
     assert count == 2 and float(total) > 0
     assert float(lin.nll(batch, seed=3)[0]) == float(total)  # seeded noise and timesteps
     assert lin.nll_metric == "loss"
+
+
+@pytest.fixture(scope="module")
+def audio_and_mesh(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A tiny WavTokenizer (12 frames = 3840 samples) and a tiny VAT (scales 1..16), each with a GPT over its ids;
+    the random VAT's occupancy bias is centred on the median logit of random token sets, so shapes have a surface."""
+    from tokenforge.tokenizers.vat.model import VAT
+    from tokenforge.tokenizers.wavtokenizer.model import WavTokenizer
+    from tokenforge.tokenizers.wavtokenizer.seanet import SEANetEncoder
+    from tokenforge.tokenizers.wavtokenizer.vocos import ISTFTHead, VocosBackbone
+
+    root = tmp_path_factory.mktemp("generate_av")
+    torch.manual_seed(0)
+    save_pretrained(WavTokenizer(SEANetEncoder(dimension=32, n_filters=4, ratios=[8, 5, 4, 2], lstm=1),
+                                 VectorQuantizer(64, 32), VocosBackbone(input_channels=32, dim=64, intermediate_dim=128,
+                                                                        num_layers=2),
+                                 ISTFTHead(dim=64, n_fft=1280, hop_length=320)).eval(), root / "wav")
+    save_pretrained(GPT(vocab_size=64, seq_len=12, layout="sequence", dim=32, depth=1, num_heads=2, num_classes=0,
+                        multiple_of=32), root / "gpt_audio")
+    vat = VAT(dim=32, encoder_depth=1, decoder_depth=1, num_heads=2, num_latents=16, latent_dim=8, codebook_size=64,
+              scales=[1, 2, 4, 8, 16], triplane_resolution=8, triplane_channels=16, triplane_upsample=1,
+              mlp_hidden=32).eval()
+    with torch.no_grad():
+        ids = [torch.randint(0, 64, (8, s), generator=torch.Generator().manual_seed(s)) for s in vat.scales]
+        logits = vat.occupancy(vat.decode(ids), torch.rand(8, 512, 3) * 2 - 1)
+        vat.triplane.mlp[-1].bias -= logits.median()
+    save_pretrained(vat, root / "vat")
+    save_pretrained(GPT(vocab_size=64, seq_len=31, layout="scales", scale_lengths=[1, 2, 4, 8, 16], dim=32, depth=1,
+                        num_heads=2, num_classes=0, multiple_of=32), root / "gpt_mesh")
+    return {k: str(root / k) for k in ("wav", "gpt_audio", "vat", "gpt_mesh")}
+
+
+def test_generate_writes_flac_for_audio_and_ply_for_meshes(audio_and_mesh, tmp_path, capfd) -> None:
+    import soundfile as sf
+    import trimesh
+
+    code, out, err = generate(["--model", audio_and_mesh["gpt_audio"], "--tokenizer", audio_and_mesh["wav"], "--n", "3",
+                               "--top-k", "16", "--out", str(tmp_path / "audio")], capfd)
+    assert code == 0, err
+    flacs = sorted((tmp_path / "audio").glob("sample_*.flac"))
+    assert len(flacs) == 3 and not list((tmp_path / "audio").glob("*.png"))
+    wave, rate = sf.read(flacs[0])
+    assert rate == 24000 and wave.shape == (12 * 320,) and np.abs(wave).max() > 0
+    code, out, err = generate(["--model", audio_and_mesh["gpt_mesh"], "--tokenizer", audio_and_mesh["vat"], "--n", "2",
+                               "--resolution", "16", "--out", str(tmp_path / "mesh")], capfd)
+    summary = json.loads(out.strip().splitlines()[-1])
+    plys = sorted((tmp_path / "mesh").glob("sample_*.ply"))
+    assert len(plys) + len(summary["skipped"]) == 2 and plys, err  # an empty or full field is skipped, said so
+    assert code == (3 if summary["skipped"] else 0)
+    mesh = trimesh.load(plys[0])
+    assert len(mesh.faces) > 0 and np.abs(mesh.vertices).max() <= 1.1  # the grid spans [-1, 1]^3 (+ a closing pad)
+    assert np.load(tmp_path / "mesh" / "ids.npy").shape == (2, 31)
 
 
 def test_help_with_a_model_shows_its_method_options(models, capfd) -> None:

@@ -4,14 +4,16 @@
         --n 16 --class 3 7 --seed 0 --out samples/ [method options]
 
 ``--model`` (alias ``--generator``): a `tokenforge fit` checkpoint, a `save_pretrained` folder or a name; with
-``--official NAME`` the file or folder of that official release. ``--tokenizer``: the tokenizer that decodes
+``--official NAME`` the file or folder of that official release (`tokenforge.model_spec`, as every verb takes
+it). ``--tokenizer``: the tokenizer that decodes
 the samples (same forms, ``official:NAME:PATH`` for a release); left out, the one named by ``--tokens
 SHARD_DIR/manifest.json`` (the token shards the generator trained on). The generator's method adds its own
 options (``tokenforge generate --model CKPT --help`` lists them); they reach ``generator.generate(n, condition,
 **options)``, and a method that generates its own way (`tokenforge.methods.Method.verbs`) takes the whole
 command. Writes, by the tokenizer's modality, ``sample_NNNN.png`` + ``grid.png`` (images), ``sample_NNNN.flac``
-(audio) or ``sample_NNNN.ply`` (meshes), with ``ids.npy`` (flat ids per sample, -1 = padding) or
-``latents.npy``, and ``labels.json``. The same arguments and seed give the same files.
+(audio) or ``sample_NNNN.ply`` (meshes, marching cubes on a ``--resolution`` grid; an empty or full shape is
+skipped with one line, exit code 3), with ``ids.npy`` (flat ids per sample, -1 = padding) or ``latents.npy``, and
+``labels.json``. The same arguments and seed give the same files.
 """
 
 from __future__ import annotations
@@ -23,11 +25,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tokenforge.errors import UsageError
+from tokenforge.errors import UsageError, exit_code_for
 from tokenforge.methods import Method, add_options, load_target, registry
-from tokenforge.model_arg import load_model, method_for, peek
+from tokenforge.model_arg import load_model as load_named
+from tokenforge.model_spec import add_model_arguments, load_model, method_in_argv
 
-MODEL_FLAGS = ("--model", "--generator")
+ALIAS = "--generator"  # the former name of --model
+
+
+def model_alias(argv: list[str]) -> list[str]:
+    """``argv`` with ``--generator`` spelt ``--model``."""
+    return ["--model" if a == ALIAS else "--model=" + a[len(ALIAS) + 1:] if a.startswith(ALIAS + "=") else a
+            for a in argv]
 
 
 def build_parser(method: Method | None = None) -> tuple[argparse.ArgumentParser, list[str]]:
@@ -35,9 +44,7 @@ def build_parser(method: Method | None = None) -> tuple[argparse.ArgumentParser,
     p = argparse.ArgumentParser(prog="tokenforge generate", description=__doc__.split("\n\n")[0],
                                 epilog=_method_epilog(method), formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)
-    p.add_argument("--model", "--generator", dest="model", required=True,
-                   help="generator: fit checkpoint / save_pretrained folder / name (with --official: the release)")
-    p.add_argument("--official", default=None, help="official release NAME the --model file or folder is")
+    add_model_arguments(p, "generator (alias --generator)")
     p.add_argument("--tokenizer", default=None, help="tokenizer checkpoint / folder / name, or official:NAME:PATH")
     p.add_argument("--tokens", default=None, help="token-shard folder whose manifest names the tokenizer")
     p.add_argument("--n", type=int, default=16, help="number of samples (16)")
@@ -46,6 +53,7 @@ def build_parser(method: Method | None = None) -> tuple[argparse.ArgumentParser,
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when present, else cpu)")
+    p.add_argument("--resolution", type=int, default=128, help="meshes: marching-cubes grid, cells per axis (128)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (also: tokenforge --quiet)")
     p.add_argument("--out", required=True, help="output folder")
     dests = add_options(p, method, "generate") if method is not None else []
@@ -83,8 +91,9 @@ def parse(argv: list[str], method: Method | None) -> tuple[argparse.Namespace, d
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise foreign_options(unknown, method)
-    if args.n < 1 or args.batch_size < 1:
-        raise UsageError(f"--n and --batch-size must be >= 1 (got {args.n} and {args.batch_size})")
+    if args.n < 1 or args.batch_size < 1 or args.resolution < 2:
+        raise UsageError(f"--n and --batch-size must be >= 1 and --resolution >= 2 (got {args.n}, {args.batch_size}, "
+                         f"{args.resolution})")
     return args, {dest: getattr(args, dest) for dest in dests if getattr(args, dest) is not None}
 
 
@@ -167,8 +176,10 @@ def image_grid(out: Path, count: int) -> None:
     grid.save(out / "grid.png")
 
 
-def save_decoded(tokenizer: Any, data: Any, out: Path, start: int) -> None:
-    """Write decoded samples by the tokenizer's modality: PNG (images), FLAC (audio), PLY (meshes)."""
+def save_decoded(tokenizer: Any, data: Any, out: Path, start: int, resolution: int = 128) -> dict[str, str]:
+    """Write decoded samples by the tokenizer's modality: PNG (images), FLAC (audio), PLY (meshes: each decoded
+    field through marching cubes); returns the samples skipped (file name -> reason: an empty or full shape)."""
+    skipped: dict[str, str] = {}
     modality = getattr(tokenizer, "modality", "image")
     if modality == "image":
         save_images(data, out, start)
@@ -179,13 +190,18 @@ def save_decoded(tokenizer: Any, data: Any, out: Path, start: int) -> None:
         for i, wave in enumerate(data.float().reshape(data.shape[0], -1).clamp(-1, 32767 / 32768).cpu().numpy()):
             sf.write(out / f"sample_{start + i:04d}.flac", wave, rate, subtype="PCM_16")
     elif modality == "mesh":
-        for i, mesh in enumerate(data):
-            if not hasattr(mesh, "export"):
-                raise TypeError(f"{type(tokenizer).__name__}.decode returned {type(mesh).__name__}, not a mesh")
-            mesh.export(out / f"sample_{start + i:04d}.ply")
+        from tokenforge.mesh_files import field_to_mesh
+
+        for i in range(len(data)):
+            name = f"sample_{start + i:04d}.ply"
+            try:
+                field_to_mesh(tokenizer, data[i:i + 1], resolution).export(out / name)
+            except ValueError as error:  # an empty or full field: no surface to write
+                skipped[name] = str(error)
     else:
         raise UsageError(f"{type(tokenizer).__name__} decodes {modality!r} data, which `tokenforge generate` cannot "
                          "write (image, audio, mesh)")
+    return skipped
 
 
 def flat_ids(ids: Any) -> Any:
@@ -198,8 +214,10 @@ def flat_ids(ids: Any) -> Any:
 
 
 def sample_to_files(pipeline: Any, n: int, out: Path, *, labels: list[int] | None = None, batch_size: int = 64,
-                    seed: int = 0, device: Any = "cpu", progress: bool = True, **options: Any) -> dict[str, Any]:
-    """Sample ``n`` items through ``pipeline`` (`Pipeline`) in batches and write them under ``out``."""
+                    seed: int = 0, device: Any = "cpu", progress: bool = True, resolution: int = 128,
+                    **options: Any) -> dict[str, Any]:
+    """Sample ``n`` items through ``pipeline`` (`Pipeline`) in batches and write them under ``out``; the summary's
+    ``skipped`` maps samples that gave no file to the reason (one ``skipped:`` line each on stderr)."""
     import numpy as np
     import torch
 
@@ -207,7 +225,7 @@ def sample_to_files(pipeline: Any, n: int, out: Path, *, labels: list[int] | Non
 
     out.mkdir(parents=True, exist_ok=True)
     rng = torch.Generator(device=device).manual_seed(seed)
-    ids, latents = [], []
+    ids, latents, skipped = [], [], {}
     for start in console.progress(range(0, n, batch_size), desc="batches", disable=not progress):
         count = min(batch_size, n - start)
         condition = torch.tensor(labels[start:start + count], device=device) if labels is not None else None
@@ -216,12 +234,14 @@ def sample_to_files(pipeline: Any, n: int, out: Path, *, labels: list[int] | Non
                                            **options)
         except ValueError as error:  # a generator's refusal of its options (a count per stage, a size...)
             raise UsageError(f"{type(pipeline.generator).__name__}: {error}") from error
-        save_decoded(pipeline.tokenizer, data, out, start)
+        for name, reason in save_decoded(pipeline.tokenizer, data, out, start, resolution).items():
+            print(f"skipped: {name}: {reason}", file=sys.stderr)
+            skipped[name] = reason
         if tokens.ids is not None:
             ids.append(flat_ids(tokens.ids))
         elif tokens.latents is not None:
             latents.append(tokens.latents.float().cpu().numpy())
-    summary: dict[str, Any] = {"out": str(out), "n": n, "labels": labels}
+    summary: dict[str, Any] = {"out": str(out), "n": n, "labels": labels, "skipped": skipped}
     if ids:
         width = max(a.shape[1] for a in ids)
         flat = np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=-1) for a in ids])
@@ -244,27 +264,28 @@ def run(args: argparse.Namespace, options: dict[str, Any]) -> dict[str, Any]:
     from tokenforge.generators.base import Pipeline
 
     device = resolve_device(args.device)
-    generator = load_model(args.model, args.official)
+    generator = load_model(args)
     require_generator(generator, args.model)
     spec = tokenizer_name(args)
-    tokenizer = load_model(spec, what="--tokenizer")
+    tokenizer = load_named(spec, what="--tokenizer")
     require_tokenizer(tokenizer, spec)
     pipeline = Pipeline(tokenizer.to(device).eval(), generator.to(device).eval())
     labels = labels_for(args.classes, args.n, generator, args.seed)
     progress = not args.no_progress and console.progress_enabled()
     return sample_to_files(pipeline, args.n, Path(args.out), labels=labels, batch_size=args.batch_size,
-                           seed=args.seed, device=device, progress=progress, **options)
+                           seed=args.seed, device=device, progress=progress, resolution=args.resolution, **options)
 
 
 def main(argv: list[str] | None = None) -> int:
     """``tokenforge generate``; wrong input raises `UsageError` (one line and exit 2 through `tokenforge.cli`)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    method = method_for(peek(argv, *MODEL_FLAGS), peek(argv, "--official"))
+    argv = model_alias(list(sys.argv[1:] if argv is None else argv))
+    method = method_in_argv(argv)
     if method is not None and "generate" in method.verbs:
         return int(load_target(method.verbs["generate"])(argv) or 0)
     args, options = parse(argv, method)
-    print(json.dumps(run(args, options)))
-    return 0
+    summary = run(args, options)
+    print(json.dumps(summary))
+    return exit_code_for(len(summary["skipped"]), args.n)
 
 
 if __name__ == "__main__":

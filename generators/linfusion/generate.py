@@ -82,6 +82,7 @@ def main(argv: list[str]) -> int:
     from tokenforge.generators.linfusion.method import METHOD
     from tokenforge.hub import from_official
     from tokenforge.model_arg import load_model
+    from tokenforge.model_spec import load_model as load_generator
 
     args, options = parse(argv, METHOD)
     base = options.pop("base", None)
@@ -91,7 +92,7 @@ def main(argv: list[str]) -> int:
         raise UsageError("LinFusion is text-conditioned: give --prompt TEXT, not --class")
     require_diffusers_folder(base)
     dtype, chunk_size = getattr(torch, options.pop("dtype", "float32")), options.pop("chunk_size", None)
-    linfusion = load_model(args.model, args.official)
+    linfusion = load_generator(args)
     if not isinstance(linfusion, LinFusion):
         raise UsageError(f"--model {args.model} holds a {type(linfusion).__name__}, not LinFusion modules")
     device = resolve_device(args.device)
