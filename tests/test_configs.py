@@ -33,8 +33,10 @@ OVERLAYS = sorted(p for folder in FOLDERS for p in folder.glob("*.yaml") if p.na
 # building them takes 7-30 s and up to 4 GiB on a CPU, or needs files that are not in the repository.
 PARSE_ONLY = {
     "generators/autoregressive/gpt_b.yaml": "111 M parameters",
+    "generators/autoregressive/gpt_l.yaml": "343 M parameters",
     "generators/autoregressive/var_d16.yaml": "needs VAR's released VQVAE file (model.init_args.tokenizer)",
     "generators/ecar/mar_b.yaml": "329 M parameters",
+    "generators/ecar/mar_l.yaml": "MAR-L size, about 1 G parameters with its EMA copy",
     "generators/enat/enat_l.yaml": "1.1 G parameters with its EMA copy",
     "generators/linfusion/sd15.yaml": "needs a local diffusers Stable Diffusion 1.5 folder",
     "generators/linfusion/sd21.yaml": "needs a local diffusers Stable Diffusion 2.1 folder",

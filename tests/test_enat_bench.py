@@ -7,8 +7,7 @@ import json
 import torch
 
 from tokenforge.bench import main as bench_main
-from tokenforge.generators.enat.bench import SIZES, gflops_per_image
-from tokenforge.generators.enat.model import ENAT
+from tokenforge.generators.enat.bench import build, gflops_per_image
 
 
 def test_bench_rows_and_flop_order(tmp_path, capsys):
@@ -24,7 +23,7 @@ def test_bench_rows_and_flop_order(tmp_path, capsys):
         assert 0 < flops["reuse"] < flops["no-reuse"] < flops["maskgit"]
         assert "fewer FLOPs" in capsys.readouterr().out
         # CFG doubles the rows: counted compute doubles too
-        model = ENAT(**SIZES["tiny"]).eval()
+        model = build("tiny").eval()
         mode = {"reuse": True, "mode": "enat"}
         assert abs(gflops_per_image(model, mode, 4, 2.5) / gflops_per_image(model, mode, 4, 0.0) - 2) < 1e-6
     finally:

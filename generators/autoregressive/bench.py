@@ -8,8 +8,9 @@ included, in one ``torch.compile(mode="reduce-overhead", fullgraph=True)`` CUDA 
 Training rows: forward + backward (no optimiser step) at batch 64 x 256 tokens, bf16 autocast and fp32,
 eager and compiled; the compiled row compiles `GPT.loss` (forward and cross-entropy in one graph, so the
 float32 upcast of the logits fuses into the loss instead of materialising a [B, L, V] float32 copy). Each row: warm-up, ``torch.cuda.synchronize()`` around the timed
-region, median of ``--repeats``, peak memory. Random weights at the released size (``--size B``: GPT-B, 111 M);
-``--size tiny`` for CPU smoke runs. Prints a Markdown table (and ``--json PATH`` writes the rows).
+region, median of ``--repeats``, peak memory. Random weights at a config's size (``--size B``: GPT-B, 111 M,
+configs/generators/autoregressive/gpt_b.yaml on its base.yaml; ``L``: gpt_l.yaml; ``tiny``: tiny.yaml, for CPU
+smoke runs), or ``--model``: any GPT config or a trained checkpoint. Prints a Markdown table (and ``--json PATH`` writes the rows).
 """
 
 from __future__ import annotations
@@ -17,17 +18,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 
+from tokenforge.benchmarking import bench_model, timed
+from tokenforge.config_models import size_config
+from tokenforge.errors import UsageError
 from tokenforge.generators.autoregressive.gpt import GPT
-from tokenforge.benchmarking import timed
 
-SIZES = {
-    "B": dict(dim=768, depth=12, num_heads=12, vocab_size=16384, seq_len=256, num_classes=1000),
-    "L": dict(dim=1024, depth=24, num_heads=16, vocab_size=16384, seq_len=256, num_classes=1000),
-    "tiny": dict(dim=64, depth=2, num_heads=4, vocab_size=512, seq_len=64, num_classes=10, multiple_of=64),
-}
+SIZES = {"B": "gpt_b", "L": "gpt_l", "tiny": "tiny"}  # --size -> configs/generators/autoregressive/<name>.yaml
+
+
+def build(size: str, model: str | None = None) -> GPT:
+    """Random weights at a size's config (on its base.yaml), or ``model``: any config or a trained checkpoint."""
+    built = bench_model(model or size_config("generators", "autoregressive", SIZES[size]))
+    if not isinstance(built, GPT):
+        raise UsageError(f"{model} is a {type(built).__name__}; this bench measures GPT models")
+    return built
 
 
 
@@ -101,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(prog="tokenforge bench generator ar", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", choices=sorted(SIZES), default=None, help="B on CUDA, tiny on CPU by default")
+    p.add_argument("--model", default=None, help="a config (YAML size overlay) or a GPT checkpoint instead of --size")
     p.add_argument("--device", default=None)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     p.add_argument("--dtype", nargs="+", choices=("bf16", "fp32"), default=["bf16", "fp32"])
@@ -123,15 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     print(table([]), flush=True)
     torch.manual_seed(0)
-    base = GPT(**SIZES[size]).to(device).eval()
-    torch.nn.init.normal_(base.output.weight, std=0.02)  # a zero head would make every sample token 0
+    base = build(size, args.model).to(device).eval()
+    if not args.model or Path(args.model).suffix in (".yaml", ".yml"):  # random weights
+        torch.nn.init.normal_(base.output.weight, std=0.02)  # a zero head would make every sample token 0
+    label = f"GPT-{size}" if not args.model else Path(args.model).stem
     for dtype_name in args.dtype:
         model = base.to(torch.bfloat16 if dtype_name == "bf16" else torch.float32)
         rows += sampling_rows(model, device, args, f"{dtype_name} weights")
     if not args.no_train:
         rows += training_rows(base.to(torch.float32), device, args)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"\nGPT-{size} ({sum(p.numel() for p in base.parameters()) / 1e6:.1f} M params), {base.seq_len} tokens, "
+    print(f"\n{label} ({sum(p.numel() for p in base.parameters()) / 1e6:.1f} M params), {base.seq_len} tokens, "
           f"CFG {args.cfg}, top-k {args.top_k}, on {name}, torch {torch.__version__}\n")
     print(table(rows))
     if args.json:

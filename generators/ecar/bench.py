@@ -2,7 +2,8 @@
 
 The claim under test (E-CAR abstract): DiT-level quality at ~10x fewer FLOPs and ~5x faster generation of one
 256x256 image. Both models run on MAR's KL-16 latent grid (16 x 16 x 16 for 256 px) at the same width/depth
-(``--size B``: 768 x 12, MAR-B's diffusion head 6 x 1024 for E-CAR); E-CAR runs S = 5 stages (1, 2, 4, 8, 16)
+(``--size B``: 768 x 12, MAR-B's diffusion head 6 x 1024 for E-CAR: configs/generators/ecar/mar_b.yaml on its
+base.yaml; ``L``: mar_l.yaml; ``--model``: any E-CAR config or trained checkpoint, the DiT matched to it); E-CAR runs S = 5 stages (1, 2, 4, 8, 16)
 with ``--ecar-steps`` Euler steps each, the DiT ``--dit-steps`` Euler steps (patch 1, 256 tokens; ``--dit-patch
 2`` gives DiT-B/2's 64 tokens). FLOPs come from ``torch.utils.flop_counter`` (matmuls/attention, x2 per MAC) on
 one generation, per image; latency: warm-up, ``torch.cuda.synchronize()``, median of ``--repeats``, peak memory,
@@ -15,32 +16,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from tokenforge.benchmarking import bench_model, timed
+from tokenforge.config_models import size_config
+from tokenforge.errors import UsageError
 from tokenforge.generators.ecar.dit import FlowDiT
 from tokenforge.generators.ecar.model import ECAR
-from tokenforge.benchmarking import timed
 
-SIZES = {
-    "B": {"c": 16, "scales": [1, 2, 4, 8, 16], "dim": 768, "depth": 12, "heads": 12, "head_w": 1024, "head_d": 6},
-    "L": {"c": 16, "scales": [1, 2, 4, 8, 16], "dim": 1024, "depth": 24, "heads": 16, "head_w": 1280, "head_d": 8},
-    "tiny": {"c": 4, "scales": [2, 4, 8], "dim": 64, "depth": 2, "heads": 4, "head_w": 64, "head_d": 2},
-}
+SIZES = {"B": "mar_b", "L": "mar_l", "tiny": "tiny"}  # --size -> configs/generators/ecar/<name>.yaml
 
 
-def build(size: str, dit_patch: int) -> tuple[ECAR, FlowDiT]:
-    s = SIZES[size]
-    ecar = ECAR(s["c"], s["scales"], dim=s["dim"], depth=s["depth"], num_heads=s["heads"], head_width=s["head_w"],
-                head_depth=s["head_d"])
-    dit = FlowDiT(s["c"], s["scales"][-1], dit_patch, s["dim"], s["depth"], s["heads"])
+def build(size: str, dit_patch: int, model: str | None = None) -> tuple[ECAR, FlowDiT]:
+    """E-CAR at a size's config (on its base.yaml; or ``model``: any E-CAR config or trained checkpoint) and the
+    DiT matched to it: same latent grid, width, depth, heads and classes (random weights)."""
+    ecar = bench_model(model or size_config("generators", "ecar", SIZES[size]))
+    if not isinstance(ecar, ECAR):
+        raise UsageError(f"{model} is a {type(ecar).__name__}; this bench measures an E-CAR model against its DiT")
+    a = ecar.init_args
+    dit = FlowDiT(a["latent_channels"], a["scales"][-1], dit_patch, a["dim"], a["depth"], a["num_heads"],
+                  num_classes=a["num_classes"])
     return ecar, dit
-
-
-
-
 
 
 def flops(fn: Any) -> int:
@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tokenforge bench ecar", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", choices=sorted(SIZES), default=None, help="B on CUDA, tiny on CPU by default")
+    p.add_argument("--model", default=None, help="a config (YAML size overlay) or an E-CAR checkpoint instead of --size")
     p.add_argument("--device", default=None)
     p.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     p.add_argument("--dtype", nargs="+", choices=("bf16", "fp32"), default=["bf16", "fp32"])
@@ -69,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
-    ecar, dit = (m.to(device).eval() for m in build(size, args.dit_patch))
+    ecar, dit = (m.to(device).eval() for m in build(size, args.dit_patch, args.model))
+    size = Path(args.model).stem if args.model else size
     runs = {
         "ecar": lambda labels: ecar.sample_latents(labels, steps=args.ecar_steps, cfg=args.cfg),
         "dit": lambda labels: dit.sample_latents(labels, steps=args.dit_steps, cfg=args.cfg),

@@ -1,7 +1,8 @@
 """`tokenforge bench enat`: ENAT 8-step sampling speed and compute, reuse vs no-reuse vs MaskGIT mode.
 
-Conditions of shared/BENCHMARKS.md: random weights at the released size (``--size L``: ENAT-L, 574 M minus the
-unused ``prev_embedder``), class-conditional, CFG 2.5 with the conditional and unconditional passes batched
+Conditions of shared/BENCHMARKS.md: random weights at a config's size (``--size L``: ENAT-L, 574 M minus the
+unused ``prev_embedder``, configs/generators/enat/enat_l.yaml on its base.yaml; ``--model``: any ENAT config or a
+trained checkpoint), class-conditional, CFG 2.5 with the conditional and unconditional passes batched
 (2 x batch rows), batch 64, no VQ decode; warm-up, ``torch.cuda.synchronize()`` around the timed region,
 median of ``--repeats``, peak memory. Rows: {reuse, no-reuse, maskgit} x {bf16 weights, fp32}
 (``--compile``: the blocks run through ``torch.compile``). GFLOPs per image are counted once per mode with
@@ -19,16 +20,21 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tokenforge.generators.autoregressive.bench import timed
+from tokenforge.benchmarking import bench_model, timed
+from tokenforge.config_models import size_config
+from tokenforge.errors import UsageError
 from tokenforge.generators.enat.model import ENAT
 from tokenforge.generators.enat.sampler import enat_generate
 
-SIZES = {
-    "L": dict(seq_len=256, hidden_size=1024, num_heads=16, enc_depth=22, dec_depth=2, codebook_size=1024,
-              num_classes=1000),
-    "tiny": dict(seq_len=64, hidden_size=64, num_heads=4, enc_depth=2, dec_depth=1, codebook_size=256,
-                 num_classes=10),
-}
+SIZES = {"L": "enat_l", "tiny": "tiny"}  # --size -> configs/generators/enat/<name>.yaml (with its base.yaml)
+
+
+def build(size: str, model: str | None = None) -> ENAT:
+    """Random weights at a size's config, or ``model``: any ENAT config or a trained checkpoint."""
+    built = bench_model(model or size_config("generators", "enat", SIZES[size]))
+    if not isinstance(built, ENAT):
+        raise UsageError(f"{model} is a {type(built).__name__}, not an ENAT model")
+    return built
 MODES = {"reuse": dict(reuse=True, mode="enat"), "no-reuse": dict(reuse=False, mode="enat"),
          "maskgit": dict(reuse=False, mode="maskgit")}
 
@@ -72,7 +78,8 @@ def table(rows: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="tokenforge bench enat", description=__doc__.split("\n\n")[0])
-    p.add_argument("--size", choices=sorted(SIZES), default="L")
+    p.add_argument("--size", choices=sorted(SIZES), default="L", help="a config's size (L: enat_l.yaml)")
+    p.add_argument("--model", default=None, help="a config (YAML size overlay) or an ENAT checkpoint instead of --size")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--cfg", type=float, default=2.5)
@@ -89,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for dtype in args.dtypes:
         torch.manual_seed(0)
-        model = ENAT(**SIZES[args.size]).to(device).eval()
+        model = build(args.size, args.model).to(device).eval()
         if dtype == "bf16":
             model = model.to(torch.bfloat16)
         if args.compile:

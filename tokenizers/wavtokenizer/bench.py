@@ -3,8 +3,9 @@
     tokenforge bench tokenizer wavtokenizer --device cuda                        # BENCHMARKS.md rows (75 tok/s)
     tokenforge bench tokenizer wavtokenizer --variant tiny --batches 1 2 --seconds 1   # CPU smoke run
 
-Conditions of shared/BENCHMARKS.md: random weights at the released size (``small_75``: 73.8 M parameters without the
-unused SEANet decoder), 10 s clips, warm-up calls, ``cuda.synchronize`` around the timed region,
+Conditions of shared/BENCHMARKS.md: random weights at a config's size (``--variant small_75``: the released size,
+configs/tokenizers/wavtokenizer/small_75.yaml on its base.yaml, 73.8 M parameters without the unused SEANet
+decoder; ``--model``: any config or a trained checkpoint), 10 s clips, warm-up calls, ``cuda.synchronize`` around the timed region,
 median of ``--repeats``; rows for fp32 and bf16 (autocast; the VQ distances and the iSTFT stay fp32), batch 1
 and 32; peak memory from ``torch.cuda.max_memory_allocated``. Encode = waveform -> ids
 (`WavTokenizer.encode_ids`), decode = ids -> waveform (`decode_ids`), the unchecked fast paths the checked
@@ -17,25 +18,27 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
-from tokenforge.benchmarking import median_seconds
 
-VARIANTS = ("small_75", "small_40", "tiny")
+from tokenforge.benchmarking import bench_model, median_seconds
+from tokenforge.config_models import size_config
+from tokenforge.errors import UsageError
+
+VARIANTS = ("small_75", "small_40", "short_75", "tiny")  # configs/tokenizers/wavtokenizer/<variant>.yaml
 
 
-def build(variant: str) -> Any:
-    from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
-    from tokenforge.tokenizers.wavtokenizer import ISTFTHead, SEANetEncoder, VocosBackbone, WavTokenizer
+def build(variant: str, model: str | None = None) -> Any:
+    """Random weights at ``configs/tokenizers/wavtokenizer/<variant>.yaml`` (on its base.yaml), or ``model``: any
+    config or a checkpoint / saved folder (its trained weights)."""
+    from tokenforge.tokenizers.wavtokenizer import WavTokenizer
 
-    if variant == "tiny":
-        enc = SEANetEncoder(dimension=32, n_filters=4, lstm=1)
-        return WavTokenizer(enc, VectorQuantizer(256, 32, ema=True), VocosBackbone(32, 64, 128, 2),
-                            ISTFTHead(64, 1280, 320), seanet_decoder=False)
-    ratios, n_fft, hop = ([8, 5, 4, 2], 1280, 320) if variant == "small_75" else ([6, 5, 5, 4], 2400, 600)
-    return WavTokenizer(SEANetEncoder(ratios=ratios), VectorQuantizer(4096, 512, ema=True),
-                        VocosBackbone(512, 768, 2304, 12), ISTFTHead(768, n_fft, hop), seanet_decoder=False)
+    built = bench_model(model or size_config("tokenizers", "wavtokenizer", variant))
+    if not isinstance(built, WavTokenizer):
+        raise UsageError(f"{model} is a {type(built).__name__}, not a WavTokenizer")
+    return built
 
 
 class GraphedCall:
@@ -91,7 +94,9 @@ def measure(model: Any, batch: int, seconds: float, device: torch.device, bf16: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tokenforge bench tokenizer wavtokenizer", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", choices=VARIANTS, default="small_75")
+    parser.add_argument("--variant", choices=VARIANTS, default="small_75", help="a config's size (small_75)")
+    parser.add_argument("--model", default=None,
+                        help="a config (YAML size overlay) or a checkpoint / saved folder instead of --variant")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--seconds", type=float, default=10.0, help="clip length (10)")
@@ -107,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # honest fp32 rows
-    model = build(args.variant).to(device).eval()
+    model = build(args.variant, args.model).to(device).eval()
+    label = Path(args.model).stem if args.model else args.variant
     if args.fuse:
         model.fuse_weight_norm()
     params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -120,12 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     for batch in args.batches:
         m = model
         if args.mode == "compiled":
-            m = build(args.variant).to(device).eval()  # random weights: speed does not depend on them
+            m = build(args.variant, args.model).to(device).eval()  # a fresh copy to compile
             if args.fuse:
                 m.fuse_weight_norm()
             m.compile(dynamic=False)
         for dtype in args.dtypes:
-            row = {"variant": args.variant, "mode": args.mode, "device": device.type,
+            row = {"variant": label, "mode": args.mode, "device": device.type,
                    **measure(m, batch, args.seconds, device, dtype == "bf16", args.warmup, args.repeats,
                              graphed=args.mode == "graphed")}
             rows.append(row)
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(row), flush=True)
     if not args.json:
         name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-        print(f"WavTokenizer {args.variant} ({params:.1f} M params), {args.seconds:g} s clips, {name}")
+        print(f"WavTokenizer {label} ({params:.1f} M params), {args.seconds:g} s clips, {name}")
         print("| mode | batch | dtype | encode s/s | decode s/s | encode ms | decode ms | peak GiB |")
         print("|---|---|---|---|---|---|---|---|")
         for r in rows:
