@@ -11,9 +11,11 @@ this step; a subclass supplies only its losses and its networks:
 Per batch: one forward, then the generator update and, once the GAN is on, the discriminator update, in the
 order ``discriminator_first`` says (False: generator first, as taming / LlamaGen; True: discriminator first, so
 the generator is judged by the updated discriminator, as WavTokenizer / Vocos). Each update clears the
-gradients, backpropagates, clips the gradient norm (``gradient_clip_val`` / ``disc_gradient_clip_val``; the
-norm before clipping is logged as ``train/grad_norm_g`` / ``train/grad_norm_d``) and steps its optimiser and
-then its scheduler (per batch; the discriminator's only on batches where it stepped).
+gradients, backpropagates, clips the gradient norm (``gradient_clip_val`` / ``disc_gradient_clip_val``, through
+`TrainingModule.clip_and_step`, the one clipping of tokenforge; the norm before clipping is logged as
+``train/grad_norm_g`` / ``train/grad_norm_d``) and steps its optimiser and then its scheduler (per batch; the
+discriminator's only on batches where it stepped). Schedules that need the run length get it in generator steps
+(`run_length`).
 
 The GAN start counts GENERATOR steps with a counter of our own (``generator_step``, a buffer, so it is saved
 in checkpoints and a resumed run continues it): the GAN is on once ``generator_step >= disc_start``. Lightning's
@@ -30,7 +32,6 @@ the generator's or only the discriminator's parameters, so DDP is told to allow 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -43,14 +44,6 @@ from tokenforge.training import TrainingModule
 def default_adam(params: Any) -> torch.optim.Optimizer:
     """The default optimiser of taming / LlamaGen / TokenFlow: Adam lr 1e-4, betas (0.9, 0.95), no weight decay."""
     return torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.95))
-
-
-def gradient_norm(parameters: Iterable[nn.Parameter], max_norm: float | None) -> Tensor:
-    """Total L2 norm of the parameters' gradients (before clipping); clipped to ``max_norm`` when it is set."""
-    params = [p for p in parameters if p.grad is not None]
-    if not params:
-        return torch.zeros(())
-    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm else float("inf")).detach()
 
 
 class GANModule(TrainingModule):
@@ -72,15 +65,15 @@ class GANModule(TrainingModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         disc_lr_scheduler: LRSchedulerCallable | None = None,
     ) -> None:
-        super().__init__(model)
+        super().__init__(model, optimizer=optimizer or default_adam, lr_scheduler=lr_scheduler,
+                         gradient_clip_val=gradient_clip_val)
         if disc_start < 0 or gan_ramp_steps < 0:
             raise ValueError(f"disc_start and gan_ramp_steps must be >= 0, got {disc_start} and {gan_ramp_steps}")
         self.automatic_optimization = False
         self.disc_start, self.gan_ramp_steps = int(disc_start), int(gan_ramp_steps)
         self.discriminator_first = bool(discriminator_first)
-        self.gradient_clip_val, self.disc_gradient_clip_val = gradient_clip_val, disc_gradient_clip_val
-        self.optimizer_fn, self.disc_optimizer_fn = optimizer or default_adam, disc_optimizer or default_adam
-        self.lr_scheduler_fn, self.disc_lr_scheduler_fn = lr_scheduler, disc_lr_scheduler
+        self.disc_gradient_clip_val = disc_gradient_clip_val
+        self.disc_optimizer_fn, self.disc_lr_scheduler_fn = disc_optimizer or default_adam, disc_lr_scheduler
         self.register_buffer("generator_step", torch.zeros((), dtype=torch.long))
 
     # ------------------------------------------------------------------ what subclasses provide
@@ -130,15 +123,24 @@ class GANModule(TrainingModule):
     # ------------------------------------------------------------------ optimisers
 
     def configure_optimizers(self) -> Any:
-        optimizers = [self.optimizer_fn(self.generator_parameters())]
+        optimizers = [self.make_optimizer(self.optimizer_fn, self.generator_parameters())]
         makers = [self.lr_scheduler_fn]
         disc_params = self.discriminator_parameters()
         if disc_params:
-            optimizers.append(self.disc_optimizer_fn(disc_params))
+            optimizers.append(self.make_optimizer(self.disc_optimizer_fn, disc_params))
             makers.append(self.disc_lr_scheduler_fn)
-        schedulers = [{"scheduler": make(opt), "interval": "step"}
+        schedulers = [{"scheduler": self.make_scheduler(make, opt), "interval": "step"}
                       for make, opt in zip(makers, optimizers) if make is not None]
         return optimizers, schedulers
+
+    def run_length(self) -> int | None:
+        """Generator steps (= scheduler steps) in this run: ``trainer.max_steps`` counts both optimisers' steps,
+        one per batch before the GAN start and two after it."""
+        total = super().run_length()
+        start = self.gan_start_step
+        if total is None or not self.has_discriminator or total <= start:
+            return total
+        return start + (total - start) // 2
 
     def _optimizers_and_schedulers(self) -> list[tuple[Any, Any]]:
         """``[(optimizer, its scheduler or None)]``, generator first; schedulers matched by their optimiser."""
@@ -148,14 +150,6 @@ class GANModule(TrainingModule):
         schedulers = [] if schedulers is None else schedulers if isinstance(schedulers, list) else [schedulers]
         by_optimizer = {id(s.optimizer): s for s in schedulers}
         return [(opt, by_optimizer.get(id(getattr(opt, "optimizer", opt)))) for opt in optimizers]
-
-    def update(self, optimizer: Any, loss: Tensor, clip: float | None) -> Tensor:
-        """Zero the gradients, backpropagate ``loss``, clip, step; returns the gradient norm before clipping."""
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        norm = gradient_norm((p for group in optimizer.param_groups for p in group["params"]), clip)
-        optimizer.step()
-        return norm
 
     # ------------------------------------------------------------------ the step
 
@@ -171,13 +165,13 @@ class GANModule(TrainingModule):
             opt = pairs[0][0]
             with self.toggled_optimizer(opt):
                 g.update(self.generator_losses(x, out, adversarial))
-                norms["grad_norm_g"] = self.update(opt, g["loss"], self.gradient_clip_val)
+                norms["grad_norm_g"] = self.clip_and_step(opt, g["loss"], self.gradient_clip_val or 0.0)
 
         def discriminator_phase() -> None:
             opt = pairs[1][0]
             with self.toggled_optimizer(opt):
                 d.update(self.discriminator_losses(x, out))
-                norms["grad_norm_d"] = self.update(opt, d["loss"], self.disc_gradient_clip_val)
+                norms["grad_norm_d"] = self.clip_and_step(opt, d["loss"], self.disc_gradient_clip_val or 0.0)
 
         phases = [generator_phase] + ([discriminator_phase] if adversarial else [])
         for phase in (reversed(phases) if self.discriminator_first else phases):

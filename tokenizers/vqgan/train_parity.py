@@ -8,7 +8,7 @@ LlamaGen switches on (``ignore_aux_weight``, ``swapped_bce_arguments``, ``disc_s
 ``discriminator_losses`` (the functions `GANModule.training_step` calls) and reads the tensors the fixture
 records: the quantizer's input and output and the PatchGAN logits through forward hooks, the loss terms from
 the returned dicts and the quantizer metrics, gradients after ``backward``, gradient norms with the step's own
-`gradient_norm`. Every size and weight comes from the fixture's files.
+`clip_gradient_norm`. Every size and weight comes from the fixture's files.
 
 The step runs in float64 (the quantizer's lookup stays float32, as always). In float32 the gradients of this
 step are ill-conditioned: the shared fixture has a discriminator pre-activation of 7e-9 at a LeakyReLU kink, so
@@ -34,12 +34,12 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from tokenforge.parity import Result, load_inputs, register_parity
-from tokenforge.tokenizers.gan_module import gradient_norm
 from tokenforge.tokenizers.losses.patch import NLayerDiscriminator
 from tokenforge.tokenizers.losses.perceptual import LPIPS
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
 from tokenforge.tokenizers.vqgan.module import VQGANModule
 from tokenforge.tokenizers.vqgan.official import llamagen_key_map, load_llamagen_vq
+from tokenforge.training import clip_gradient_norm
 
 FIXTURE = "llamagen_vq_train"
 USAGE_WINDOW = 65536  # LlamaGen's codebook_used buffer length (hard-coded in its VectorQuantizer)
@@ -164,7 +164,7 @@ def llamagen_vq_train_parity(folder: Path) -> dict[str, Result]:
                                                   if n.startswith("grad_generator."))}
     for name, p in model.named_parameters():  # recorded under the official parameter names
         values[f"grad_generator.{official.get(name, name)}"] = p.grad.clone() if p.grad is not None else zero
-    values["grad_norm_generator"] = gradient_norm(module.generator_parameters(), None)
+    values["grad_norm_generator"] = clip_gradient_norm(module.generator_parameters(), None)
 
     disc.zero_grad(set_to_none=True)  # optimizer_disc.zero_grad()
     real_calls: list = []
@@ -177,7 +177,7 @@ def llamagen_vq_train_parity(folder: Path) -> dict[str, Result]:
         d_loss.backward()
     for name, p in disc.named_parameters():
         values[f"grad_discriminator.{name}"] = p.grad.clone() if p.grad is not None else torch.zeros_like(p)
-    values["grad_norm_discriminator"] = gradient_norm(module.discriminator_parameters(), None)
+    values["grad_norm_discriminator"] = clip_gradient_norm(module.discriminator_parameters(), None)
     return {name: Result(values[name].detach().reshape(expected[name].shape) if values[name].numel() ==
                          expected[name].numel() else values[name].detach(), tolerance(name, expected[name]))
             for name in expected if name in values}
