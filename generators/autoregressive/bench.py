@@ -38,10 +38,6 @@ def build(size: str, model: str | None = None) -> GPT:
     return built
 
 
-
-
-
-
 def emit(rows: list[dict], row: dict) -> None:
     """Keep a row and print it at once: a table cut short by a time limit still reports its finished rows."""
     rows.append(row)

@@ -1,6 +1,8 @@
 """`tokenforge bench flextok`: FlexTok encode and decode images/s under ../shared/BENCHMARKS.md's conditions.
 
-Random weights at a released size (``d18-d18``: 1152 wide, 18+18 blocks, c16 SDXL-style VAE), 256 px, warm-up
+Random weights at a config's size (``--size d18-d18``: configs/tokenizers/flextok/d18_d18.yaml on its base.yaml, a
+released size: 1152 wide, 18+18 blocks, c16 SDXL-style VAE, 256 px; ``--model``: any FlexTok config or a trained
+checkpoint; ``--image`` changes the input size), warm-up
 calls, ``cuda.synchronize`` around the timed region, median of ``--repeats``; fp32 and bf16 (autocast) rows;
 peak memory from ``torch.cuda.max_memory_allocated``. Encode = images -> ids (VAE + encoder + FSQ); decode =
 ids -> images with ``--steps`` Euler steps at each k, unguided and APG-guided (cond + uncond in one batch).
@@ -9,7 +11,7 @@ BlockMask), ``sdpa`` (dense boolean mask, the reference) or ``auto`` (flex on CU
 ``attention`` says which ran. The decoder is unmasked and always uses SDPA (flash). Only the flex encoder
 compiles: its encode row's ``first_call_s`` includes that compile (about 12-21 s at the tiny size on one CPU
 core; check the GPU number here, it must stay well under a minute) and a dtype or batch change compiles once
-more. Everything else is eager. ``--size tiny`` runs in seconds on a CPU (add ``--attention sdpa`` there to
+more. Everything else is eager. ``--size tiny`` (configs' tiny.yaml, 16 px) runs in seconds on a CPU (add ``--attention sdpa`` there to
 skip the compile).
 
     tokenforge bench flextok --batch 32 --ks 1 32 256 --steps 25 --attention flex
@@ -22,34 +24,28 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from tokenforge.benchmarking import bench_model, is_config, median_seconds
+from tokenforge.config_models import data_args, size_config
+from tokenforge.errors import UsageError
 from tokenforge.tokenizers.flextok.model import FlexTok
-from tokenforge.tokenizers.flextok.networks import FlexTokDecoder, FlexTokEncoder, FlexTokVAE
-from tokenforge.benchmarking import median_seconds
 
-SIZES: dict[str, dict[str, Any]] = {
-    "d12-d12": {"dim": 768, "enc": 12, "dec": 12, "image": 256, "registers": 256, "vae": None},
-    "d18-d18": {"dim": 1152, "enc": 18, "dec": 18, "image": 256, "registers": 256, "vae": None},
-    "d18-d28": {"dim": 1152, "enc": 18, "dec": 28, "dec_dim": 1792, "image": 256, "registers": 256, "vae": None},
-    "tiny": {"dim": 64, "enc": 1, "dec": 1, "image": 32, "registers": 16, "head_dim": 32,
-             "vae": {"block_out_channels": [16, 16], "layers_per_block": 1, "norm_num_groups": 4, "latent_channels": 16,
-                     "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2}},
-}
+SIZES = ("d12-d12", "d18-d18", "d18-d28", "small", "tiny")  # configs/tokenizers/flextok/<size, _ for ->.yaml
+DEFAULT_IMAGE = 256  # input size when --model is a checkpoint and --image is not given
 
 
-def build(size: str) -> FlexTok:
-    s = SIZES[size]
-    vae = FlexTokVAE(config=s["vae"], scaling_factor=1.0)
-    grid = s["image"] // vae.factor // 2
-    head = s.get("head_dim", 64)
-    enc = FlexTokEncoder(vae.latent_channels, s["dim"], s["enc"], head, s["registers"], 6, grid)
-    dec = FlexTokDecoder(vae.latent_channels, s.get("dec_dim", s["dim"]), s["dec"], head, s["registers"], 6, grid)
-    return FlexTok(vae, enc, dec)
-
-
+def build(size: str, model: str | None = None) -> tuple[FlexTok, int]:
+    """(model, image size): random weights at a size's config (on its base.yaml) or ``model`` (any FlexTok config,
+    or a trained checkpoint); the image size is the config's data.image_size."""
+    config = model or size_config("tokenizers", "flextok", size.replace("-", "_"))
+    built = bench_model(config)
+    if not isinstance(built, FlexTok):
+        raise UsageError(f"{model} is a {type(built).__name__}, not a FlexTok model")
+    return built, (data_args(config).get("image_size") if is_config(config) else None) or DEFAULT_IMAGE
 
 
 @torch.no_grad()
@@ -88,7 +84,9 @@ def measure(model: FlexTok, batch: int, image: int, device: torch.device, bf16: 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tokenforge bench flextok", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", choices=list(SIZES), default="d18-d18")
+    parser.add_argument("--size", choices=SIZES, default="d18-d18", help="a config's size (d18-d18: d18_d18.yaml)")
+    parser.add_argument("--model", default=None, help="a config (YAML size overlay) or a FlexTok checkpoint")
+    parser.add_argument("--image", type=int, default=None, help="input size in pixels (default: the config's)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 32, 256])
@@ -104,17 +102,19 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # honest fp32 rows
-    model = build(args.size).to(device).eval()
+    model, image = build(args.size, args.model)
+    model, image = model.to(device).eval(), args.image or image
+    label = Path(args.model).stem if args.model else args.size
     model.encoder.attention = args.attention
     attention = model.encoder.backend(device)
     ks = [min(k, model.num_registers) for k in args.ks]
     params = sum(p.numel() for p in model.parameters()) / 1e6
 
     def report(row: dict[str, Any]) -> None:
-        row.update(size=args.size, params_m=round(params, 1), device=str(device), attention=attention)
+        row.update(size=label, params_m=round(params, 1), device=str(device), attention=attention)
         print(json.dumps(row) if args.json else "  ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
     for dtype in args.dtypes:
-        measure(model, args.batch, SIZES[args.size]["image"], device, dtype == "bf16", ks, args.steps,
+        measure(model, args.batch, image, device, dtype == "bf16", ks, args.steps,
                 args.guidance, args.warmup, args.repeats, report=report)
     return 0

@@ -64,8 +64,6 @@ class GraphedCall:
         return self.output
 
 
-
-
 @torch.inference_mode()
 def measure(model: Any, batch: int, seconds: float, device: torch.device, bf16: bool, warmup: int = 3,
             repeats: int = 5, graphed: bool = False) -> dict[str, Any]:
