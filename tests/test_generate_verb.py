@@ -217,3 +217,14 @@ def test_a_tokenizer_as_model_and_classes_out_of_range_are_one_line(models, tmp_
     code, _, err = generate(["--model", models["gpt"], "--tokenizer", models["vq"], "--class", "3",
                              "--out", str(tmp_path / "o")], capfd)
     assert code == 2 and "--class [3] outside [0, 2]" in err
+
+
+def test_the_tokenizer_comes_from_the_fit_checkpoint_when_not_given(models, tmp_path) -> None:
+    from tokenforge.generate import checkpoint_tokenizer
+
+    torch.save({"hyper_parameters": {"tokenizer": models["var_vqvae"], "lr": 1e-3}, "state_dict": {}},
+               tmp_path / "var.ckpt")
+    torch.save({"hyper_parameters": {"lr": 1e-3}, "state_dict": {}}, tmp_path / "gpt.ckpt")
+    assert checkpoint_tokenizer(str(tmp_path / "var.ckpt")) == models["var_vqvae"]
+    assert checkpoint_tokenizer(str(tmp_path / "gpt.ckpt")) is None
+    assert checkpoint_tokenizer(models["gpt"]) is None  # a save_pretrained folder names none

@@ -7,7 +7,8 @@
 ``--official NAME`` the file or folder of that official release (`tokenforge.model_spec`, as every verb takes
 it). ``--tokenizer``: the tokenizer that decodes
 the samples (same forms, ``official:NAME:PATH`` for a release); left out, the one named by ``--tokens
-SHARD_DIR/manifest.json`` (the token shards the generator trained on). The generator's method adds its own
+SHARD_DIR/manifest.json`` (the token shards the generator trained on), else the ``tokenizer`` its fit checkpoint
+trained with (a VAR's). The generator's method adds its own
 options (``tokenforge generate --model CKPT --help`` lists them); they reach ``generator.generate(n, condition,
 **options)``, and a method that generates its own way (`tokenforge.methods.Method.verbs`) takes the whole
 command. Writes, by the tokenizer's modality, ``sample_NNNN.png`` + ``grid.png`` (images), ``sample_NNNN.flac``
@@ -119,8 +120,25 @@ def require_tokenizer(module: Any, spec: str) -> None:
                          "tokenizer the generator was trained on (or --tokens SHARD_DIR to use its manifest's)")
 
 
+def checkpoint_tokenizer(model: str) -> str | None:
+    """The tokenizer a `tokenforge fit` checkpoint of a generator names (its module's ``tokenizer`` argument), read
+    without loading the weights; None for a folder, a release, or a checkpoint that names none."""
+    from tokenforge.hub import load_checkpoint, resolve
+
+    try:
+        path = resolve(model)
+        if path.is_dir() or path.suffix != ".ckpt":
+            return None
+        checkpoint = load_checkpoint(path, mmap=True)
+    except (OSError, ValueError, UsageError):
+        return None
+    name = (checkpoint.get("hyper_parameters") or {}).get("tokenizer") if isinstance(checkpoint, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
 def tokenizer_name(args: argparse.Namespace) -> str:
-    """``--tokenizer``, else the tokenizer named by the ``--tokens`` manifest."""
+    """``--tokenizer``, else the tokenizer named by the ``--tokens`` manifest, else the one the generator's fit
+    checkpoint trained with."""
     if args.tokenizer:
         return args.tokenizer
     if args.tokens:
@@ -131,6 +149,9 @@ def tokenizer_name(args: argparse.Namespace) -> str:
         name = (json.loads(manifest_file.read_text()).get("tokenizer") or {}).get("name")
         if name:
             return str(name)
+    name = checkpoint_tokenizer(args.model) if not args.official else None
+    if name:
+        return name
     raise UsageError("say which tokenizer decodes the samples: --tokenizer DIR|NAME (or --tokens SHARD_DIR)")
 
 
