@@ -264,3 +264,21 @@ def test_decode_refuses_another_models_codes_in_one_line(workspace: dict[str, An
     code = tokenforge_main(["decode", "--model", str(other), str(one), "--out", str(tmp_path / "o"), "--size", "32"])
     err = capfd.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "fingerprint mismatch" in err[0] and "tokenforge decode" in err[0]
+
+
+def test_a_mesh_field_without_surface_is_a_result_not_a_skip(workspace: dict[str, Any], tmp_path: Path,
+                                                            capfd) -> None:
+    space = workspace["get"]("vat")
+    codes = run(space, "encode", "vat")
+    model = hub.from_pretrained(space["model"])
+    with torch.no_grad():
+        model.triplane.mlp[-1].bias -= 1e4  # every logit far below 0: the field is empty everywhere
+    outside = hub.save_pretrained(model, tmp_path / "outside")  # same configuration: the codes are its own
+    capfd.readouterr()
+    code = tokenforge_main(["decode", "--model", str(outside), str(codes), "--out", str(tmp_path / "o"),
+                            *ARGS["vat"], "--device", "cpu"])
+    out, err = capfd.readouterr()
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["empty"] == len(MESHES)
+    assert [line.split(": ")[1] for line in err.splitlines() if line.startswith("empty: ")] == \
+        [f"{Path(n).stem}.codes.npz" for n in MESHES]
+    assert not list((tmp_path / "o").glob("*.ply"))

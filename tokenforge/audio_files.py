@@ -1,5 +1,6 @@
-"""Audio files through an audio tokenizer: read any file robustly, encode/decode long audio in chunks, and
-reconstruct files with metrics (`reconstruct_files`, what `tokenforge reconstruct` does with audio inputs).
+"""Audio files through an audio tokenizer: read any file robustly, encode/decode long audio in chunks, and score
+a reconstruction (`audio_metrics`); what `tokenforge encode | decode | reconstruct` do with audio inputs
+(`tokenforge.tokenizer_verbs`).
 
 The tokenizer is any module with ``sample_rate``, ``hop_length``, ``vocab_size``, ``encode(wave [1, L]) ->
 Tokens`` (ids ``[1, T]``) and ``decode(ids [1, T]) -> wave``.
@@ -17,9 +18,7 @@ Chunk edges fall on frame boundaries. ``chunk_seconds=0`` processes the whole fi
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tokenforge import console
 
 
 class AudioFileError(ValueError):
@@ -115,37 +113,3 @@ def audio_metrics(recon: Tensor, wave: Tensor, rate: int) -> dict[str, float]:
            "stft_distance": float(M.stft_distance(recon, wave)), "si_snr_db": float(M.si_snr(recon, wave))}
     out.update({k: v for k, v in M.pesq_stoi(recon[None], wave[None], rate).items()})
     return {k: round(v, 4) for k, v in out.items()}
-
-
-def reconstruct_files(model: Any, paths: list[Path], out: Path, chunk_seconds: float = 30.0,
-                      context_seconds: float = 1.0, bf16: bool = False, metrics: bool = True) -> dict[str, Any]:
-    """Encode/decode every file (chunked, `encode_long` / `decode_long`); write ``<stem>.flac`` at the model's
-    rate, ``<stem>.codes.npy`` and ``metrics.json`` (per file and means; unreadable files skipped with one line
-    and listed under ``rejected``); return the summary."""
-    import soundfile as sf
-
-    out.mkdir(parents=True, exist_ok=True)
-    rate = int(model.sample_rate)
-    report: dict[str, Any] = {"sample_rate": rate, "files": {}, "rejected": {}}
-    for path in console.progress(paths, desc="reconstruct", unit="file"):
-        try:
-            wave, facts = load_audio(path, rate)
-        except AudioFileError as error:
-            report["rejected"][path.name] = str(error)
-            print(f"skipped: {error}", file=sys.stderr)
-            continue
-        codes = encode_long(model, wave, chunk_seconds, context_seconds, bf16)
-        recon = decode_long(model, codes, wave.numel(), chunk_seconds, context_seconds, bf16)
-        sf.write(out / f"{path.stem}.flac", recon.clamp(-1, 32767 / 32768).numpy(), rate, subtype="PCM_16")
-        dtype = np.int16 if model.vocab_size <= 32768 else np.int32
-        np.save(out / f"{path.stem}.codes.npy", codes.numpy().astype(dtype))
-        entry = {**facts, "tokens": int(codes.numel())}
-        if metrics:
-            entry.update(audio_metrics(recon, wave, rate))
-        report["files"][path.name] = entry
-    keys = {k for e in report["files"].values() for k in e if k in ("mel_distance", "stft_distance", "si_snr_db",
-                                                                    "pesq", "stoi")}
-    report["mean"] = {k: round(float(np.mean([e[k] for e in report["files"].values() if k in e])), 4)
-                      for k in sorted(keys)}
-    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    return {"out": str(out), "files": len(report["files"]), "rejected": len(report["rejected"]), **report["mean"]}

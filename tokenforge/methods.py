@@ -72,7 +72,7 @@ class Method:
     ``official`` and ``parity`` map an official release / parity fixture name to the module that registers
     its loader / function on import. ``options`` are the method's own command-line options of the verbs;
     ``verbs`` maps a verb to ``"module:function"`` where the method does that verb its own way (extra outputs,
-    e.g. FlexTok's coarse-to-fine strips); every other verb runs the generic path over the Tokenizer /
+    e.g. coarse-to-fine strips); every other verb runs the generic path over the Tokenizer /
     Generator contract.
     """
 

@@ -1,7 +1,7 @@
 """The one-line refusal when a command that needs a tokenizer is given another kind of model.
 
-Used by `tokenforge reconstruct` and by method commands (the audio tokenizers' ``encode``/``decode``), so a method
-never imports a core command module for it.
+Used by the tokenizer verbs (`tokenforge encode | decode | reconstruct`, through `tokenforge.model_spec`), so no
+module imports a command module for it.
 """
 
 from __future__ import annotations
@@ -24,4 +24,5 @@ def require_tokenizer(model: Any, spec: Any) -> None:
         raise UsageError(f"--model {spec} is a generator ({kind}), not a tokenizer: sample from it with "
                          f"`tokenforge generate --generator {spec} --tokenizer TOKENIZER`; reconstruct needs a "
                          "tokenizer checkpoint")
-    raise UsageError(f"--model {spec} holds a {kind}, not a tokenizer; reconstruct needs a tokenizer checkpoint")
+    raise UsageError(f"--model {spec} holds a {kind}, not a tokenizer; encode, decode and reconstruct need a tokenizer "
+                     "checkpoint")

@@ -13,6 +13,8 @@ rate, long files in chunks), meshes (`tokenforge.mesh_files`: PLY by marching cu
 
 Inputs go in batches of ``--batch-size`` (audio: one file at a time); a file that cannot be read is skipped
 with one ``skipped: NAME: reason`` line and the others are written (exit 3, `tokenforge.errors.exit_code_for`).
+A decoded mesh field with no surface (empty, or filling the cube) is a result, not a failure: one ``empty: NAME:
+reason`` line, ``empty`` in ``metrics.json``, no file.
 ``reconstruct`` decodes exactly what a codes file holds (`tokenforge.codes_file.portable`) with the decoder's
 random generator seeded by ``--seed`` per batch, so ``encode`` then ``decode`` of the same files, in the same
 order and ``--batch-size``, writes the same outputs as ``reconstruct``, bit for bit (``--batch-size 1`` makes
@@ -42,6 +44,11 @@ HELP = {"encode": "files -> one codes file each (<stem>.codes.npz), for any toke
 
 class Skipped(ValueError):
     """An input that cannot be used; the message is the one-line reason, starting with the file name."""
+
+
+class Empty(ValueError):
+    """A decoded output with nothing to write (a mesh field that is empty or fills the cube): a result of the model,
+    not a bad input, so it is reported with one ``empty: NAME: reason`` line and not counted as skipped."""
 
 
 # ----------------------------------------------------------------------------- modalities
@@ -174,7 +181,7 @@ class MeshFiles:
             try:
                 meshes.append(field_to_mesh(model, fields[i:i + 1], int(info.get("resolution", args.resolution))))
             except ValueError as error:  # an empty or full field: nothing to mesh for this item
-                meshes.append(Skipped(str(error)))
+                meshes.append(Empty(str(error)))
         return meshes
 
     @staticmethod
@@ -284,6 +291,11 @@ def main(verb: str, argv: list[str]) -> int:
         return run(handler, model, method, files, args)
 
 
+def _empty(path: Path, output: Empty) -> str:
+    print(f"empty: {path.name}: {output}", file=sys.stderr)
+    return str(output)
+
+
 def _skip(path: Path, reason: str, skipped: dict[str, str]) -> None:
     skipped[path.name] = reason
     print(f"skipped: {reason}", file=sys.stderr)
@@ -350,6 +362,7 @@ def decode_files(handler: type, model: Any, method: Method | None, files: list[P
     """One output file per codes file; another model's codes are refused with one line (fingerprint mismatch)."""
     mine = fingerprint(model)
     skipped: dict[str, str] = {}
+    empty: dict[str, str] = {}
     loaded: list[tuple[Path, Any, dict]] = []
     for path in files:
         try:
@@ -368,12 +381,12 @@ def decode_files(handler: type, model: Any, method: Method | None, files: list[P
         outputs = decode_batch(handler, model, [t for _, t, _ in chunk], [h.get("input", {}) for _, _, h in chunk],
                                args)
         for (path, _, _), output in zip(chunk, outputs):
-            if isinstance(output, Skipped):
-                _skip(path, f"{path.name}: {output}", skipped)
+            if isinstance(output, Empty):
+                empty[path.name] = _empty(path, output)
                 continue
             _write(handler, model, output, args.out / f"{codes_file.stem_of(path)}{handler.output}")
             written += 1
-    print(json.dumps({"out": str(args.out), "decoded": written, "skipped": len(skipped)}))
+    print(json.dumps({"out": str(args.out), "decoded": written, "empty": len(empty), "skipped": len(skipped)}))
     return exit_code_for(len(skipped), len(files))
 
 
@@ -389,8 +402,8 @@ def reconstruct_files(handler: type, model: Any, method: Method | None, files: l
         items = handler.encode(model, [x for _, x, _, _ in batch], infos, args)
         outputs = decode_batch(handler, model, items, infos, args)
         for (path, x, _, _), tokens, output in zip(batch, items, outputs):
-            if isinstance(output, Skipped):
-                _skip(path, f"{path.name}: {output}", skipped)
+            if isinstance(output, Empty):
+                report["files"][path.name] = {"empty": _empty(path, output), "tokens": _count(tokens)}
                 continue
             if handler is not ImageFiles:  # images: the PNG shows the input beside the reconstruction
                 _write(handler, model, output, args.out / f"{path.stem}{handler.output}")
@@ -402,7 +415,8 @@ def reconstruct_files(handler: type, model: Any, method: Method | None, files: l
         grid(args.out, pairs)
     keys = sorted({k for entry in report["files"].values() for k, v in entry.items()
                    if isinstance(v, float) and k != "tokens"})
-    report["mean"] = {k: round(sum(e[k] for e in report["files"].values()) / len(report["files"]), 4) for k in keys}
+    scored = [e for e in report["files"].values() if "empty" not in e]
+    report["mean"] = {k: round(sum(e[k] for e in scored) / len(scored), 4) for k in keys}
     (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"out": str(args.out), "files": len(report["files"]), "skipped": len(skipped),
                       **report["mean"]}))

@@ -123,6 +123,6 @@ def reconstruct_verb(request: VerbRequest) -> int:
     summary = reconstruct(request.model, request.inputs, request.out, args.size, options["fit"],
                           options["min_side"], request.device, args.batch_size,
                           torch.bfloat16 if args.bf16 else torch.float32)
-    print(json.dumps({k: summary[k] for k in ("size", "mean_psnr_db", "mean_ssim", "tokens_per_image")}
-                     | {"images": len(summary["files"]), "rejected": len(summary["rejected"]), "out": str(request.out)}))
+    counts = {"images": len(summary["files"]), "rejected": len(summary["rejected"]), "out": str(request.out)}
+    print(json.dumps({k: summary[k] for k in ("size", "mean_psnr_db", "mean_ssim", "tokens_per_image")} | counts))
     return exit_code_for(len(summary["rejected"]), len(request.inputs))

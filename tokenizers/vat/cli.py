@@ -3,8 +3,8 @@
     tokenforge reconstruct --model DIR|CKPT mesh.obj ... --out DIR [--scales K|K1,K2|all] [--resolution 128]
 
 For each mesh: load + repair + normalise as the mesh shards do and sample surface points with face normals
-(`tokenforge.mesh_files`, as the generic mesh path does), encode to per-scale ids, decode (all scales, or only the first K of ``--scales K|K1,K2|all``:
-one reconstruction per K, coarse-to-fine), extract the mesh on a ``--resolution`` grid and write ``NAME.ply``
+(`tokenforge.mesh_files`, as the generic mesh path does), encode to per-scale ids, decode (all scales, or only
+the first K of ``--scales K|K1,K2|all``: one reconstruction per K, coarse-to-fine), extract the mesh on a ``--resolution`` grid and write ``NAME.ply``
 (``NAME.kK.ply`` when several K; ``--format glb`` for GLB), ``NAME.tokens.npz`` (ids per scale), ``NAME.png``
 (input | reconstruction at the largest K) and entries of ``metrics.json``: bytes per shape (ids packed at
 ceil(log2 V) bits), Chamfer, F-score at 0.01/0.02/0.05, volume IoU on uniform points, watertightness (a K

@@ -45,7 +45,7 @@ train = [float(r["train/flow"]) for r in rows if r.get("train/flow")]
 if train: print(f"train flow loss first {train[0]:.4f} last {train[-1]:.4f} ({len(train)} logged)")
 PY
 CKPT=$(find "$W" -name last.ckpt | head -1)
-timeout 60 python -m tokenforge flextok reconstruct --model "$CKPT" .device/data/images/astronaut.png \
+timeout 60 python -m tokenforge reconstruct --model "$CKPT" .device/data/images/astronaut.png \
   .device/data/images/coffee.png .device/data/images/chelsea.png --size 64 --tokens 1,2,4,8,16,32 \
   --out "$OUT/strips" 2>&1 | tail -3 | tee "$OUT/reconstruct.txt"
 fi

@@ -44,7 +44,7 @@ if train: print(f"train loss_g first {train[0]:.4f} last {train[-1]:.4f} ({len(t
 PY
 CKPT=$(find "$W" -name last.ckpt | head -1)
 mkdir -p "$W/val_images" && (cd "$W/val_images" && tar -xf "$W/shards"/val-000000.tar)
-timeout 60 python -m tokenforge tokenflow reconstruct --model "$CKPT" "$W/val_images" --out "$OUT/recon_val" --bf16 \
+timeout 60 python -m tokenforge reconstruct --model "$CKPT" "$W/val_images" --out "$OUT/recon_val" --bf16 \
   2>&1 | tail -3 | tee "$OUT/recon_val.txt"
 fi
 ls -la "$OUT"

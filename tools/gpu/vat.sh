@@ -76,7 +76,7 @@ PY
 import sys; from pathlib import Path; from tokenforge.demo_stages import held_out
 print('\n'.join(map(str, held_out(Path(sys.argv[1]), Path(sys.argv[2]), {'ply'}, int(sys.argv[3])))))
 " "$W/shards" "$W/held_out" $HELD 2>&1 | tee "$OUT/held_out.txt"
-  timeout 150 python3 -m tokenforge vat reconstruct --model "$CKPT" "$W"/held_out/*.ply --out "$W/rec" \
+  timeout 150 python3 -m tokenforge reconstruct --model "$CKPT" "$W"/held_out/*.ply --out "$W/rec" \
     --scales all $REC --device $DEV 2>&1 | tail -20 | tee "$OUT/reconstruct.txt"
   cp "$W/rec/summary.md" "$OUT/table.md"; cp "$W/rec/summary.json" "$OUT/table.json"
   cp "$W/rec/metrics.json" "$OUT/reconstruct_metrics.json"
