@@ -3,7 +3,8 @@
 ``ECAR`` (model.py) generates latents stage by stage; ``FlowDiT`` (dit.py) is the matched DiT baseline with the
 same flow objective; ``MAR`` / ``DiffLoss`` (mar.py, diffloss.py, diffusion.py) reproduce MAR's official code
 (``from_official("mar", path)``, parity fixture ``mar``); ``ECARModule`` (module.py) trains any of them on latent
-token shards; ``tokenforge ecar-generate`` samples, ``tokenforge bench ecar`` measures the FLOPs/latency claim.
+token shards; ``tokenforge generate`` samples (E-CAR and DiT), ``tokenforge bench ecar`` measures the FLOPs/latency
+claim.
 """
 
 from tokenforge.methods import lazy_exports
