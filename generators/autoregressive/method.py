@@ -19,7 +19,8 @@ METHOD = Method(
                                                        "w = 1 + cfg * s/(K-1))"}),
         Option(("--temperature",), GENERATE, {"type": float, "default": None, "help": "softmax temperature (1)"}),
         Option(("--top-k",), GENERATE, {"type": int, "default": None, "help": "keep the k likeliest tokens (0 = off)"}),
-        Option(("--top-p",), GENERATE, {"type": float, "default": None, "help": "nucleus filter, off unless in (0, 1)"}),
+        Option(("--top-p",), GENERATE, {"type": float, "default": None,
+                                        "help": "nucleus filter, off unless in (0, 1)"}),
         Option(("--greedy",), GENERATE, {"action": "store_true", "default": None, "help": "argmax, no sampling"}),
         Option(("--compile",), GENERATE, {"action": "store_true", "default": None,
                                           "help": "torch.compile each whole GPT sampling step (a CUDA graph per "
