@@ -43,6 +43,7 @@ PARSE_ONLY = {
     "tokenizers/flextok/d12_d12.yaml": "released size with the SDXL-style VAE, 30-60 s to build on a CPU",
     "tokenizers/flextok/d18_d18.yaml": "949 M parameters",
     "tokenizers/flextok/d18_d28.yaml": "released size, over 1 G parameters",
+    "tokenizers/tokenflow/clipb_224.yaml": "needs a local CLIP ViT-B/16 teacher (768-d features)",
     "tokenizers/tokenflow/clipb_256.yaml": "needs a local CLIP ViT-B/16 teacher (768-d features)",
     "tokenizers/tokenflow/siglip_384.yaml": "985 M parameters",
     "tokenizers/vqgan/llamagen_ds16.yaml": "needs local LPIPS weights",
