@@ -173,17 +173,6 @@ def labels_for(classes: list[int] | None, n: int, generator: Any, seed: int) -> 
     return torch.randint(0, count, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
 
 
-def save_images(images: Any, out: Path, start: int) -> None:
-    """``sample_NNNN.png`` from images ``[B, C, H, W]`` in [-1, 1]."""
-    from PIL import Image
-
-    from tokenforge.metrics.image import to_uint8
-
-    for i, image in enumerate(images):
-        array = to_uint8(image)
-        Image.fromarray(array.squeeze(-1) if array.shape[-1] == 1 else array).save(out / f"sample_{start + i:04d}.png")
-
-
 def image_grid(out: Path, count: int) -> None:
     """``grid.png``: the ``count`` samples in a near-square grid."""
     from PIL import Image
@@ -198,25 +187,27 @@ def image_grid(out: Path, count: int) -> None:
 
 
 def save_decoded(tokenizer: Any, data: Any, out: Path, start: int, resolution: int = 128) -> dict[str, str]:
-    """Write decoded samples by the tokenizer's modality: PNG (images), FLAC (audio), PLY (meshes: each decoded
-    field through marching cubes); returns the samples skipped (file name -> reason: an empty or full shape)."""
+    """Write decoded samples by the tokenizer's modality with the tokenizer verbs' writers (`tokenforge.
+    tokenizer_verbs`): PNG (images in [-1, 1]), FLAC (audio at the tokenizer's rate), PLY (meshes: each decoded field
+    through marching cubes); returns the samples skipped (file name -> reason: an empty or full shape)."""
+    from tokenforge.tokenizer_verbs import AudioFiles, ImageFiles, MeshFiles
+
     skipped: dict[str, str] = {}
     modality = getattr(tokenizer, "modality", "image")
     if modality == "image":
-        save_images(data, out, start)
+        for i, image in enumerate(data.float()):
+            ImageFiles.write(image, out / f"sample_{start + i:04d}.png")
     elif modality == "audio":
-        import soundfile as sf
-
         rate = int(getattr(tokenizer, "sample_rate", 24000))
-        for i, wave in enumerate(data.float().reshape(data.shape[0], -1).clamp(-1, 32767 / 32768).cpu().numpy()):
-            sf.write(out / f"sample_{start + i:04d}.flac", wave, rate, subtype="PCM_16")
+        for i, wave in enumerate(data.float().reshape(data.shape[0], -1).cpu()):
+            AudioFiles.write(wave, out / f"sample_{start + i:04d}.flac", rate)
     elif modality == "mesh":
         from tokenforge.mesh_files import field_to_mesh
 
         for i in range(len(data)):
             name = f"sample_{start + i:04d}.ply"
             try:
-                field_to_mesh(tokenizer, data[i:i + 1], resolution).export(out / name)
+                MeshFiles.write(field_to_mesh(tokenizer, data[i:i + 1], resolution), out / name)
             except ValueError as error:  # an empty or full field: no surface to write
                 skipped[name] = str(error)
     else:
