@@ -1,6 +1,9 @@
 """`tokenforge bench linfusion`: UNet forward time and peak memory vs resolution, SDPA self-attention vs LinFusion.
 
-The paper's claim measured: an SD-1.5-sized random-weight UNet (``--size sd15``; ``tiny`` for CPU smoke runs),
+The paper's claim measured: a random-weight teacher UNet at a config's size (``--size sd15``: configs/generators/
+linfusion/sd15.yaml, the UNet of its ``base`` folder, or SD-1.5's blocks when that folder is absent; ``sd21``
+needs its folder or ``--base``; ``tiny``: tiny.yaml's random teacher, for CPU smoke runs; ``--model``: any
+LinFusion config),
 batch 1, text context 77 tokens, one forward per cell (and, with ``--steps N``, an N-step CFG DDIM loop at
 batch 2), bf16 by default. Conditions of shared/BENCHMARKS.md: warm-up, ``torch.cuda.synchronize`` around the
 timed region, median of ``--repeats``, peak memory (``max_memory_allocated``).
@@ -24,16 +27,34 @@ from typing import Any
 
 import torch
 
-from tokenforge.benchmarking import timed
+from tokenforge.benchmarking import is_config, timed
+from tokenforge.config_models import compose, size_config
+from tokenforge.errors import UsageError
 from tokenforge.generators.linfusion.bench_table import Row, blocked, merge, predict_seconds, render
 from tokenforge.generators.linfusion.linfusion import LinFusion
 
-SIZES = {
-    "sd15": dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8),  # diffusers defaults = SD-1.5 blocks
-    "tiny": dict(sample_size=16, block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-                 up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1, cross_attention_dim=32,
-                 attention_head_dim=4, norm_num_groups=8),
-}
+SIZES = ("sd15", "sd21", "tiny")  # configs/generators/linfusion/<size>.yaml (with its base.yaml)
+# SD-1.5's UNet when sd15.yaml's `base` folder is not on this machine: diffusers' defaults are its blocks
+SD15_UNET = dict(sample_size=64, cross_attention_dim=768, attention_head_dim=8)
+
+
+def unet_config(config: str | Path, size: str | None = None, base: str | None = None) -> dict[str, Any]:
+    """The teacher UNet's architecture a LinFusion config names: the ``unet`` folder of ``base`` when given, else
+    the config's random ``tiny`` teacher, else the ``unet`` folder of its ``base`` (a local diffusers Stable
+    Diffusion folder), else SD-1.5's blocks for ``sd15``."""
+    if not is_config(config) and not base:
+        raise UsageError(f"--model {config}: the LinFusion bench needs a config (the teacher UNet's architecture); "
+                         "a LinFusion checkpoint holds only the linear-attention modules")
+    spec = {"base": base} if base else (compose(config).get("model") or {}).get("init_args") or {}
+    if spec.get("tiny"):
+        return dict(spec["tiny"]["unet"])
+    unet = Path(str(spec.get("base", ""))) / "unet" / "config.json"
+    if unet.is_file():
+        return {k: v for k, v in json.loads(unet.read_text()).items() if not k.startswith("_")}
+    if size == "sd15":
+        return dict(SD15_UNET)
+    raise UsageError(f"{config}: model.init_args.base {spec.get('base')!r} has no unet/config.json; pass a local "
+                     "diffusers Stable Diffusion folder with --base")
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -45,15 +66,18 @@ def label(attention: str, args: argparse.Namespace) -> str:
             + ("+compile" if args.compile else ""))
 
 
-def build_unet(size: str, dtype: torch.dtype, device: torch.device, channels_last: bool, ff_chunk_size: int = 0):
-    """Random-weight UNet (seed 0) built directly on ``device``, SDPA processors everywhere; ``ff_chunk_size``
-    runs every transformer feed-forward over token chunks of that size (official low-VRAM 16K recipe)."""
+def build_unet(size: str, dtype: torch.dtype, device: torch.device, channels_last: bool, ff_chunk_size: int = 0,
+               model: str | None = None, base: str | None = None):
+    """Random-weight UNet (seed 0) at a size's config (``model``: any LinFusion config; ``base``: a diffusers folder
+    overriding the config's) built directly on ``device``, SDPA processors everywhere; ``ff_chunk_size`` runs every
+    transformer feed-forward over token chunks of that size (official low-VRAM 16K recipe)."""
     from diffusers import UNet2DConditionModel
     from diffusers.models.attention_processor import AttnProcessor2_0
 
     torch.manual_seed(0)
     with torch.device(device):
-        unet = UNet2DConditionModel(**SIZES[size])
+        config = model or size_config("generators", "linfusion", size)
+        unet = UNet2DConditionModel(**unet_config(config, None if model else size, base))
     unet = unet.to(dtype=dtype).eval().requires_grad_(False)
     unet.set_attn_processor(AttnProcessor2_0())
     if ff_chunk_size:
@@ -142,7 +166,9 @@ def run_series(unet, attention: str, dtype_name: str, args: argparse.Namespace, 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tokenforge bench linfusion", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--size", choices=sorted(SIZES), default="sd15")
+    p.add_argument("--size", choices=SIZES, default="sd15", help="a config's teacher UNet (sd15)")
+    p.add_argument("--model", default=None, help="a LinFusion config (YAML size overlay) instead of --size")
+    p.add_argument("--base", default=None, help="a local diffusers Stable Diffusion folder: its UNet's architecture")
     p.add_argument("--resolutions", type=int, nargs="+", default=[512, 1024, 2048, 4096, 8192, 16384])
     p.add_argument("--dtype", nargs="+", default=["bfloat16"], choices=["bfloat16", "float16", "float32"])
     p.add_argument("--attention", nargs="+", default=["sdpa", "linfusion"], choices=["sdpa", "linfusion"])
@@ -190,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = list(previous)
         for dtype_name in args.dtype:
-            unet = build_unet(args.size, getattr(torch, dtype_name), device, args.channels_last, args.ff_chunk_size)
+            unet = build_unet(args.size, getattr(torch, dtype_name), device, args.channels_last, args.ff_chunk_size,
+                              args.model, args.base)
             for attention in args.attention:
                 run_series(unet, attention, dtype_name, args, device, rows)
             del unet
@@ -202,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
-                "size": args.size, "torch": torch.__version__}
+                "size": Path(args.model).stem if args.model else args.size, "torch": torch.__version__}
         clean = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]  # NaN
         path.write_text(json.dumps({**info, "rows": clean}, indent=2) + "\n")
     return 0
