@@ -33,7 +33,7 @@ import copy
 import functools
 import random
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -45,7 +45,6 @@ from torch import Tensor, nn
 from tokenforge.config import Configurable
 from tokenforge.hub import CKPT_KEY
 from tokenforge.interrupt_checkpoint import InterruptCheckpoint
-from tokenforge.lr_schedulers import WarmupCosine
 from tokenforge.nonfinite_guard import NonFiniteGuard
 
 MODEL_PREFIX = "model."
@@ -208,12 +207,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def warmup_cosine(total: int | None, warmup: int = 0, floor: float = 0.0) -> Callable[[int], float]:
-    """Step -> LR multiplier (`tokenforge.lr_schedulers.WarmupCosine`): linear warm-up over ``warmup`` steps,
-    then a cosine from 1 to ``floor`` at step ``total``; constant 1 after the warm-up when ``total`` is None."""
-    return WarmupCosine(total, warmup, floor)
 
 
 def optimizer_parameters(optimizer: Any) -> list[nn.Parameter]:
