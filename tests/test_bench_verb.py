@@ -68,3 +68,36 @@ def test_bench_errors_are_one_line(argv: list[str], message: str, monkeypatch, c
     assert cli.main(["bench", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
+
+
+# the quickest options of each method's bench (CPU, one repeat, no warm-up)
+QUICK_BY_METHOD = {
+    "vat": QUICK,
+    "wavtokenizer": ["--device", "cpu", "--batches", "1", "--seconds", "0.5", "--dtypes", "fp32", "--repeats", "1",
+                     "--warmup", "0"],
+    "flextok": ["--device", "cpu", "--batch", "1", "--repeats", "1", "--warmup", "0", "--attention", "sdpa",
+                "--dtypes", "fp32", "--ks", "1", "--steps", "1"],
+    "tokenflow": ["--device", "cpu", "--batch", "1", "--repeats", "1", "--warmup", "0", "--dtypes", "fp32"],
+    "autoregressive": ["--device", "cpu", "--batch", "1", "--dtype", "fp32", "--repeats", "1", "--warmup", "0",
+                       "--no-compile", "--no-train", "--top-k", "10"],
+    "ecar": ["--device", "cpu", "--batch", "1", "--dtype", "fp32", "--repeats", "1", "--warmup", "0",
+             "--ecar-steps", "1", "--dit-steps", "2"],
+    "enat": ["--device", "cpu", "--batch", "1", "--steps", "2", "--dtypes", "fp32", "--repeats", "1", "--warmup", "0"],
+    "linfusion": ["--device", "cpu", "--resolutions", "64", "--dtype", "float32", "--attention", "linfusion",
+                  "--warmup", "0", "--repeats", "1"],
+}
+
+
+@pytest.mark.parametrize("method", sorted(QUICK_BY_METHOD))
+def test_bench_model_tiny_config_of_every_method(method: str, capsys) -> None:
+    import torch
+
+    tiny = next((REPO / "configs").glob(f"*/{method}/tiny.yaml"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(["bench", "--model", str(tiny), *QUICK_BY_METHOD[method]]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "tiny" in out, out  # every bench labels its rows with the model it measured

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -104,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             for blk in model.blocks:
                 blk.compile()
         rows += rows_for(model, device, args, dtype)
+    label = Path(args.model).stem if args.model else f"ENAT-{args.size}"
+    params = sum(p.numel() for p in model.parameters()) / 1e6
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    print(f"{label} ({params:.1f} M params), {args.steps} steps, CFG {args.cfg}, on {where}\n")
     print(table(rows))
     if args.json:
         with open(args.json, "w") as handle:

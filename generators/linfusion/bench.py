@@ -218,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         for dtype_name in args.dtype:
             unet = build_unet(args.size, getattr(torch, dtype_name), device, args.channels_last, args.ff_chunk_size,
                               args.model, args.base)
+            print(f"teacher UNet {Path(args.model).stem if args.model else args.size} "
+                  f"({sum(p.numel() for p in unet.parameters()) / 1e6:.1f} M params), {dtype_name}", flush=True)
             for attention in args.attention:
                 run_series(unet, attention, dtype_name, args, device, rows)
             del unet
