@@ -12,8 +12,8 @@ trained with (a VAR's). The generator's method adds its own
 options (``tokenforge generate --model CKPT --help`` lists them); they reach ``generator.generate(n, condition,
 **options)``, and a method that generates its own way (`tokenforge.methods.Method.verbs`) takes the whole
 command. Writes, by the tokenizer's modality, ``sample_NNNN.png`` + ``grid.png`` (images), ``sample_NNNN.flac``
-(audio) or ``sample_NNNN.ply`` (meshes, marching cubes on a ``--resolution`` grid; an empty or full shape is
-skipped with one line, exit code 3), with ``ids.npy`` (flat ids per sample, -1 = padding) or ``latents.npy``, and
+(audio) or ``sample_NNNN.ply`` (meshes, marching cubes on a ``--resolution`` grid; a shape without surface, empty
+or filling the cube, is a result: one ``empty: NAME: reason`` line, no file, as the tokenizer verbs do), with ``ids.npy`` (flat ids per sample, -1 = padding) or ``latents.npy``, and
 ``labels.json``. The same arguments and seed give the same files.
 """
 
@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tokenforge.errors import UsageError, exit_code_for
+from tokenforge.errors import UsageError
 from tokenforge.methods import Method, add_options, load_target, registry
 from tokenforge.model_arg import load_model as load_named
 from tokenforge.model_spec import add_model_arguments, load_model, method_in_argv
@@ -189,10 +189,10 @@ def image_grid(out: Path, count: int) -> None:
 def save_decoded(tokenizer: Any, data: Any, out: Path, start: int, resolution: int = 128) -> dict[str, str]:
     """Write decoded samples by the tokenizer's modality with the tokenizer verbs' writers (`tokenforge.
     tokenizer_verbs`): PNG (images in [-1, 1]), FLAC (audio at the tokenizer's rate), PLY (meshes: each decoded field
-    through marching cubes); returns the samples skipped (file name -> reason: an empty or full shape)."""
+    through marching cubes); returns the samples without surface (file name -> reason), which get no file."""
     from tokenforge.tokenizer_verbs import AudioFiles, ImageFiles, MeshFiles
 
-    skipped: dict[str, str] = {}
+    empty: dict[str, str] = {}
     modality = getattr(tokenizer, "modality", "image")
     if modality == "image":
         for i, image in enumerate(data.float()):
@@ -209,11 +209,11 @@ def save_decoded(tokenizer: Any, data: Any, out: Path, start: int, resolution: i
             try:
                 MeshFiles.write(field_to_mesh(tokenizer, data[i:i + 1], resolution), out / name)
             except ValueError as error:  # an empty or full field: no surface to write
-                skipped[name] = str(error)
+                empty[name] = str(error)
     else:
         raise UsageError(f"{type(tokenizer).__name__} decodes {modality!r} data, which `tokenforge generate` cannot "
                          "write (image, audio, mesh)")
-    return skipped
+    return empty
 
 
 def flat_ids(ids: Any) -> Any:
@@ -229,7 +229,7 @@ def sample_to_files(pipeline: Any, n: int, out: Path, *, labels: list[int] | Non
                     seed: int = 0, device: Any = "cpu", progress: bool = True, resolution: int = 128,
                     **options: Any) -> dict[str, Any]:
     """Sample ``n`` items through ``pipeline`` (`Pipeline`) in batches and write them under ``out``; the summary's
-    ``skipped`` maps samples that gave no file to the reason (one ``skipped:`` line each on stderr)."""
+    ``empty`` maps samples without surface (meshes) to the reason (one ``empty:`` line each on stderr)."""
     import numpy as np
     import torch
 
@@ -237,7 +237,7 @@ def sample_to_files(pipeline: Any, n: int, out: Path, *, labels: list[int] | Non
 
     out.mkdir(parents=True, exist_ok=True)
     rng = torch.Generator(device=device).manual_seed(seed)
-    ids, latents, skipped = [], [], {}
+    ids, latents, empty = [], [], {}
     for start in console.progress(range(0, n, batch_size), desc="batches", disable=not progress):
         count = min(batch_size, n - start)
         condition = torch.tensor(labels[start:start + count], device=device) if labels is not None else None
@@ -247,13 +247,13 @@ def sample_to_files(pipeline: Any, n: int, out: Path, *, labels: list[int] | Non
         except ValueError as error:  # a generator's refusal of its options (a count per stage, a size...)
             raise UsageError(f"{type(pipeline.generator).__name__}: {error}") from error
         for name, reason in save_decoded(pipeline.tokenizer, data, out, start, resolution).items():
-            print(f"skipped: {name}: {reason}", file=sys.stderr)
-            skipped[name] = reason
+            print(f"empty: {name}: {reason}", file=sys.stderr)
+            empty[name] = reason
         if tokens.ids is not None:
             ids.append(flat_ids(tokens.ids))
         elif tokens.latents is not None:
             latents.append(tokens.latents.float().cpu().numpy())
-    summary: dict[str, Any] = {"out": str(out), "n": n, "labels": labels, "skipped": skipped}
+    summary: dict[str, Any] = {"out": str(out), "n": n, "labels": labels, "empty": empty}
     if ids:
         width = max(a.shape[1] for a in ids)
         flat = np.concatenate([np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=-1) for a in ids])
@@ -295,9 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     if method is not None and "generate" in method.verbs:
         return int(load_target(method.verbs["generate"])(argv) or 0)
     args, options = parse(argv, method)
-    summary = run(args, options)
-    print(json.dumps(summary))
-    return exit_code_for(len(summary["skipped"]), args.n)
+    print(json.dumps(run(args, options)))
+    return 0
 
 
 if __name__ == "__main__":
