@@ -1,8 +1,8 @@
 """`KLAutoencoderModule`: the shared `TokenizerModule` step for a `KLAutoencoder`.
 
 LDM's KL-VAE recipe: L1 reconstruction (1.0) + LPIPS (1.0) + KL (weight inside the model, 1e-6) + hinge GAN
-(0.5) after ``disc_start`` generator steps, Adam. LDM's adaptive GAN weight is not implemented (as in the VQGAN
-module); the fixed ``adversarial_weight`` stands in for it.
+(0.5) after ``disc_start`` generator steps, Adam. LDM's adaptive GAN weight is ``adaptive_weight=True``
+(`TokenizerModule`); off by default, where the fixed ``adversarial_weight`` stands in for it (as for VQGAN).
 """
 
 from __future__ import annotations
