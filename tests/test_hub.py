@@ -103,3 +103,47 @@ def test_load_mapped_state_dict_renames_and_reports() -> None:
 def test_registry_names_known_methods() -> None:
     with pytest.raises(KeyError, match="known:.*var_msrq"):
         hub.from_official("no-such-method", ".")
+
+
+def test_read_state_dict_unwraps_training_checkpoints(tmp_path: Path) -> None:
+    """The one reader of the official loaders: nesting in order of preference, prefixes, DDP's ``module.``, only
+    tensors kept; safetensors read the same way."""
+    ema, raw = {"w": torch.ones(2)}, {"w": torch.zeros(2)}
+    torch.save({"model": raw, "ema": ema, "epoch": 3}, tmp_path / "train.pt")
+    assert torch.equal(hub.read_state_dict(tmp_path / "train.pt", nested=("ema", "model"))["w"], ema["w"])
+    assert torch.equal(hub.read_state_dict(tmp_path / "train.pt", nested=("model",))["w"], raw["w"])
+    torch.save({"state_dict": {"model.enc.w": torch.ones(1), "model.dec.w": torch.ones(2), "loss.w": torch.ones(3),
+                               "step": 7}}, tmp_path / "fit.ckpt")
+    assert set(hub.read_state_dict(tmp_path / "fit.ckpt", prefix="model.")) == {"enc.w", "dec.w"}
+    torch.save({"module.a": torch.ones(1), "b": torch.ones(1)}, tmp_path / "ddp.pth")
+    assert set(hub.read_state_dict(tmp_path / "ddp.pth", nested=(), strip="module.")) == {"a", "b"}
+    hub.save_weights({"x": torch.arange(3.0)}, tmp_path / "w.safetensors")
+    assert torch.equal(hub.read_state_dict(tmp_path / "w.safetensors")["x"], torch.arange(3.0))
+    torch.save({"model": {"step": 1}}, tmp_path / "empty.pt")
+    with pytest.raises(hub.CheckpointError, match="holds no tensors under 'model'"):
+        hub.read_state_dict(tmp_path / "empty.pt", nested=("model",))
+    torch.save([torch.ones(1)], tmp_path / "list.pt")
+    with pytest.raises(hub.CheckpointError, match="holds a list, not a state dict"):
+        hub.read_state_dict(tmp_path / "list.pt")
+
+
+def test_read_state_dict_takes_trust_from_the_caller_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint pickling training ``args`` is refused; trusted, a Namespace the caller allowlists is read by
+    the weights-only loader, so the full unpickler never runs for it."""
+    torch.save({"model": {"w": torch.ones(2)}, "args": argparse.Namespace(lr=1e-4)}, tmp_path / "train.pt")
+    with pytest.raises(hub.PickledCheckpointError, match="trust_pickle"):
+        hub.read_state_dict(tmp_path / "train.pt", nested=("model",))
+    calls = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k["weights_only"]) or load(*a, **k))
+    state = hub.read_state_dict(tmp_path / "train.pt", nested=("model",), trust_pickle=True,
+                                trusted_globals=(argparse.Namespace,))
+    assert torch.equal(state["w"], torch.ones(2)) and calls == [True, True]
+    calls.clear()
+    hub.read_state_dict(tmp_path / "train.pt", nested=("model",), trust_pickle=True)
+    assert calls == [True, False]  # without the allowlist, trust means the full unpickler
+
+
+def test_count_indexed_counts_consecutive_blocks() -> None:
+    state = {"blocks.0.w": 1, "blocks.1.w": 1, "blocks.3.w": 1, "other.0.w": 1}
+    assert hub.count_indexed(state, "blocks") == 2 and hub.count_indexed(state, "none") == 0
