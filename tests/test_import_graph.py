@@ -240,3 +240,35 @@ def test_no_cycles_hidden_in_functions():
     assert not found, ("import cycles closed by imports inside functions: move the shared piece to a module both "
                        "can import, or list the deferred edge in DEFERRED_OK with its reason:\n"
                        + "\n".join(map(_readable, found)))
+
+
+def _area(module: str) -> str:
+    """The package a module belongs to for privacy: a method's (``tokenforge.tokenizers.vqgan``), a shared area's
+    (``tokenforge.tokenizers.quantizers``), or the module itself for the core and top-level modules."""
+    parts = module.split(".")
+    return ".".join(parts[:3]) if parts[1] in ("tokenizers", "generators") and len(parts) > 3 else module
+
+
+def private_imports() -> list[str]:
+    """``from X import _name`` where X lies in another method package than the importer (issue 19: a name with a
+    leading underscore is its package's own business; what others use is public)."""
+    found = []
+    for name, (path, is_package) in discover().items():
+        package = name if is_package else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            source = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                source = ".".join(anchor + ([source] if source else []))
+            private = [alias.name for alias in node.names if alias.name.startswith("_") and alias.name != "__version__"]
+            if private and source.startswith("tokenforge.") and _area(source) != _area(name):
+                found.append(f"{name}: from {source} import {', '.join(private)}")
+    return found
+
+
+def test_no_private_names_cross_method_boundaries():
+    assert _area("tokenforge.tokenizers.vqgan.official") == _area("tokenforge.tokenizers.vqgan.mage")
+    assert _area("tokenforge.tokenizers.tokenflow.official") != _area("tokenforge.tokenizers.vqgan.official")
+    assert not private_imports(), "\n".join(private_imports())
