@@ -73,7 +73,7 @@ def train(m: WavTokenizerModule, data: list[torch.Tensor], clips: torch.Tensor, 
     curve = [held_out(m, clips)]
     for step, x in enumerate(batches(data, steps), 1):
         out = m.model(x, bw)
-        loss = m.generator_losses(x, out.x_hat, out.aux_loss, bw, adversarial=False)["loss"]
+        loss = m.generator_phase(x, out.x_hat, out.aux_loss, bw, adversarial=False).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -109,7 +109,7 @@ def test_adam_step_shifts_all_frames_by_one_offset(speech) -> None:
         with torch.no_grad():
             before = m.model.encoder(clips[:, None]).transpose(1, 2).reshape(-1, m.model.quantizer.dim)
         out = m.model(x, torch.zeros(1, dtype=torch.long))
-        m.generator_losses(x, out.x_hat, out.aux_loss, torch.zeros(1, dtype=torch.long), False)["loss"].backward()
+        m.generator_phase(x, out.x_hat, out.aux_loss, torch.zeros(1, dtype=torch.long), False).loss.backward()
         optimizers[0].step()
         with torch.no_grad():
             after = m.model.encoder(clips[:, None]).transpose(1, 2).reshape(-1, m.model.quantizer.dim)

@@ -56,10 +56,10 @@ def step(m: WavTokenizerModule, x: torch.Tensor, optimizers: list, schedulers: l
     adversarial = m.gan_active
     out = m.model(x, bw)
     if adversarial:
-        update(m.discriminator_losses(x, out.x_hat.detach(), bw)["loss"], optimizers[1], schedulers[1])
+        update(m.discriminator_phase(x, out.x_hat.detach(), bw).loss, optimizers[1], schedulers[1])
     for disc in m.discriminators:
         disc.requires_grad_(False)
-    update(m.generator_losses(x, out.x_hat, out.aux_loss, bw, adversarial)["loss"], optimizers[0], schedulers[0])
+    update(m.generator_phase(x, out.x_hat, out.aux_loss, bw, adversarial).loss, optimizers[0], schedulers[0])
     for disc in m.discriminators:
         disc.requires_grad_(True)
     m.generator_step += 1
@@ -80,7 +80,7 @@ def curves(speech, ramps: tuple[int, ...]) -> dict[int, list[float]]:
     out = {}
     for ramp in ramps:
         m = copy.deepcopy(warm)
-        m.hparams.gan_ramp_steps = ramp
+        m.hparams.gan_ramp_steps = m.gan_ramp_steps = ramp  # GANModule reads the attribute
         opts, scheds = m.configure_optimizers()
         opts[0].load_state_dict(optimizers[0].state_dict())
         scheds = [s["scheduler"] for s in scheds]
@@ -107,7 +107,7 @@ def test_gan_weight_ramps_from_zero_to_the_paper_weights() -> None:
     assert weights[5:] == [(True, 0.25), (True, 0.5), (True, 0.75), (True, 1.0), (True, 1.0), (True, 1.0)]
     x = torch.randn(2, CROP) * 0.1
     m.generator_step.fill_(6)  # weight 0.5: total = 45 mel + 1000 commit + 0.5 * (adversarial + feature matching)
-    terms = m.generator_losses(x, x.flip(-1), torch.tensor(1e-4), torch.zeros(1, dtype=torch.long), True)
+    terms = m.generator_phase(x, x.flip(-1), torch.tensor(1e-4), torch.zeros(1, dtype=torch.long), True).named()
     gan = terms["g_mpd"] + terms["fm_mpd"]
     expected = float((45 * terms["mel"] + 0.1 + 0.5 * gan).detach())
     assert float(terms["loss"].detach()) == pytest.approx(expected, rel=1e-5)

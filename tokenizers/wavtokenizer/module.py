@@ -5,9 +5,25 @@ Per batch (after ``pretrain_mel_steps`` generator steps; before that only the me
 2. discriminator step: ``L_D = hinge(MPD)/5 + mrd_coeff * hinge(MRD)/3 + LSGAN(DAC)`` on the detached output;
 3. generator step against the updated discriminators:
    ``L_G = adv(MPD) + mrd*adv(MRD) + fm(MPD) + mrd*fm(MRD) + 45*mel + 1000*commit + adv(DAC) + fm(DAC)``.
-Both optimisers are AdamW (lr 2e-4, betas (0.9, 0.999), weight decay 0.01) with a cosine schedule (no warm-up)
-over ``num_training_steps`` generator steps (default ``trainer.max_steps // 2``, as the official code).
-Gradients are clipped inside the step when ``gradient_clip_val`` / ``disc_gradient_clip_val`` are set.
+The step itself (order: discriminator first; GAN start at ``pretrain_mel_steps`` generator steps; ramp;
+clipping at ``gradient_clip_val`` / ``disc_gradient_clip_val``; optimisers and schedulers) is
+`tokenforge.tokenizers.gan_module.GANModule`'s; this module supplies the losses (`generator_losses`,
+`discriminator_losses`), the batch's forwards (`training_forward`) and what each optimiser trains.
+
+Optimisers (the one way to train): ``optimizer`` / ``lr_scheduler`` callables from YAML; ``disc_optimizer`` /
+``disc_lr_scheduler`` default to the same. The defaults are the official recipe, in YAML::
+
+    optimizer:
+      class_path: torch.optim.AdamW
+      init_args: {lr: 2.0e-4, betas: [0.9, 0.999], weight_decay: 0.01}
+    lr_scheduler:
+      class_path: tokenforge.lr_schedulers.WarmupCosineLR
+      init_args: {warmup_steps: 0, warmup_from_zero: true}
+
+The cosine spans the run's generator steps unless ``total_steps`` is given (`GANModule.run_length`:
+``trainer.max_steps // 2`` when the GAN is on from the start, as the official code; with ``pretrain_mel_steps``
+it spans the whole run, where the official ``max_steps // 2`` ends the schedule early). ``learning_rate``, ``disc_learning_rate``, ``betas``, ``weight_decay``, ``num_warmup_steps`` and
+``num_training_steps`` are deprecated aliases laid over these callables (older configs and checkpoints).
 ``encoder_lr_scale`` (default 1, the official single learning rate) scales the SEANet encoder's learning rate:
 with the official encoder init, Adam moves all encoder outputs by a common offset larger than their
 frame-to-frame spread each step and the EMA codebook cannot follow; short_75.yaml now fixes the cause instead
@@ -48,10 +64,12 @@ a switch (all three on reproduce the official step; docs/methods/wavtokenizer.md
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from tokenforge.tokenizers.base import AutoencoderOutput
@@ -62,7 +80,14 @@ from tokenforge.tokenizers.wavtokenizer.discriminators import (
     MultiResolutionDiscriminator,
 )
 from tokenforge.tokenizers.wavtokenizer.model import WavTokenizer
-from tokenforge.training import TrainingModule
+from tokenforge.lr_schedulers import WarmupCosineLR
+from tokenforge.tokenizers.gan_module import GANModule
+from tokenforge.training import optimizer_with, scheduler_with
+
+#: the official optimisers: AdamW lr 2e-4, betas (0.9, 0.999), weight decay 0.01, for both networks
+DEFAULT_OPTIMIZER = functools.partial(torch.optim.AdamW, lr=2e-4, betas=(0.9, 0.999), weight_decay=0.01)
+#: the official schedule (transformers' cosine with warm-up, from 0) over ``trainer.max_steps // 2`` batches
+DEFAULT_SCHEDULER = functools.partial(WarmupCosineLR, warmup_from_zero=True)
 
 
 Judged = tuple[tuple[list[Tensor], list[Tensor]], tuple[list[list[Tensor]], list[list[Tensor]]]]
@@ -101,10 +126,32 @@ def judge(disc: torch.nn.Module, real: Tensor, fake: Tensor, bandwidth_id: Tenso
             ([[t[:n] for t in f] for f in fmaps], [[t[n:] for t in f] for f in fmaps]))
 
 
-class WavTokenizerModule(TrainingModule):
-    """Trains ``model``; discriminators left as None are not used (all three by default in the configs)."""
+@dataclass
+class Batch:
+    """What a batch's training forwards give both steps: the generator step's forward ``out``, the
+    ``bandwidth_id`` drawn for the batch and ``fake``, the audio the discriminator step judges (None when it
+    does not run)."""
 
-    partial_backward = True  # generator and discriminator steps: DDP must allow unused parameters
+    out: AutoencoderOutput
+    bandwidth_id: Tensor
+    fake: Tensor | None
+
+
+def scaled_group_lrs(make: OptimizerCallable) -> OptimizerCallable:
+    """An optimiser callable that multiplies each parameter group's lr by its ``lr_scale`` key once built (before
+    any scheduler records the base lrs): how ``encoder_lr_scale`` works with any optimiser from YAML."""
+
+    def build(params: Any) -> torch.optim.Optimizer:
+        optimizer = make(params)
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
+        return optimizer
+
+    return build
+
+
+class WavTokenizerModule(GANModule):
+    """Trains ``model``; discriminators left as None are not used (all three by default in the configs)."""
 
     def __init__(
         self,
@@ -118,13 +165,11 @@ class WavTokenizerModule(TrainingModule):
         dac_loss_coeff: float = 1.0,
         pretrain_mel_steps: int = 0,
         gan_ramp_steps: int = 0,
-        learning_rate: float = 2e-4,
+        optimizer: OptimizerCallable | None = None,
+        disc_optimizer: OptimizerCallable | None = None,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        disc_lr_scheduler: LRSchedulerCallable | None = None,
         encoder_lr_scale: float = 1.0,
-        disc_learning_rate: float | None = None,
-        betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 0.01,
-        num_warmup_steps: int = 0,
-        num_training_steps: int | None = None,
         gradient_clip_val: float | None = None,
         disc_gradient_clip_val: float | None = None,
         random_bandwidth: bool = True,
@@ -134,56 +179,55 @@ class WavTokenizerModule(TrainingModule):
         evaluate_pesq: bool = True,
         train_dac_discriminator: bool = True,
         second_forward: bool = False,
+        learning_rate: float | None = None,
+        disc_learning_rate: float | None = None,
+        betas: tuple[float, float] | None = None,
+        weight_decay: float | None = None,
+        num_warmup_steps: int | None = None,
+        num_training_steps: int | None = None,
     ) -> None:
-        super().__init__(model)
-        self.automatic_optimization = False
+        name = type(self).__name__
+        make = optimizer_with(optimizer, DEFAULT_OPTIMIZER, name, lr=learning_rate, betas=betas,
+                              weight_decay=weight_decay)
+        make_disc = optimizer_with(disc_optimizer if disc_optimizer is not None else make, make, name,
+                                   lr=disc_learning_rate)
+        schedule = scheduler_with(lr_scheduler, DEFAULT_SCHEDULER, name, warmup_steps=num_warmup_steps,
+                                  total_steps=num_training_steps)
+        super().__init__(model, disc_start=pretrain_mel_steps, gan_ramp_steps=gan_ramp_steps, discriminator_first=True,
+                         gradient_clip_val=gradient_clip_val, disc_gradient_clip_val=disc_gradient_clip_val,
+                         optimizer=scaled_group_lrs(make) if encoder_lr_scale != 1.0 else make,
+                         disc_optimizer=make_disc, lr_scheduler=schedule,
+                         disc_lr_scheduler=disc_lr_scheduler if disc_lr_scheduler is not None else schedule)
+        if dac_disc is not None and not train_dac_discriminator and multiperiod_disc is multiresolution_disc is None:
+            raise ValueError("train_dac_discriminator=False leaves no discriminator to train (the DAC is the only "
+                             "one): give a multi-period or multi-resolution discriminator too")
         self.mpd, self.mrd, self.dac = multiperiod_disc, multiresolution_disc, dac_disc
+        self.encoder_lr_scale = float(encoder_lr_scale)
+        self.train_dac_discriminator, self.second_forward = bool(train_dac_discriminator), bool(second_forward)
         self.mel_loss = L.MelLoss(model.sample_rate, mel_n_fft, mel_hop_length, n_mels)
-        self.register_buffer("generator_step", torch.zeros((), dtype=torch.long))
-        self.save_hyperparameters(ignore=["model", "multiperiod_disc", "multiresolution_disc", "dac_disc"])
+        self.save_hyperparameters(ignore=["model", "multiperiod_disc", "multiresolution_disc", "dac_disc",
+                                          "optimizer", "disc_optimizer", "lr_scheduler", "disc_lr_scheduler"])
 
     @property
     def discriminators(self) -> list[torch.nn.Module]:
         return [d for d in (self.mpd, self.mrd, self.dac) if d is not None]
 
-    @property
-    def gan_active(self) -> bool:
-        return bool(self.discriminators) and int(self.generator_step) >= self.hparams.pretrain_mel_steps
+    # ------------------------------------------------------------------ what the GAN step trains
 
-    @property
-    def gan_weight(self) -> float:
-        """Factor on the adversarial and feature-matching weights: 0 before the GANs join, then rising linearly
-        to 1 (the paper's weights) over ``gan_ramp_steps`` generator steps (at once when 0, the paper)."""
-        ramp = self.hparams.get("gan_ramp_steps", 0)  # .get: checkpoints written before the ramp existed
-        if not ramp:
-            return 1.0
-        return min(1.0, max(0, int(self.generator_step) - self.hparams.pretrain_mel_steps + 1) / ramp)
+    def discriminator_parameters(self) -> list[torch.nn.Parameter]:
+        """Every discriminator's parameters; the DAC's only with ``train_dac_discriminator`` (ours)."""
+        stepped = [d for d in self.discriminators if d is not self.dac or self.train_dac_discriminator]
+        return [p for d in stepped for p in d.parameters()]
 
-    # ------------------------------------------------------------------ optimisers
-
-    def configure_optimizers(self) -> Any:
-        h = self.hparams
-        total = h.num_training_steps
-        if total is None:
-            max_steps = self.trainer.max_steps if self._trainer is not None else -1
-            total = max(1, max_steps // 2) if max_steps and max_steps > 0 else 1_000_000
-        schedule = L.cosine_schedule(total, h.num_warmup_steps)
-        adamw = dict(betas=tuple(h.betas), weight_decay=h.weight_decay)
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        groups: list[dict[str, Any]] = [{"params": params}]  # the paper: one group (and old checkpoints resume)
-        if h.encoder_lr_scale != 1.0:
-            encoder = {id(p) for p in self.model.encoder.parameters()}
-            groups = [{"params": [p for p in params if id(p) not in encoder]},
-                      {"params": [p for p in params if id(p) in encoder], "lr": h.learning_rate * h.encoder_lr_scale}]
-        gen = torch.optim.AdamW(groups, lr=h.learning_rate, **adamw)
-        optimizers, schedulers = [gen], [torch.optim.lr_scheduler.LambdaLR(gen, schedule)]
-        stepped = [d for d in self.discriminators if d is not self.dac or h.get("train_dac_discriminator", True)]
-        disc_params = [p for d in stepped for p in d.parameters()]
-        if disc_params:
-            disc = torch.optim.AdamW(disc_params, lr=h.disc_learning_rate or h.learning_rate, **adamw)
-            optimizers.append(disc)
-            schedulers.append(torch.optim.lr_scheduler.LambdaLR(disc, schedule))
-        return optimizers, [{"scheduler": s, "interval": "step"} for s in schedulers]
+    def generator_parameters(self) -> list[Any]:
+        """One group (the paper; old checkpoints resume), or the encoder in a second group whose lr is scaled by
+        ``encoder_lr_scale``."""
+        params = super().generator_parameters()
+        if self.encoder_lr_scale == 1.0:
+            return params
+        encoder = {id(p) for p in self.model.encoder.parameters()}
+        return [{"params": [p for p in params if id(p) not in encoder]},
+                {"params": [p for p in params if id(p) in encoder], "lr_scale": self.encoder_lr_scale}]
 
     # ------------------------------------------------------------------ losses
 
@@ -203,13 +247,13 @@ class WavTokenizerModule(TrainingModule):
             if disc is not None:
                 phase.judged[name] = judged = judge(disc, x, x_hat, bandwidth_id)
                 real, fake = L.hinge_d_terms(*judged[0])
-                phase.parts[f"d_{name}_real"], phase.parts[f"d_{name}_fake"] = real, fake
-                phase.terms[f"d_{name}"] = (real + fake).sum() / len(real)
+                phase.parts[f"{name}_real"], phase.parts[f"{name}_fake"] = real, fake
+                phase.terms[name] = (real + fake).sum() / len(real)
         if self.dac is not None:
             phase.judged["dac"] = judged = judge(self.dac, x, x_hat, bandwidth_id)
-            phase.terms["d_dac"] = L.lsgan_d_loss(*judged[0])
+            phase.terms["dac"] = L.lsgan_d_loss(*judged[0])
         h = self.hparams
-        phase.weights = {"d_mpd": 1.0, "d_mrd": h.mrd_loss_coeff, "d_dac": h.dac_loss_coeff}
+        phase.weights = {"mpd": 1.0, "mrd": h.mrd_loss_coeff, "dac": h.dac_loss_coeff}
         return phase
 
     def generator_phase(self, x: Tensor, x_hat: Tensor, commit: Tensor, bandwidth_id: Tensor,
@@ -236,15 +280,6 @@ class WavTokenizerModule(TrainingModule):
                 phase.weights["g_dac"] = phase.weights["fm_dac"] = ramp * h.dac_loss_coeff
         return phase
 
-    def discriminator_losses(self, x: Tensor, x_hat: Tensor, bandwidth_id: Tensor) -> dict[str, Tensor]:
-        """`discriminator_phase`'s named terms and their weighted sum ``"loss"``."""
-        return self.discriminator_phase(x, x_hat, bandwidth_id).named()
-
-    def generator_losses(self, x: Tensor, x_hat: Tensor, commit: Tensor, bandwidth_id: Tensor,
-                         adversarial: bool) -> dict[str, Tensor]:
-        """`generator_phase`'s named terms and their weighted sum ``"loss"``."""
-        return self.generator_phase(x, x_hat, commit, bandwidth_id, adversarial).named()
-
     def batch_forwards(self, x: Tensor, bandwidth_id: Tensor,
                        adversarial: bool) -> tuple[AutoencoderOutput, Tensor | None]:
         """A batch's training forwards: ``(out, fake)``, the generator step's forward and the audio the
@@ -253,7 +288,7 @@ class WavTokenizerModule(TrainingModule):
         first, then the generator step's, so the EMA codebook is updated twice and the generator step's codes
         come from the once-updated codebook."""
         fake = None
-        if adversarial and self.hparams.get("second_forward", False):
+        if adversarial and self.second_forward:
             with torch.no_grad():
                 fake = self.model(x, bandwidth_id).x_hat
         out = self.model(x, bandwidth_id)
@@ -261,54 +296,37 @@ class WavTokenizerModule(TrainingModule):
             fake = out.x_hat.detach()
         return out, fake
 
-    # ------------------------------------------------------------------ steps
+    # ------------------------------------------------------------------ the GAN step's hooks
 
-    def _update(self, optimizer: Any, loss: Tensor, clip: float | None) -> Tensor:
-        optimizer.zero_grad()
-        self.manual_backward(loss)
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
-        optimizer.step()
-        return norm.detach()
-
-    def training_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+    def training_forward(self, batch: Any) -> tuple[Tensor, Batch]:
+        """The batch's audio and its training forwards (`batch_forwards`) with one ``bandwidth_id`` drawn
+        uniformly from ``[0, num_bandwidths)`` (``random_bandwidth``; else row 0)."""
         x = self.inputs(batch)
-        optimizers = self.optimizers()
-        optimizers = optimizers if isinstance(optimizers, list) else [optimizers]
-        schedulers = self.lr_schedulers()
-        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
         n = self.model.num_bandwidths
         bandwidth_id = (torch.randint(0, n, (1,), device=x.device) if self.hparams.random_bandwidth
                         else torch.zeros(1, dtype=torch.long, device=x.device))
-        adversarial, gan_weight = self.gan_active, self.gan_weight
-        out, fake = self.batch_forwards(x, bandwidth_id, adversarial)
-        logs: dict[str, Tensor] = {}
-        if adversarial:
-            if len(optimizers) > 1:
-                with self.toggled_optimizer(optimizers[1]):
-                    d = self.discriminator_losses(x, fake, bandwidth_id)
-                    logs["train/grad_norm_d"] = self._update(optimizers[1], d["loss"],
-                                                             self.hparams.disc_gradient_clip_val)
-                schedulers[1].step()
-            else:  # the only discriminator is a DAC left untrained (train_dac_discriminator=False): log only
-                with torch.no_grad():
-                    d = self.discriminator_losses(x, fake, bandwidth_id)
-            logs.update({f"train/{k if k != 'loss' else 'loss_d'}": v.detach() for k, v in d.items()})
-        with self.toggled_optimizer(optimizers[0]):
-            g = self.generator_losses(x, out.x_hat, out.aux_loss, bandwidth_id, adversarial)
-            logs["train/grad_norm_g"] = self._update(optimizers[0], g["loss"], self.hparams.gradient_clip_val)
-        schedulers[0].step()
-        self.generator_step += 1
-        logs.update({f"train/{k}": v.detach() for k, v in g.items() if k != "loss"})
-        logs.update({f"train/codebook_{k}": v.detach().float() for k, v in out.metrics.items()})
-        if adversarial and self.hparams.get("gan_ramp_steps", 0):
-            logs["train/gan_weight"] = torch.tensor(gan_weight)
-        logs["train/lr"] = torch.tensor(optimizers[0].param_groups[0]["lr"])
-        if self.hparams.encoder_lr_scale != 1.0:
-            logs["train/lr_encoder"] = torch.tensor(optimizers[0].param_groups[-1]["lr"])
-        self.log_dict(logs, batch_size=x.shape[0])
-        self.log("train/loss_g", g["loss"].detach(), prog_bar=True, batch_size=x.shape[0])
-        return {k: v.detach() for k, v in g.items()}
+        out, fake = self.batch_forwards(x, bandwidth_id, self.gan_active)
+        return x, Batch(out, bandwidth_id, fake)
+
+    def generator_losses(self, x: Tensor, out: Batch, adversarial: bool) -> dict[str, Tensor]:
+        """`generator_phase`'s named terms and their weighted sum ``"loss"``."""
+        return self.generator_phase(x, out.out.x_hat, out.out.aux_loss, out.bandwidth_id, adversarial).named()
+
+    def discriminator_losses(self, x: Tensor, out: Batch) -> dict[str, Tensor]:
+        """`discriminator_phase`'s named terms and their weighted sum ``"loss"``."""
+        return self.discriminator_phase(x, out.fake, out.bandwidth_id).named()
+
+    def step_logs(self, x: Tensor, out: Batch, g: dict[str, Tensor], d: dict[str, Tensor],
+                  adversarial: bool) -> dict[str, Tensor]:
+        """The GAN step's logs plus the codebook statistics and the learning rate(s)."""
+        logs = super().step_logs(x, out, g, d, adversarial)
+        logs.update({f"train/codebook_{k}": v.detach().float() for k, v in out.out.metrics.items()})
+        optimizer = self.optimizers()
+        optimizer = optimizer[0] if isinstance(optimizer, list) else optimizer
+        logs["train/lr"] = torch.tensor(optimizer.param_groups[0]["lr"])
+        if self.encoder_lr_scale != 1.0:
+            logs["train/lr_encoder"] = torch.tensor(optimizer.param_groups[-1]["lr"])
+        return logs
 
     def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
         from tokenforge.metrics import audio as M

@@ -211,12 +211,12 @@ def training_parity(folder: str | Path, official: bool = True) -> dict[str, Tens
     d = module.discriminator_phase(audio, fake, bandwidth_id)
     d.loss.backward()
     out["loss_discriminator"] = d.loss
-    out.update({k: d.terms[v] for k, v in (("disc_loss_mp", "d_mpd"), ("disc_loss_mrd", "d_mrd"),
-                                             ("disc_loss_dac", "d_dac")) if v in d.terms})
+    out.update({k: d.terms[v] for k, v in (("disc_loss_mp", "mpd"), ("disc_loss_mrd", "mrd"),
+                                             ("disc_loss_dac", "dac")) if v in d.terms})
     for family, short in (("mpd", "mp"), ("mrd", "mrd")):
         for side in ("real", "fake"):
-            if f"d_{family}_{side}" in d.parts:
-                out[f"disc_losses_{short}_{side}"] = d.parts[f"d_{family}_{side}"]
+            if f"{family}_{side}" in d.parts:
+                out[f"disc_losses_{short}_{side}"] = d.parts[f"{family}_{side}"]
     for family in ("mpd", "mrd", "dac"):
         out[f"grad_norm_{family}"] = _grad_norm([p for n, p in params.items() if n.startswith(f"{family}.")])
     out.update(_grads("grad_discriminator.", expected_names, params))

@@ -66,21 +66,21 @@ def main() -> None:
 
     def mel_step(out):
         with autocast():
-            loss = module.generator_losses(x, out.x_hat, out.aux_loss, bw, adversarial=False)["loss"]
+            loss = module.generator_phase(x, out.x_hat, out.aux_loss, bw, adversarial=False).loss
         gen.zero_grad()
         loss.backward()
         gen.step()
 
     def disc_step(out):
         with autocast():
-            loss = module.discriminator_losses(x, out.x_hat.detach(), bw)["loss"]
+            loss = module.discriminator_phase(x, out.x_hat.detach(), bw).loss
         disc.zero_grad()
         loss.backward()
         disc.step()
 
     def gan_step(out):
         with autocast():
-            loss = module.generator_losses(x, out.x_hat, out.aux_loss, bw, adversarial=True)["loss"]
+            loss = module.generator_phase(x, out.x_hat, out.aux_loss, bw, adversarial=True).loss
         gen.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(module.model.parameters(), 1000.0)
