@@ -4,11 +4,13 @@ overrides only its losses, forwards and parameter choices (the step is `GANModul
 
 from __future__ import annotations
 
+import math
+
 import lightning.pytorch as pl
 import pytest
 import torch
 
-from tokenforge.lr_schedulers import WarmupCosineLR
+from tokenforge.lr_schedulers import WarmupCosine, WarmupCosineLR
 from tokenforge.tokenizers.gan_module import GANModule
 from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
 
@@ -67,3 +69,13 @@ def test_dac_discriminator_in_the_optimiser_only_when_trained(official: bool) ->
     assert ({id(p) for p in module.dac.parameters()} <= held) != official
     with pytest.raises(ValueError, match="no discriminator to train"):
         WavTokenizerModule(module.model, dac_disc=module.dac, train_dac_discriminator=False)
+
+
+def test_default_schedule_is_transformers_cosine_with_warmup() -> None:
+    """The official ``get_cosine_schedule_with_warmup`` factor (then held at 0 after the run, where transformers'
+    would rise again)."""
+    f = WarmupCosine(100, warmup_from_zero=True)
+    assert f(0) == 1.0 and math.isclose(f(50), 0.5, abs_tol=1e-12) and f(100) == 0.0 and f(150) == 0.0
+    assert math.isclose(f(25), 0.5 * (1 + math.cos(math.pi / 4)))
+    warm = WarmupCosine(100, 10, warmup_from_zero=True)
+    assert warm(5) == 0.5 and warm(10) == 1.0

@@ -4,7 +4,6 @@ real speech shards writes a checkpoint that `hub.from_pretrained` restores as a 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -20,7 +19,6 @@ from tokenforge.tokenizers.wavtokenizer.discriminators import (
     MultiPeriodDiscriminator,
     MultiResolutionDiscriminator,
 )
-from tokenforge.tokenizers.wavtokenizer.losses import cosine_schedule
 from tokenforge.tokenizers.wavtokenizer.model import WavTokenizer
 from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule, judge
 from tokenforge.config_models import compose, fit_args
@@ -121,14 +119,6 @@ def test_one_stacked_pass_equals_separate_real_and_fake_calls(batch: torch.Tenso
         for a, b in zip(sum(stacked, []), sum(fmaps, [])):
             assert a.shape == b.shape and a.shape[0] == 2
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-
-
-def test_cosine_schedule_matches_formula() -> None:
-    f = cosine_schedule(100)
-    assert f(0) == 1.0 and math.isclose(f(50), 0.5, abs_tol=1e-12) and f(100) == 0.0 and f(150) == 0.0
-    assert math.isclose(f(25), 0.5 * (1 + math.cos(math.pi / 4)))
-    warm = cosine_schedule(100, 10)
-    assert warm(5) == 0.5 and warm(10) == 1.0
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ of L1 over layers and sub-discriminators (not averaged).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -65,20 +64,3 @@ def lsgan_g_loss(fake: Sequence[Tensor]) -> Tensor:
 def dac_feature_matching(real: Sequence[Sequence[Tensor]], fake: Sequence[Sequence[Tensor]]) -> Tensor:
     """DAC: sum of L1 over every layer of every sub-discriminator (real features detached)."""
     return sum(F.l1_loss(f, r.detach()) for rs, fs in zip(real, fake, strict=True) for r, f in zip(rs, fs))
-
-
-def cosine_schedule(num_training_steps: int, num_warmup_steps: int = 0):
-    """``transformers.get_cosine_schedule_with_warmup``'s factor as a picklable callable; it stays at 0 after
-    ``num_training_steps`` (transformers' would rise again)."""
-    return _Cosine(num_training_steps, num_warmup_steps)
-
-
-class _Cosine:
-    def __init__(self, total: int, warmup: int) -> None:
-        self.total, self.warmup = max(1, int(total)), int(warmup)
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return step / max(1, self.warmup)
-        progress = min(1.0, (step - self.warmup) / max(1, self.total - self.warmup))
-        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
