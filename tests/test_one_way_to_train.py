@@ -134,6 +134,22 @@ def test_autoregressive_defaults_are_llamagen_var() -> None:
     assert scheduler.factor(50) == pytest.approx(0.5)  # half-way down the cosine to 0
 
 
+def test_autoregressive_fuses_adamw_on_cuda_unless_clipping() -> None:
+    """The policy only: the optimiser is asked for ``fused=True`` on CUDA when nothing clips (no GPU needed)."""
+    asked: list[object] = []
+
+    def adamw(params: object, fused: object = None, **kwargs: object) -> torch.optim.Optimizer:
+        asked.append(fused)
+        return torch.optim.AdamW(params, **kwargs)
+
+    for clip, device in ((None, "cuda"), (1.0, "cuda"), (None, "cpu")):
+        module = tiny_module("generators", "autoregressive", "ARModule", gradient_clip_val=clip,
+                             optimizer=functools.partial(adamw, lr=1e-4, fused=None))
+        module._device = torch.device(device, 0) if device == "cuda" else torch.device(device)  # as after .to()
+        module.configure_optimizers()
+    assert asked == [True, None, None]
+
+
 def test_autoregressive_deprecated_arguments_still_set_the_recipe() -> None:
     with pytest.warns(DeprecationWarning, match="init_args"):
         module = tiny_module("generators", "autoregressive", "ARModule", lr=3e-3, weight_decay=0.1, betas=[0.8, 0.9],
@@ -154,7 +170,7 @@ def test_ecar_defaults_keep_the_head_out_of_weight_decay() -> None:
     configured = module.configure_optimizers()
     optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
     assert optimizer.defaults["lr"] == 1e-4 and optimizer.defaults["betas"] == (0.9, 0.95)
-    head = ids(module.model.head.parameters()) if hasattr(module.model, "head") else ids(module.model.diffloss.parameters())
+    head = ids((module.model.head if hasattr(module.model, "head") else module.model.diffloss).parameters())
     assert head and groups_of(optimizer) == matrices_decay(list(module.model.parameters()), 0.02, head)
     assert isinstance(scheduler, WarmupConstantLR) and scheduler.factor.warmup_steps == 0
 
