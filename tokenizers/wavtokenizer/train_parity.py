@@ -32,7 +32,7 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from tokenforge.hub import CheckpointError, load_checkpoint, load_mapped_state_dict, read_safetensors
+from tokenforge.hub import CheckpointError, load_mapped_state_dict, read_state_dict
 from tokenforge.nn.conv1d import convert_weight_norm_keys
 from tokenforge.parity import Result, register_parity
 from tokenforge.tokenizers.wavtokenizer.discriminators import (
@@ -69,14 +69,11 @@ def our_name(official: str) -> str | None:
 
 
 def read_state(folder: Path) -> dict[str, Tensor]:
-    """The whole official Lightning state dict of a fixture folder (safetensors when present)."""
-    if (folder / "state_dict.safetensors").is_file():
-        return read_safetensors(folder / "state_dict.safetensors")
-    checkpoint = load_checkpoint(folder / "model.ckpt")
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, Mapping) else None
-    if not isinstance(state, Mapping):
-        raise CheckpointError(f"{folder / 'model.ckpt'} holds no state_dict")
-    return dict(state)
+    """The whole official Lightning state dict of a fixture folder (the file the official loader reads first)."""
+    weights = next((folder / n for n in ("model.ckpt", "state_dict.safetensors") if (folder / n).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"{folder} holds no model.ckpt or state_dict.safetensors")
+    return read_state_dict(weights, nested=("state_dict",))
 
 
 def _discriminators(overrides: Mapping[str, Any]) -> tuple[MultiPeriodDiscriminator, MultiResolutionDiscriminator,
