@@ -231,3 +231,19 @@ def test_unseen_variant_other_sizes_weights_and_data(tmp_path: Path, shared_data
     lines = check(tmp_path, FIXTURE)
     assert len(lines) == len(expected) and [str(line) for line in lines if line.status != "ok"] == []
     assert expected["codes"].unique().numel() > 4  # a real assignment, not one code
+
+
+def test_usage_window_and_entropy_terms_of_the_quantizer() -> None:
+    torch.manual_seed(0)
+    vq = VectorQuantizer(16, 4, l2_normalize=True, entropy_loss_ratio=0.1, usage_window=6).train()
+    z = torch.randn(1, 4, 2, 2)
+    out = vq(z)
+    seen = out.indices.unique().numel()
+    # a fresh window is empty (-1), so only this batch's codes count (LlamaGen's zeros count code 0 as used)
+    assert out.metrics["codebook_usage"].item() == pytest.approx(seen / 16)
+    assert vq.codebook_used[:2].tolist() == [-1, -1] and "codebook_used" not in vq.state_dict()
+    terms = out.metrics["codebook_loss"] + out.metrics["commitment_loss"] + out.metrics["entropy_loss"]
+    assert torch.allclose(out.loss, terms) and out.metrics["entropy_loss"].item() != 0.0
+    before = vq.codebook_used.clone()
+    vq.eval()(z)
+    assert torch.equal(vq.codebook_used, before)  # eval calls leave the window alone
