@@ -83,7 +83,9 @@ class GANModule(TrainingModule):
         return []
 
     def generator_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
+        """Parameters of the generator optimiser: all of ``model``'s (frozen ones get no gradient, so no update;
+        keeping them keeps the optimiser's groups, and so the checkpoints of earlier runs, as they were)."""
+        return list(self.model.parameters())
 
     def training_forward(self, batch: Any) -> tuple[Tensor, Any]:
         """``(x, out)``: the batch's input and the one generator forward both phases share."""
