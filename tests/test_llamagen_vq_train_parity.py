@@ -23,6 +23,7 @@ from tokenforge.tokenizers.losses.patch import NLayerDiscriminator
 from tokenforge.tokenizers.losses.perceptual import LPIPS, VGG16_CONVS
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
 from tokenforge.tokenizers.vqgan.model import VQGAN
+from tokenforge.tokenizers.vqgan.module import VQGANModule
 from tokenforge.tokenizers.vqgan.official import to_llamagen_state
 from tokenforge.tokenizers.vqgan.train_parity import build_module
 
@@ -82,11 +83,8 @@ def test_swapped_bce_arguments_both_ways(fixture_step) -> None:
     # official: the hinge generator loss plus a constant; the fake term of D a constant log 2
     assert abs(g.item() - (expected["gen_adv_loss"].item() + constant)) < 1e-5
     assert abs(d.item() - 0.5 * 0.5 * (constant - logits_real.mean().item() + math.log(2.0))) < 1e-5
-    ours = build_module(folder, config)
-    ours.g_loss_fn, ours.d_loss_fn = module.g_loss_fn, module.d_loss_fn
-    from tokenforge.tokenizers.vqgan.module import VQGANModule
-
-    default = VQGANModule(ours.model, ours.discriminator, ours.perceptual, adversarial_loss="non_saturating")
+    fresh = build_module(folder, config)  # same networks; our default losses instead of the switch
+    default = VQGANModule(fresh.model, fresh.discriminator, fresh.perceptual, adversarial_loss="non_saturating")
     x, out = default.train().training_forward(images)
     g = default.generator_losses(x, out, True)["adversarial"]
     d = default.discriminator_losses(x, out)["loss"]
