@@ -72,7 +72,9 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
+from tokenforge.lr_schedulers import WarmupCosineLR
 from tokenforge.tokenizers.base import AutoencoderOutput
+from tokenforge.tokenizers.gan_module import GANModule
 from tokenforge.tokenizers.wavtokenizer import losses as L
 from tokenforge.tokenizers.wavtokenizer.discriminators import (
     DACDiscriminator,
@@ -80,8 +82,6 @@ from tokenforge.tokenizers.wavtokenizer.discriminators import (
     MultiResolutionDiscriminator,
 )
 from tokenforge.tokenizers.wavtokenizer.model import WavTokenizer
-from tokenforge.lr_schedulers import WarmupCosineLR
-from tokenforge.tokenizers.gan_module import GANModule
 from tokenforge.training import optimizer_with, scheduler_with
 
 #: the official optimisers: AdamW lr 2e-4, betas (0.9, 0.999), weight decay 0.01, for both networks
@@ -96,7 +96,7 @@ Judged = tuple[tuple[list[Tensor], list[Tensor]], tuple[list[list[Tensor]], list
 @dataclass
 class Phase:
     """One step's loss terms: unweighted scalars ``terms`` and their ``weights`` (the loss is the weighted sum),
-    per-sub-discriminator values ``parts`` (``g_mpd`` ``[5]``, ``d_mpd_real`` ...) and what each discriminator
+    per-sub-discriminator values ``parts`` (``g_mpd`` ``[5]``, ``mpd_real`` ...) and what each discriminator
     family saw, ``judged[name] = ((real_logits, fake_logits), (real_fmaps, fake_fmaps))``."""
 
     terms: dict[str, Tensor] = field(default_factory=dict)
@@ -151,7 +151,8 @@ def scaled_group_lrs(make: OptimizerCallable) -> OptimizerCallable:
 
 
 class WavTokenizerModule(GANModule):
-    """Trains ``model``; discriminators left as None are not used (all three by default in the configs)."""
+    """Trains ``model``; discriminators left as None are not used (all three by default in the configs). The step is
+    `GANModule`'s; this class gives its losses, forwards and parameter choices (module docstring)."""
 
     def __init__(
         self,
