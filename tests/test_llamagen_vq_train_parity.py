@@ -195,7 +195,9 @@ def _official_step(model: VQGAN, disc: NLayerDiscriminator, lpips: LPIPS, images
     return {k: v.detach().clone().float() if v.is_floating_point() else v.clone() for k, v in out.items()}
 
 
-def test_unseen_variant_other_sizes_weights_and_data(tmp_path: Path, shared_data: Path, one_thread) -> None:
+@pytest.mark.parametrize("global_step", [51, 30])  # after the GAN start, and before it (weight 0, no D update)
+def test_unseen_variant_other_sizes_weights_and_data(tmp_path: Path, shared_data: Path, global_step: int,
+                                                     one_thread) -> None:
     from test_vqgan import load_images  # tests/ is on sys.path
 
     torch.manual_seed(7)
@@ -219,11 +221,11 @@ def test_unseen_variant_other_sizes_weights_and_data(tmp_path: Path, shared_data
     (tmp_path / "config.json").write_text(json.dumps({"vq_model": {"model_args": args},
                                                       "vq_loss": {"vq_loss_args": loss_args}}))
     images = load_images(shared_data / "images", 16, ("camera.png", "coins.png", "flower.jpg"))
-    save_file({"images": images, "global_step": torch.tensor([51])}, str(tmp_path / "inputs.safetensors"))
+    save_file({"images": images, "global_step": torch.tensor([global_step])}, str(tmp_path / "inputs.safetensors"))
     lpips = LPIPS(str(tmp_path / "lpips.safetensors"))
     # in float64, as the parity function runs (float32 kinks make float32 gradients differ at random, see it)
     expected = _official_step(model.double().train(), disc.double().train(), lpips.double(), images.double(), args,
-                              loss_args, 51)
+                              loss_args, global_step)
     save_file({k: v.contiguous() for k, v in expected.items()}, str(tmp_path / "outputs.safetensors"))
 
     lines = check(tmp_path, FIXTURE)
