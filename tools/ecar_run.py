@@ -105,8 +105,8 @@ def main() -> int:
     common = [*trainer, "--data.init_args.train", str(work / "latents"), "--data.init_args.val", str(work / "latents"),
               "--trainer.max_steps", str(args.gen_steps),
               "--trainer.max_time", f"00:00:{args.gen_minutes:02d}:00", "--data.init_args.batch_size", "64",
-              "--data.init_args.epoch_samples", "6400", "--model.init_args.lr", "5e-4",
-              "--model.init_args.ema_decay", "0.995", "--model.init_args.warmup_steps", "100",
+              "--data.init_args.epoch_samples", "6400", "--model.init_args.optimizer.init_args.lr", "5e-4",
+              "--model.init_args.ema_decay", "0.995", "--model.init_args.lr_scheduler.init_args.warmup_steps", "100",
               "--trainer.check_val_every_n_epoch", "1"]
     size = ["--model.init_args.model.init_args.dim", str(args.dim), "--model.init_args.model.init_args.depth",
             str(args.depth), "--model.init_args.model.init_args.num_heads", str(max(1, args.dim // 64)),

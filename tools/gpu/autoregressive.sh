@@ -29,7 +29,8 @@ if want train; then
 fit_on_face_tokens configs/generators/autoregressive/tiny.yaml 1200 \
   --model.init_args.model.init_args.dim 192 --model.init_args.model.init_args.depth 4 \
   --model.init_args.model.init_args.num_heads 4 \
-  --model.init_args.lr 1e-3 --model.init_args.ema_decay 0.99 --model.init_args.warmup_steps 100
+  --model.init_args.optimizer.init_args.lr 1e-3 --model.init_args.ema_decay 0.99 \
+  --model.init_args.lr_scheduler.init_args.warmup_steps 100
 timeout 90 python -m tokenforge generate --generator "$CKPT" --tokenizer "$TOKENS/vqgan" --n 16 --classes 0 1 \
   --cfg 2.0 --top-k 64 --seed 0 --out "$OUT/samples" --no-progress 2>&1 | tail -3
 rm -f "$(dirname "$CKPT")"/*.ckpt  # keep the curve and samples, not the weights

@@ -28,7 +28,8 @@ if want train; then
 fit_on_face_tokens configs/generators/enat/tiny.yaml 3000 \
   --model.init_args.model.init_args.hidden_size 256 --model.init_args.model.init_args.enc_depth 6 \
   --model.init_args.model.init_args.num_heads 8 \
-  --model.init_args.lr 1e-3 --model.init_args.ema_decay 0.99 --model.init_args.warmup_steps 100
+  --model.init_args.optimizer.init_args.lr 1e-3 --model.init_args.ema_decay 0.99 \
+  --model.init_args.lr_scheduler.init_args.warmup_steps 100
 for MODE in "" "--no-reuse"; do
   timeout 60 python -m tokenforge generate --generator "$CKPT" --tokenizer "$TOKENS/vqgan" --n 16 \
     --classes 0 1 --cfg 2.5 --steps 8 --seed 0 $MODE --out "$OUT/samples${MODE}" --no-progress 2>&1 | tail -3

@@ -12,7 +12,7 @@
 #                                                                                                   (~7 min)
 # ENC_LR_SCALE overrides model.encoder_lr_scale (config 1 = paper; 0.04 was the fix before the encoder init).
 # GAN_RAMP overrides model.gan_ramp_steps (config 1000; 0 = the paper's full GAN weights at once) as the control.
-# DISC_LR overrides model.disc_learning_rate (config 5e-5, paper 2e-4); BATCH the batch size (16).
+# DISC_LR overrides the discriminators' lr (model.disc_optimizer; config 5e-5, paper 2e-4); BATCH the batch size (16).
 # ACCEL=cpu runs on CPU; QUICK=1 shrinks the train phase (batch 2, 0.5 s crops, ~1 min) for a smoke run:
 #   QUICK=1 ACCEL=cpu PHASES="train" OUT=/tmp/wt_smoke bash tools/gpu/wavtokenizer.sh
 # Run from the repo root; the lead copies ../shared/data and ../shared/fixtures to .device/.
@@ -72,7 +72,7 @@ CMD=(python -m tokenforge fit --config configs/tokenizers/wavtokenizer/base.yaml
   --trainer.callbacks.max_clips "$CLIPS" --trainer.callbacks.seconds "$CLIP_SECONDS")
 [ -n "$MEL_STEPS" ] && CMD+=(--model.init_args.pretrain_mel_steps "$MEL_STEPS")
 [ -n "$GAN_RAMP" ] && CMD+=(--model.init_args.gan_ramp_steps "$GAN_RAMP")
-[ -n "$DISC_LR" ] && CMD+=(--model.init_args.disc_learning_rate "$DISC_LR")
+[ -n "$DISC_LR" ] && CMD+=(--model.init_args.disc_optimizer.init_args.lr "$DISC_LR")
 [ -n "$ENC_LR_SCALE" ] && CMD+=(--model.init_args.encoder_lr_scale "$ENC_LR_SCALE")  # 1 = the paper's single lr
 echo "${CMD[*]}" > "$OUT/command.txt"
 IFS=: read -r _ hh mm ss <<< "$MAX_TIME"
