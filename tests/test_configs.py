@@ -171,3 +171,15 @@ def test_merge_follows_jsonargparse() -> None:
     # top-level sections merge key by key; plain values inside them are replaced
     assert merge({"max_steps": 5, "plugins": {"a": 1}}, {"plugins": {"b": 2}}, section=True) == {
         "max_steps": 5, "plugins": {"b": 2}}
+
+
+DEPRECATED = {"lr", "betas", "weight_decay", "warmup_steps", "schedule", "min_lr_ratio", "learning_rate",
+              "disc_learning_rate", "num_warmup_steps", "num_training_steps"}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS, ids=name)
+def test_optimisation_is_given_as_optimizer_and_lr_scheduler_blocks(overlay: Path) -> None:
+    """The one way to train: optimiser and schedule are YAML callables, not the modules' deprecated arguments."""
+    args = compose(overlay)["model"].get("init_args", {})
+    assert not DEPRECATED & set(args), f"{name(overlay)}: {sorted(DEPRECATED & set(args))} -> optimizer/lr_scheduler"
+    assert args["optimizer"]["class_path"].startswith("torch.optim."), name(overlay)
