@@ -183,3 +183,15 @@ def test_optimisation_is_given_as_optimizer_and_lr_scheduler_blocks(overlay: Pat
     args = compose(overlay)["model"].get("init_args", {})
     assert not DEPRECATED & set(args), f"{name(overlay)}: {sorted(DEPRECATED & set(args))} -> optimizer/lr_scheduler"
     assert args["optimizer"]["class_path"].startswith("torch.optim."), name(overlay)
+
+
+def test_fit_refuses_an_overlay_without_its_base(capsys) -> None:
+    from tokenforge import cli
+
+    overlay = REPO / "configs/tokenizers/vqgan/tiny.yaml"
+    assert cli.main(["fit", "--config", str(overlay), "--trainer.max_steps", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--config {overlay.parent / 'base.yaml'} --config {overlay}" in err[0], err
+    # with the base first it parses (print_config stops before any training)
+    with pytest.raises(SystemExit):
+        cli.dispatch("fit", [*fit_args(overlay), "--print_config"])

@@ -168,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 def dispatch(command: str, rest: list[str]) -> int:
     """Run ``command`` with its arguments; exceptions go to `main`."""
     if command in LIGHTNING_COMMANDS:
+        from tokenforge.config_models import check_bases
+
+        check_bases(rest)  # a size overlay needs its method's base.yaml before it
         lightning_cli(args=[command, *rest])
         return 0
     commands = SUBCOMMANDS

@@ -143,3 +143,17 @@ def size_config(area: str, method: str, size: str) -> Path:
 def data_args(paths: Paths) -> dict[str, Any]:
     """The data module's init args of a config (crop sizes, points per shape, ...), for benches."""
     return dict((compose(paths).get("data") or {}).get("init_args") or {})
+
+
+def check_bases(argv: list[str]) -> None:
+    """Refuse, in one line, a size overlay given to `tokenforge fit` without its method's base.yaml before it
+    (LightningCLI would otherwise report the first option the missing base leaves unknown)."""
+    given = [Path(argv[i + 1]) for i, arg in enumerate(argv[:-1]) if arg == "--config"]
+    given += [Path(arg.split("=", 1)[1]) for arg in argv if arg.startswith("--config=")]
+    for index, path in enumerate(given):
+        base = path.with_name(BASE)
+        if path.name == BASE or not base.is_file() or path.parent.parent.parent.name != CONFIGS.name:
+            continue
+        if not any(p.resolve() == base.resolve() for p in given[:index]):
+            raise UsageError(f"{path} is a size overlay of {base}: give the base first, "
+                             f"--config {base} --config {path}")
