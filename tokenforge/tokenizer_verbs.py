@@ -415,8 +415,8 @@ def reconstruct_files(handler: type, model: Any, method: Method | None, files: l
         grid(args.out, pairs)
     keys = sorted({k for entry in report["files"].values() for k, v in entry.items()
                    if isinstance(v, float) and k != "tokens"})
-    scored = [e for e in report["files"].values() if "empty" not in e]
-    report["mean"] = {k: round(sum(e[k] for e in scored) / len(scored), 4) for k in keys}
+    report["mean"] = {k: round(sum(v) / len(v), 4) for k in keys  # over the files that have the metric
+                      for v in [[e[k] for e in report["files"].values() if isinstance(e.get(k), float)]]}
     (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"out": str(args.out), "files": len(report["files"]), "skipped": len(skipped),
                       **report["mean"]}))
