@@ -226,7 +226,8 @@ def build_parser(verb: str, method: Method | None) -> tuple[argparse.ArgumentPar
     audio = parser.add_argument_group("audio")
     audio.add_argument("--chunk-seconds", type=float, default=30.0, help="chunk length; 0 = whole file (30)")
     audio.add_argument("--context-seconds", type=float, default=1.0, help="context on each side of a chunk (1)")
-    audio.add_argument("--no-metrics", action="store_true", help="reconstruct: skip PESQ/STOI/distances")
+    if verb == "reconstruct":
+        audio.add_argument("--no-metrics", action="store_true", help="skip PESQ/STOI/distances")
     mesh = parser.add_argument_group("meshes")
     mesh.add_argument("--points", type=int, default=4096, help="surface points fed to the encoder (4096)")
     mesh.add_argument("--resolution", type=int, default=128, help="marching-cubes grid, cells per axis (128)")
