@@ -20,13 +20,13 @@ Tokenizers (raw shards of the tokenizer's modality, decoded without augmentation
 Bytes per item: discrete ids packed at ceil(log2 vocab) bits; a tokenizer with only continuous latents is
 counted at 16 bits per latent value (float16, as token shards store them).
 
-Generators (token shards, ``ids``/``latents``): GPT: teacher-forced next-token cross-entropy; VAR: its
-next-scale cross-entropy (the quantizer comes from the tokenizer named in the token manifest, or
-``tokenizer=``); ENAT: masked-token cross-entropy at a fixed mask ratio (``mask_ratio``, default 0.8 as its
-validation) with a mask seeded per batch (``seed + batch index``) — an estimate of the masked-token NLL,
-not a sequence likelihood; E-CAR / MAR / DiT: their training (diffusion / flow) loss with the RNG seeded per
-batch, reported as ``loss`` because it is no likelihood. NLL is reported as nats/token and bits/token,
-averaged over all tokens. FID of generated samples needs ``fid_weights`` and ``reference`` (raw image shards);
+Generators (token shards, ``ids``/``latents``): every generator scores itself with one method,
+``nll(batch, seed=...) -> (summed loss, count)`` (`tokenforge.generators.base.HeldOutLoss`; the seed is ``seed +
+batch index``, so stochastic estimates repeat), and says how: ``nll_metric`` (``nll_nats_per_token``, or ``loss``
+for a continuous generator's training loss, which is no likelihood), ``nll_options`` (e.g. a mask ratio),
+``nll_protocol`` and ``nll_note``. A generator that ``needs_tokenizer`` (its quantizer feeds the next scale) gets
+the one named in the token manifest, or ``tokenizer=``. NLL is reported as nats/token and bits/token, averaged
+over all tokens. FID of generated samples needs ``fid_weights`` and ``reference`` (raw image shards);
 otherwise it is ``"skipped: ..."``.
 """
 
