@@ -29,7 +29,7 @@ from tokenforge.generators.autoregressive.var import VAR
 from tokenforge.hub import (CheckpointError, count_indexed, load_mapped_state_dict, read_config_file, read_state_dict,
                             register_official, without_trust_keys)
 from tokenforge.nn.mlp import swiglu_hidden_dim
-from tokenforge.parity import Result, register_parity
+from tokenforge.parity import Result, load_inputs, register_parity
 
 # LlamaGen GPT_models: width -> heads
 LLAMAGEN_HEADS = {768: 12, 1024: 16, 1280: 20, 1536: 24, 2560: 40, 2048: 32, 3200: 32, 4096: 32}
@@ -128,7 +128,7 @@ def llamagen_parity(folder: Path) -> dict[str, Result]:
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     model = load_llamagen(folder)
-    inp = load_file(str(folder / "inputs.safetensors"))
+    inp = load_inputs(folder)
     tokens, labels, null = inp["tokens"], inp["class_labels"], inp["null_labels"]
     cond_logits = model(tokens, labels)
     uncond = model(tokens, null)
@@ -193,7 +193,7 @@ def var_transformer_parity(folder: Path) -> dict[str, Result]:
 
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
-    inp, out = load_file(str(folder / "inputs.safetensors")), load_file(str(folder / "outputs.safetensors"))
+    inp, out = load_inputs(folder), load_file(str(folder / "outputs.safetensors"))
     model = load_var(folder)
     x, labels = out["var_input_BLCv"], inp["labels"]
     results = {"var_logits_cond": Result(model(labels, x), 1e-4),

@@ -23,7 +23,7 @@ from tokenforge.generators.enat.model import ENAT
 from tokenforge.generators.enat.sampler import enat_generate
 from tokenforge.hub import (CheckpointError, load_mapped_state_dict, read_config_file, read_state_dict,
                             register_official, without_trust_keys)
-from tokenforge.parity import Result, register_parity
+from tokenforge.parity import Result, load_inputs, register_parity
 
 ENAT_L = {"num_heads": 16, "enc_dec": [22, 2]}
 FLOAT_TOL = 1e-4
@@ -86,7 +86,7 @@ def enat_parity(folder: Path) -> dict[str, Result]:
 
     folder = Path(folder)
     cfg = json.loads((folder / "config.json").read_text())
-    inp = load_file(str(folder / "inputs.safetensors"))
+    inp = load_inputs(folder)
     model = load_enat(folder)
     out: dict[str, Result] = {}
     s1 = model(inp["ids_step1"], inp["labels"])

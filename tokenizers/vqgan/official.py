@@ -27,7 +27,7 @@ from torch import Tensor
 from tokenforge.hub import (CheckpointError, count_indexed, load_mapped_state_dict, read_config_file,
                             read_state_dict, register_official, without_trust_keys)
 from tokenforge.nn.conv2d import split_fused_qkv
-from tokenforge.parity import Result
+from tokenforge.parity import Result, load_inputs
 from tokenforge.tokenizers.quantizers.var_release import (FLOAT_TOL, VAR_RELEASE_VQVAE, WEIGHTS_FILE,
                                                           quantizer_from_config, read_state)
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
@@ -194,10 +194,8 @@ def var_vqvae_parity(folder: Path) -> dict[str, Result]:
     The quantizer outputs come from `tokenforge.tokenizers.quantizers.official_var.var_msrq_parity`; merge both
     dicts to cover the fixture's encoder/quantizer/decoder outputs.
     """
-    from safetensors.torch import load_file
-
     model = load_var_vqvae(Path(folder))
-    img = load_file(str(Path(folder) / "inputs.safetensors"))["img"]
+    img = load_inputs(Path(folder))["img"]
     f = model.features(img)
     tokens = model.encode(img)
     fhat = model.quantizer.decode(tokens.ids)

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from tokenforge.hub import (CheckpointError, load_mapped_state_dict, read_config_file, read_state_dict,
                             register_official, without_trust_keys)
 from tokenforge.nn.conv1d import convert_weight_norm_keys
-from tokenforge.parity import Result, register_parity
+from tokenforge.parity import Result, load_inputs, register_parity
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
 from tokenforge.tokenizers.wavtokenizer.model import WavTokenizer
 from tokenforge.tokenizers.wavtokenizer.seanet import SEANetDecoder, SEANetEncoder
@@ -171,7 +171,7 @@ def wavtokenizer_parity(folder: Path) -> dict[str, Result]:
     """Recompute the fixture's outputs from its audio and bandwidth id through the official call path."""
     folder = Path(folder)
     model = load_official(folder)
-    inputs = load_file(str(folder / "inputs.safetensors"))
+    inputs = load_inputs(folder)
     audio, bandwidth_id = inputs["audio"], inputs.get("bandwidth_id", torch.tensor([0]))
     features, codes = model.encode_infer(audio, bandwidth_id)
     from_codes = model.codes_to_features(codes)
