@@ -251,3 +251,30 @@ def test_data_stage_accepts_rejected_files_and_shows_the_count(tmp_path: Path, c
     captured = capsys.readouterr()
     assert "skipped: " in captured.err and "broken.flac" in captured.err
     assert any(line.startswith("[demo] data/speech") and '"rejected": 1' in line for line in captured.out.splitlines())
+
+
+def plugin_part():
+    """A demo part as a method package outside tokenforge would declare it (`Method.demo`)."""
+    from tokenforge.demo_stages import DemoPart
+
+    return DemoPart("plugged", "image", "tokenizers/vqgan", ("speech",),
+                    (("plugged/fit", lambda run: {"steps": run.steps["plugged"]}, ("data/speech",)),),
+                    {"default": 7, "long": 9}, claim=(("plugged/claim", lambda run: {}, ()),))
+
+
+def test_a_method_plugs_its_part_into_the_demo(monkeypatch) -> None:
+    """The plan, the step table and --methods come from the registry: a new method's part joins without a core
+    edit, selected by its part name or its method's name."""
+    import tokenforge.demo as demo
+    from tokenforge.methods import Method
+
+    methods = {**demo.registry(), "plugin": Method("plugin", "tokenizer", "image", "grid", "plugin_package",
+                                                   aliases=("plug",), demo=f"{__name__}:plugin_part")}
+    monkeypatch.setattr(demo, "registry", lambda: methods)
+    demo._declared.cache_clear()
+    try:
+        assert demo.part_name("plug") == demo.part_name("plugin") == "plugged"
+        assert demo.steps_table("default")["plugged"] == 7
+        assert [name for name, _, _ in demo.plan(["plugged"])] == ["data/speech", "plugged/fit", "plugged/claim"]
+    finally:
+        demo._declared.cache_clear()
