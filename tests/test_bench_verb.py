@@ -46,7 +46,7 @@ def test_bench_model_checkpoint_measures_its_weights(tmp_path: Path, capsys) -> 
     folder = hub.save_pretrained(model, tmp_path / "vat_small_dim")
     assert cli.main(["bench", "--model", str(folder), "--points", "64", *QUICK]) == 0
     measured = rows(capsys.readouterr().out)
-    assert measured and all(r["size"] == "vat_small_dim" for r in measured)
+    assert measured and all(r["size"] == "vat_small_dim" for r in measured)  # the folder's name
     params = round(sum(p.numel() for p in model.parameters()) / 1e6, 1)
     assert all(float(r["params_m"]) == params for r in measured) and measured[0]["points"] == "64"
 

@@ -84,3 +84,8 @@ def bench_model(model: str | Path, overrides: dict[str, Any] | None = None) -> t
     from tokenforge.model_arg import load_model
 
     return load_model(str(model))
+
+
+def bench_label(model: str | Path) -> str:
+    """How a bench names ``--model`` in its rows: a config's size (``tiny``), a checkpoint's or folder's name."""
+    return Path(model).stem if is_config(model) else Path(model).name

@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
-from tokenforge.benchmarking import bench_model, timed
+from tokenforge.benchmarking import bench_label, bench_model, is_config, timed
 from tokenforge.config_models import size_config
 from tokenforge.errors import UsageError
 from tokenforge.generators.autoregressive.gpt import GPT
@@ -129,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table([]), flush=True)
     torch.manual_seed(0)
     base = build(size, args.model).to(device).eval()
-    if not args.model or Path(args.model).suffix in (".yaml", ".yml"):  # random weights
+    if not args.model or is_config(args.model):  # random weights
         torch.nn.init.normal_(base.output.weight, std=0.02)  # a zero head would make every sample token 0
-    label = f"GPT-{size}" if not args.model else Path(args.model).stem
+    label = f"GPT-{size}" if not args.model else bench_label(args.model)
     for dtype_name in args.dtype:
         model = base.to(torch.bfloat16 if dtype_name == "bf16" else torch.float32)
         rows += sampling_rows(model, device, args, f"{dtype_name} weights")

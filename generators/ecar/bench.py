@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tokenforge.benchmarking import bench_model, timed
+from tokenforge.benchmarking import bench_label, bench_model, timed
 from tokenforge.config_models import size_config
 from tokenforge.errors import UsageError
 from tokenforge.generators.ecar.dit import FlowDiT
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
     ecar, dit = (m.to(device).eval() for m in build(size, args.dit_patch, args.model))
-    size = Path(args.model).stem if args.model else size
+    size = bench_label(args.model) if args.model else size
     runs = {
         "ecar": lambda labels: ecar.sample_latents(labels, steps=args.ecar_steps, cfg=args.cfg),
         "dit": lambda labels: dit.sample_latents(labels, steps=args.dit_steps, cfg=args.cfg),

@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from tokenforge.benchmarking import bench_model, timed
+from tokenforge.benchmarking import bench_label, bench_model, timed
 from tokenforge.config_models import size_config
 from tokenforge.errors import UsageError
 from tokenforge.generators.enat.model import ENAT
@@ -105,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             for blk in model.blocks:
                 blk.compile()
         rows += rows_for(model, device, args, dtype)
-    label = Path(args.model).stem if args.model else f"ENAT-{args.size}"
+    label = bench_label(args.model) if args.model else f"ENAT-{args.size}"
     params = sum(p.numel() for p in model.parameters()) / 1e6
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{label} ({params:.1f} M params), {args.steps} steps, CFG {args.cfg}, on {where}\n")

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from tokenforge.benchmarking import is_config, timed
+from tokenforge.benchmarking import bench_label, is_config, timed
 from tokenforge.config_models import compose, size_config
 from tokenforge.errors import UsageError
 from tokenforge.generators.linfusion.bench_table import Row, blocked, merge, predict_seconds, render
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         for dtype_name in args.dtype:
             unet = build_unet(args.size, getattr(torch, dtype_name), device, args.channels_last, args.ff_chunk_size,
                               args.model, args.base)
-            print(f"teacher UNet {Path(args.model).stem if args.model else args.size} "
+            print(f"teacher UNet {bench_label(args.model) if args.model else args.size} "
                   f"({sum(p.numel() for p in unet.parameters()) / 1e6:.1f} M params), {dtype_name}", flush=True)
             for attention in args.attention:
                 run_series(unet, attention, dtype_name, args, device, rows)
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
-                "size": Path(args.model).stem if args.model else args.size, "torch": torch.__version__}
+                "size": bench_label(args.model) if args.model else args.size, "torch": torch.__version__}
         clean = [{k: (None if isinstance(v, float) and v != v else v) for k, v in r.items()} for r in rows]  # NaN
         path.write_text(json.dumps({**info, "rows": clean}, indent=2) + "\n")
     return 0

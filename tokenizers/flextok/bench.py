@@ -24,12 +24,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from tokenforge.benchmarking import bench_model, is_config, median_seconds
+from tokenforge.benchmarking import bench_label, bench_model, is_config, median_seconds
 from tokenforge.config_models import data_args, size_config
 from tokenforge.errors import UsageError
 from tokenforge.tokenizers.flextok.model import FlexTok
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # honest fp32 rows
     model, image = build(args.size, args.model)
     model, image = model.to(device).eval(), args.image or image
-    label = Path(args.model).stem if args.model else args.size
+    label = bench_label(args.model) if args.model else args.size
     model.encoder.attention = args.attention
     attention = model.encoder.backend(device)
     ks = [min(k, model.num_registers) for k in args.ks]

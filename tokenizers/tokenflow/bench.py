@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from tokenforge.benchmarking import bench_model, median_seconds
+from tokenforge.benchmarking import bench_label, bench_model, median_seconds
 from tokenforge.config_models import size_config
 from tokenforge.errors import UsageError
 
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     batch = args.batch or (32 if device.type == "cuda" else 2)
     torch.manual_seed(0)
     model = build(variant, args.model).to(device).eval()
-    variant = Path(args.model).stem if args.model else variant
+    variant = bench_label(args.model) if args.model else variant
     rows = []
     for name in args.dtypes:
         dtype = torch.bfloat16 if name == "bf16" else torch.float32

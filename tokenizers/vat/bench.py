@@ -21,13 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from tokenforge.benchmarking import bench_model, is_config, median_seconds
+from tokenforge.benchmarking import bench_label, bench_model, is_config, median_seconds
 from tokenforge.config_models import data_args, size_config
 from tokenforge.errors import UsageError
 from tokenforge.tokenizers.vat.extract import logit_grids, marching_cubes
@@ -40,7 +39,7 @@ DEFAULT_POINTS = 8192  # surface points per shape when --model is a checkpoint a
 def load(args: argparse.Namespace) -> tuple[VAT, int, str]:
     """(model, surface points per shape, label): a size's config or ``--model`` (config or checkpoint)."""
     if args.model:
-        model, label = bench_model(args.model), Path(args.model).stem
+        model, label = bench_model(args.model), bench_label(args.model)
         points = data_args(args.model).get("num_points") if is_config(args.model) else None
     else:
         config = size_config("tokenizers", "vat", args.size)

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from tokenforge.benchmarking import bench_model, median_seconds
+from tokenforge.benchmarking import bench_label, bench_model, median_seconds
 from tokenforge.config_models import size_config
 from tokenforge.errors import UsageError
 
@@ -111,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # honest fp32 rows
     model = build(args.variant, args.model).to(device).eval()
-    label = Path(args.model).stem if args.model else args.variant
+    label = bench_label(args.model) if args.model else args.variant
     if args.fuse:
         model.fuse_weight_norm()
     params = sum(p.numel() for p in model.parameters()) / 1e6
