@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 from torch.utils.data import DataLoader
 
 from tokenforge import hub
-from tokenforge.config_models import compose
 
 pytestmark = pytest.mark.gpu
 
@@ -94,11 +93,10 @@ def test_compiled_fast_paths_match_eager(fixture: Path, shared_data: Path) -> No
 
 
 def test_bf16_mixed_training_steps(shared_data: Path) -> None:
-    from tokenforge.config import build
+    from tokenforge.config_models import build_training_module
     from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
 
-    cfg = compose(Path(__file__).resolve().parents[1] / "configs/tokenizers/wavtokenizer/tiny.yaml")
-    module = build(cfg["model"])
+    module = build_training_module(Path(__file__).resolve().parents[1] / "configs/tokenizers/wavtokenizer/tiny.yaml")
     assert isinstance(module, WavTokenizerModule)
     x = speech(shared_data, n=4, seconds=0.5)
     trainer = pl.Trainer(accelerator="gpu", devices=1, precision="bf16-mixed", max_steps=8, logger=False,

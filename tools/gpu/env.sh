@@ -11,6 +11,18 @@ PYTHONPATH=/tmp/site python3 -c "import soundfile" 2>/dev/null \
   || echo "soundfile not importable: carry the cffi and pycparser wheels in .whl/ (audio I/O will fail)"
 fi
 export TF_ENV_READY=1
+# the method registry reads the `tokenforge.methods` entry points from installed metadata: without `pip install`,
+# give /tmp/site a minimal dist-info carrying pyproject.toml's entry points
+python3 - <<'PY'
+import pathlib, tomllib
+project = tomllib.loads(pathlib.Path("pyproject.toml").read_text())["project"]
+info = pathlib.Path("/tmp/site/tokenforge-0.0.0+gpu.dist-info")
+info.mkdir(parents=True, exist_ok=True)
+(info / "METADATA").write_text("Metadata-Version: 2.1\nName: tokenforge\nVersion: 0.0.0+gpu\n")
+lines = [f"[{group}]" + "".join(f"\n{k} = {v}" for k, v in points.items())
+         for group, points in project.get("entry-points", {}).items()]
+(info / "entry_points.txt").write_text("\n\n".join(lines) + "\n")
+PY
 ns=/tmp/tokenforge-ns/tokenforge
 mkdir -p "$ns"
 for portion in tokenizers generators data; do ln -sfn "$PWD/$portion" "$ns/$portion"; done
