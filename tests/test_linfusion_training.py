@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader
 from tokenforge import hub
 from tokenforge.generators.linfusion import LinFusion
 from tokenforge.generators.linfusion.module import LinFusionDistillModule
-from tokenforge.config_models import compose, fit_args
+from tokenforge.config_models import build_training_module, fit_args
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = compose(REPO / "configs/generators/linfusion/tiny.yaml")["model"]["init_args"]
+TINY_CONFIG = REPO / "configs/generators/linfusion/tiny.yaml"
 CAPTIONS = ["an astronaut", "a cat", "a cup of coffee", "a motorcycle"]
 
 
@@ -41,7 +41,7 @@ def train(module: LinFusionDistillModule, batch: dict, steps: int) -> None:
 
 @pytest.mark.learning
 def test_distillation_losses_fall_and_only_linfusion_trains(batch: dict) -> None:
-    module = LinFusionDistillModule(**TINY)
+    module = build_training_module(TINY_CONFIG)
     frozen = {k: v.clone() for k, v in module.parts.unet.state_dict().items() if ".attn1." not in k}
     teacher = {k: v.clone() for k, v in module.teacher.state_dict().items()}
     assert all(p.requires_grad for p in module.model.parameters())
@@ -61,7 +61,7 @@ def test_distillation_losses_fall_and_only_linfusion_trains(batch: dict) -> None
 
 @pytest.mark.learning
 def test_pure_distillation_brings_the_student_to_the_teacher(batch: dict) -> None:
-    module = LinFusionDistillModule(**{**TINY, "loss_weights": {"loss_noise": 0.0}})
+    module = build_training_module(TINY_CONFIG, {"loss_weights": {"loss_noise": 0.0}})
     before = fixed_losses(module, batch)
     train(module, batch, 25)
     after = fixed_losses(module, batch)

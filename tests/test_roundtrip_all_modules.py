@@ -68,7 +68,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "AdaLayerNorm": {"num_embeddings": 2, "dim": 8},
     "LayerNorm": {"dim": 8, "affine": True},
     "RMSNorm": {"dim": 8},
-    "AdaLNBlock": {"dim": 16, "num_heads": 2, "order": "flextok", "adaln_groups": 2, "mlp": "swiglu"},
+    "AdaLNBlock": {"dim": 16, "num_heads": 2, "order": "gates_shift_scale", "adaln_groups": 2, "mlp": "swiglu"},
     "Block": {"dim": 16, "num_heads": 2, "attn_options": {"qkv": "separate", "qk_norm": "layernorm"}},
     "Transformer": {"dim": 16, "depth": 2, "num_heads": 2, "final_norm": "rmsnorm"},
     # tokenforge.tokenizers.wavtokenizer

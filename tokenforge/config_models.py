@@ -114,11 +114,15 @@ def _instantiate(key: str, base_class: type, spec: Any) -> Any:
     return getattr(parser.instantiate_classes(parser.parse_object({key: spec})), key)
 
 
-def build_training_module(paths: Paths) -> Any:
-    """The config's LightningModule, instantiated as `tokenforge fit` would (no trainer, no training)."""
+def build_training_module(paths: Paths, overrides: Mapping[str, Any] | None = None) -> Any:
+    """The config's LightningModule, instantiated as `tokenforge fit` would (no trainer, no training), with
+    ``overrides`` merged into its init args (as a later ``--config`` would)."""
     from lightning.pytorch import LightningModule
 
-    return _instantiate("model", LightningModule, compose(paths)["model"])
+    spec = compose(paths)["model"]
+    if overrides:
+        spec = merge(spec, {"init_args": dict(overrides)})
+    return _instantiate("model", LightningModule, spec)
 
 
 def build_datamodule(paths: Paths) -> Any:

@@ -222,8 +222,9 @@ class WavTokenizerModule(GANModule):
 
     def generator_parameters(self) -> list[Any]:
         """One group (the paper; old checkpoints resume), or the encoder in a second group whose lr is scaled by
-        ``encoder_lr_scale``."""
-        params = super().generator_parameters()
+        ``encoder_lr_scale``. Trainable parameters only, as this module always had, so the optimiser states of
+        earlier checkpoints keep their size."""
+        params = [p for p in super().generator_parameters() if p.requires_grad]
         if self.encoder_lr_scale == 1.0:
             return params
         encoder = {id(p) for p in self.model.encoder.parameters()}
