@@ -42,6 +42,22 @@ def median_seconds(fn: Callable[[], Any], device: torch.device | str, warmup: in
     return statistics.median(times)
 
 
+def first_and_median(fn: Callable[[], Any], device: torch.device | str, warmup: int = 2,
+                     repeats: int = 5) -> dict[str, float]:
+    """``{"seconds": median, "first_call_s": the first call (compilation included)}`` of ``fn``, plus
+    ``"peak_mem_gib"`` (peak allocated over all the calls) on CUDA."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    first = time.perf_counter()
+    fn()
+    synchronize(device)
+    row = {"first_call_s": time.perf_counter() - first, "seconds": median_seconds(fn, device, warmup, repeats)}
+    if device.type == "cuda":
+        row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    return row
+
+
 def timed(fn: Callable[[], Any], device: torch.device | str, warmup: int = 2, repeats: int = 5) -> tuple[float, float]:
     """(median seconds, peak GiB allocated during the timed calls; NaN off CUDA)."""
     device = torch.device(device)

@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 import torch
 
-from tokenforge.benchmarking import bench_label, bench_model, is_config, median_seconds
+from tokenforge.benchmarking import bench_label, bench_model, first_and_median, is_config
 from tokenforge.config_models import data_args, size_config
 from tokenforge.errors import UsageError
 from tokenforge.tokenizers.flextok.model import FlexTok
@@ -55,17 +54,11 @@ def measure(model: FlexTok, batch: int, image: int, device: torch.device, bf16: 
     rows = []
 
     def run(name: str, fn, **extra: Any) -> None:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         with ctx():
-            first = time.perf_counter()
-            fn()
-            first = time.perf_counter() - first
-            seconds = median_seconds(fn, device, warmup, repeats)
+            timing = first_and_median(fn, device, warmup, repeats)
         row = {"workload": name, "dtype": "bf16" if bf16 else "fp32", "batch": batch, **extra,
-               "images_per_s": round(batch / seconds, 2), "first_call_s": round(first, 2)}
-        if device.type == "cuda":
-            row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+               "images_per_s": round(batch / timing.pop("seconds"), 2),
+               "first_call_s": round(timing.pop("first_call_s"), 2), **timing}
         rows.append(row)
         if report is not None:  # print as we go: a long table cut by a timeout still says something
             report(row)

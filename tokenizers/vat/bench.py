@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tokenforge.benchmarking import bench_label, bench_model, is_config, median_seconds
+from tokenforge.benchmarking import bench_label, bench_model, first_and_median, is_config
 from tokenforge.config_models import data_args, size_config
 from tokenforge.errors import UsageError
 from tokenforge.tokenizers.vat.extract import logit_grids, marching_cubes
@@ -66,17 +66,10 @@ def measure(model: VAT, batch: int, points: int, resolutions: list[int], device:
     rows = []
 
     def run(fn) -> dict[str, Any]:
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
         with ctx():
-            first = time.perf_counter()
-            fn()
-            first = time.perf_counter() - first
-            seconds = median_seconds(fn, device, warmup, repeats)
-        row = {"seconds": round(seconds, 4), "first_call_s": round(first, 3)}
-        if device.type == "cuda":
-            row["peak_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-        return row
+            timing = first_and_median(fn, device, warmup, repeats)
+        return {"seconds": round(timing.pop("seconds"), 4), "first_call_s": round(timing.pop("first_call_s"), 3),
+                **timing}
 
     row = run(lambda: model.encode(x))
     rows.append({"workload": "encode", "dtype": dtype, "batch": batch, "points": points,
