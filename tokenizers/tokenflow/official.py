@@ -216,25 +216,3 @@ def parity(folder: Path) -> dict[str, Result]:
 register_official("tokenflow", load_tokenflow)
 register_parity("tokenflow", parity)
 register_parity("tokenflow_siglip", parity)
-
-
-# ----------------------------------------------------------------------------- released architectures
-
-
-def release_model(name: str) -> TokenFlow:
-    """Randomly initialised `TokenFlow` with a released file's architecture (benchmarks, configs).
-
-    ``clipb_256``: tokenflow_clipb_32k_enhanced.pt as used by the t2i model (CLIP-B/16 trained at 224, run at 256
-    with 9 scales, enhanced decoder); ``clipb_224``: same weights at 224 (8 scales); ``siglip_384``:
-    tokenflow_siglip_32k.pt (SigLIP so400m, plain decoder, 15 scales, output resized to 384).
-    """
-    pixel = {"ch": 128, "ch_mult": [1, 1, 2, 2, 4], "num_res_blocks": 2, "z_channels": 256}
-    if name in ("clipb_256", "clipb_224"):
-        scales = CLIP_SCALES[int(name[-3:])]
-        return TokenFlow(CLIPVisionTower(224, 16, 768, 12, 12), DualCodebookQuantizer(32768, 32, 8, scales),
-                         SemanticDecoder(32, 768, 3, 12, 14), 512, None, decoder_ch=256, decoder_num_res_blocks=4,
-                         **pixel)
-    if name == "siglip_384":
-        return TokenFlow(SiglipVisionTower(), DualCodebookQuantizer(32768, 32, 8, SIGLIP_SCALES),
-                         SemanticDecoder(32, 1152, 3, 12, 27), 1152, "siglip", pixel_output_size=384, **pixel)
-    raise ValueError(f"unknown TokenFlow release {name!r}; choose clipb_256, clipb_224 or siglip_384")
