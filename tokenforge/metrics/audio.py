@@ -9,7 +9,8 @@ common length. Distances return batch means as tensors (usable in training logs)
 - `pesq_wb`: wideband PESQ at 16 kHz (``pesq`` package; inputs resampled), as WavTokenizer's evaluation;
   `stoi`: STOI (``pystoi``, extended=False) at the native rate. Per-file failures (e.g. no utterance found
   in silence) give NaN, and `pesq_stoi` averages over the files that have a score.
-- `utmos`: needs a local TorchScript UTMOS file (``weights=`` path); nothing is downloaded.
+- `utmos`: needs a local TorchScript UTMOS file (`tokenforge.metrics.utmos`); DNSMOS: `tokenforge.metrics.dnsmos`.
+- `metric_rates`: the rate each metric is computed at (recorded in ``metrics.json``).
 
 Long signals are scored in windows, so memory stays bounded whatever the length (PESQ's own buffers grow
 faster than the signal: one 10-minute clip asked for 34 GB and crashed). The window rule, the same for every
@@ -213,15 +214,16 @@ def pesq_stoi(est: Tensor, ref: Tensor, sample_rate: int) -> dict[str, float]:
     return out
 
 
-def utmos(est: Tensor, sample_rate: int, weights: str | Path) -> list[float]:
-    """UTMOS per item from a local TorchScript model taking (B, L) 16 kHz audio; never downloads."""
-    from tokenforge.data.audio import resample
+def metric_rates(model_rate: int) -> dict[str, int]:
+    """The rate (Hz) each audio metric is computed at, recorded beside the numbers: the spectral distances and
+    SI-SNR at the model's rate, PESQ wideband at 16 kHz, STOI at pystoi's 10 kHz (it resamples internally),
+    DNSMOS and UTMOS at 16 kHz (their models' rate)."""
+    return {"mel_distance": int(model_rate), "stft_distance": int(model_rate), "si_snr_db": int(model_rate),
+            "pesq": 16000, "stoi": 10000, "dnsmos": 16000, "utmos": 16000}
 
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"UTMOS needs a local TorchScript file (weights=...); {path} does not exist")
-    model = torch.jit.load(str(path), map_location="cpu").eval()
-    est = est[None] if est.ndim == 1 else est
-    wave = torch.stack([resample(e.cpu().float(), sample_rate, 16000) for e in est])
-    with torch.no_grad():
-        return [float(v) for v in model(wave).reshape(-1)]
+
+def utmos(est: Tensor, sample_rate: int, weights: str | Path | None = None) -> list[float]:
+    """UTMOS per item from a local TorchScript file (`tokenforge.metrics.utmos`, where it lives)."""
+    from tokenforge.metrics.utmos import utmos as _utmos
+
+    return _utmos(est, sample_rate, weights)
