@@ -26,6 +26,11 @@ logs each skipped shard as one WARNING line on its stderr, and the main process 
 warning (`WorkerSkipEcho`: how many more, the last reason, the running count). A folder with a
 ``manifest.json`` is read as exactly the shards it lists.
 
+``train`` / ``val`` may be remote (`tokenforge.data.shards.shard_urls`): a ``pipe:`` command, ``http(s)://`` or
+``s3://`` (fsspec + s3fs) URLs, brace patterns (``https://host/train-{000000..000999}.tar``), a remote
+``manifest.json`` URL (its shards and sample count), or a list of specs. Remote shards take the same retries,
+skips, counters, epoch seeding and mid-epoch resumption as local ones: only the opening of a shard differs.
+
 Batches (the contract other modules rely on): ``image`` [B,3,H,W] in [-1,1]; ``audio`` [B,T];
 ``points``/``normals`` [B,N,3], ``queries`` [B,Q,3], ``occupancy`` [B,Q], ``near`` [B,Q] bool;
 ``ids`` long / ``latents`` float32 for tokens; optional ``cls`` long [B], ``txt`` list[str]; ``__key__``.
@@ -78,8 +83,8 @@ class ShardDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        train: str,
-        val: str | None = None,
+        train: str | list[str],
+        val: str | list[str] | None = None,
         modality: str = "image",
         batch_size: int = 8,
         num_workers: int = 0,
@@ -156,8 +161,8 @@ class ShardDataModule(pl.LightningDataModule):
         """Training batches per rank per epoch: ``epoch_samples`` (default: the manifest's train count)."""
         samples = self.epoch_samples
         if samples is None:
-            manifest = read_manifest(self.train_spec) if self.train_spec else None
-            samples = manifest["splits"]["train"]["count"] if manifest else 10_000
+            samples = manifest_count(self.train_spec, "train")
+            samples = 10_000 if samples is None else samples
         return max(1, math.ceil(samples / (self.batch_size * self.world_size())))
 
     def world_size(self) -> int:
@@ -168,8 +173,7 @@ class ShardDataModule(pl.LightningDataModule):
         world = self.world_size()
         if world <= len(urls):
             return False
-        manifest = read_manifest(self.val_spec) if self.val_spec else None
-        count = manifest["splits"].get("val", {}).get("count") if manifest else None
+        count = manifest_count(self.val_spec, "val")
         return count is None or count >= world
 
     def dataset(self, urls: list[str], train: bool, share: bool = False,
@@ -335,6 +339,21 @@ class CheckedLoader:
         self.echo()
         if not count and self.health.all_failed():  # a rank given no shard legitimately yields nothing
             self.health.check_epoch(count, "validation")
+
+
+def manifest_count(spec: Any, split: str) -> int | None:
+    """Samples of ``split`` that the manifest(s) of ``spec`` count (a folder, a manifest path or URL; for a list,
+    the sum when every entry has one); None when unknown (a brace pattern, a tar, a pipe command)."""
+    if not spec:
+        return None
+    counts = []
+    for one in spec if isinstance(spec, (list, tuple)) else [spec]:
+        manifest = read_manifest(one)
+        count = manifest.get("splits", {}).get(split, {}).get("count") if manifest else None
+        if count is None:
+            return None
+        counts.append(int(count))
+    return sum(counts)
 
 
 def _batches_done(trainer: Any) -> int:

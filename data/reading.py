@@ -19,13 +19,20 @@ a worker whose shards have all failed ends its stream instead of drawing failed 
 main process then sees an epoch without a batch and raises `RunFailedError` (`check_epoch`), naming how
 many shards failed and why. Each epoch starts with every shard unknown again (`ShardHealth.reset`).
 
-HTTP(S) shards are opened with ``urllib`` and a timeout (webdataset's ``curl`` retries a timed-out
-connection 30 times, 30 s each); other URLs (``pipe:``, ``s3:``, local paths) go through webdataset's
-``gopen``.
+A shard that breaks part-way through (a connection closed mid-transfer, a truncated tar) and still breaks
+after its retries keeps the samples it gave: its lost remainder counts as one corrupt sample, and the shard
+counts as skipped (`ShardHealth.mark_broken`) and is not drawn again in that epoch.
+
+Where shards come from (`open_shard`): HTTP(S) URLs are opened with ``urllib`` and a timeout (webdataset's
+``curl`` retries a timed-out connection 30 times, 30 s each); ``pipe:`` commands, ``file://`` URLs and local
+paths go through webdataset's ``gopen``; every other scheme (``s3://``, ``gs://``, ``memory://``, ...) goes
+through fsspec, whose filesystem package (s3fs for ``s3://``) must be installed: `check_openable` says so in
+one line before any worker starts.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import urllib.request
@@ -37,9 +44,10 @@ import webdataset as wds
 from torch.utils.data import get_worker_info
 from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-from tokenforge.errors import RunFailedError
+from tokenforge.errors import RunFailedError, UsageError
 
-UNKNOWN, READ, FAILED = 0, 1, 2
+UNKNOWN, READ, FAILED, BROKEN = 0, 1, 2, 3  # BROKEN: broke part-way; its samples so far are kept
+SKIPPED = (FAILED, BROKEN)  # not read again in this epoch
 REASON_CHARS = 400
 PROBE = "__probe__"  # tags the samples of a shard's first read in an epoch (removed before decoding)
 
@@ -48,11 +56,92 @@ def is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://") or url.startswith("pipe:")
 
 
+def scheme(url: str) -> str:
+    """``s3`` for ``s3://b/k``; ``pipe`` for a ``pipe:`` command; empty for a local path."""
+    if url.startswith("pipe:"):
+        return "pipe"
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+GOPEN_SCHEMES = ("", "pipe", "file")  # read by webdataset's gopen; http(s) by urllib; the rest by fsspec
+
+
 def open_shard(url: str, timeout: float) -> Any:
-    """A readable byte stream of one shard."""
-    if url.startswith(("http://", "https://")):
-        return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 (the user's own shard URL)
-    return wds.gopen(url)
+    """A readable byte stream of one shard (or of a remote ``manifest.json``)."""
+    kind = scheme(url)
+    if kind in ("http", "https"):
+        return WholeResponse(urllib.request.urlopen(url, timeout=timeout))  # noqa: S310 (the user's own URL)
+    if kind in GOPEN_SCHEMES:
+        return wds.gopen(url)
+    import fsspec
+
+    return fsspec.open(url, "rb").open()
+
+
+class WholeResponse:
+    """An HTTP response that raises when the connection closes before its Content-Length: ``http.client``'s
+    ``read(n)`` then just returns fewer bytes, and the tar reader would blame a truncated tar instead."""
+
+    def __init__(self, response: Any) -> None:
+        self.response, self.got = response, 0
+        length = response.headers.get("Content-Length")
+        self.length = int(length) if length and length.isdigit() else None
+
+    def read(self, size: int = -1) -> bytes:
+        whole = size is None or size < 0
+        data = self.response.read() if whole else self.response.read(size)
+        self.got += len(data)
+        ended = whole or (size > 0 and not data)
+        if ended and self.length is not None and self.got < self.length:
+            raise ConnectionError(f"the connection closed after {self.got} of {self.length} bytes")
+        return data
+
+    def close(self) -> None:
+        self.response.close()
+
+
+def check_openable(urls: list[str]) -> None:
+    """`UsageError` (one line) when a URL's scheme has no reader here: fsspec's package for it (s3fs for
+    ``s3://``, gcsfs for ``gs://``...) is missing, or fsspec does not know the scheme."""
+    kinds = {scheme(url): url for url in urls}
+    for kind, url in kinds.items():
+        if kind in GOPEN_SCHEMES or kind in ("http", "https"):
+            continue
+        import fsspec
+
+        try:
+            fsspec.get_filesystem_class(kind)
+        except ImportError as error:
+            package = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+            need = package.get(kind, str(error).splitlines()[0] if str(error) else "its fsspec package")
+            raise UsageError(f"{kind}:// shards ({url}) need the {need} package: pip install {need}, or stream "
+                             f"them through a command, e.g. \"pipe:aws s3 cp {url} -\"") from None
+        except ValueError:
+            raise UsageError(f"no reader for {kind}:// shards ({url}): use a local path, http(s)://, s3:// "
+                             "(with s3fs), another fsspec URL, or a pipe: command") from None
+
+
+def read_remote_json(url: str, attempts: int = 3, timeout: float = 30.0, backoff: float = 0.25) -> Any:
+    """A remote JSON file (a shard folder's ``manifest.json``), tried ``attempts`` times; `RunFailedError`
+    naming the URL when it cannot be read."""
+    check_openable([url])
+    error: BaseException | None = None
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(backoff * 2 ** (attempt - 1))
+        try:
+            stream = open_shard(url, timeout)
+            try:
+                return json.loads(stream.read())
+            finally:
+                _close_quietly(stream)
+        except json.JSONDecodeError as caught:
+            raise RunFailedError(f"{url} is not a JSON manifest ({caught}); give the URL of a shard folder's "
+                                 "manifest.json, a brace pattern or a list of shard URLs") from None
+        except Exception as caught:
+            error = caught
+    raise RunFailedError(f"cannot read the shard manifest {url} after {attempts} attempts: {describe(error)}; "
+                         "check the URL and the network")
 
 
 def describe(error: BaseException) -> str:
@@ -106,8 +195,25 @@ class ShardHealth:
 
     def mark_read(self, url: str) -> None:
         i = self.index.get(url)
-        if i is not None and self.state[i] != FAILED:  # a read that ends after its shard was judged undecodable
+        if i is not None and self.state[i] not in SKIPPED:  # a read that ends after its shard was judged undecodable
             self.state[i] = READ
+
+    def mark_broken(self, url: str, error: BaseException, attempts: int, samples: int) -> None:
+        """``url`` broke after ``samples`` samples on every attempt: count it as skipped (once per epoch) and draw it
+        no more this epoch; the samples it gave stay (the read error itself was reported as a corrupt sample)."""
+        with self.state.get_lock():
+            i = self.index.get(url)
+            if i is not None and self.state[i] in SKIPPED:
+                return
+            if i is not None:
+                self.state[i] = BROKEN
+                self.failed_now.value += 1
+            self.skipped.value += 1
+            total = self.skipped.value
+            reason = f"broke after {samples} samples: {describe(error)}"
+            self.reason.value = f"{url}: {reason}".encode("utf-8", "replace")[: REASON_CHARS + 199]
+        report(f"skipped shard {url} after {attempts} attempts: it broke after {samples} samples (those are kept; "
+               f"the rest is skipped this epoch) [{total} shards skipped so far]")
 
     def mark_failed(self, url: str, error: BaseException, attempts: int) -> None:
         reason = describe(error)
@@ -119,7 +225,7 @@ class ShardHealth:
             i = self.index.get(url)
             # already skipped this epoch (two workers failed it at once, or the probe's last decode and the end
             # of its read both got here): counted and reported once
-            if i is not None and self.state[i] == FAILED:
+            if i is not None and self.state[i] in SKIPPED:
                 return
             if i is not None:
                 self.state[i] = FAILED
@@ -168,7 +274,7 @@ class ShardHealth:
         """Fail ``url`` when its whole probe read is known and gave no decodable sample (or none at all)."""
         i = self.index[url]
         size, ok, bad = self.probe_size[i], self.probe_ok[i], self.probe_failed[i]
-        if size < 0 or ok or bad < size or self.state[i] == FAILED:
+        if size < 0 or ok or bad < size or self.state[i] in SKIPPED:
             return
         if size == 0:
             reason = "the shard opens but holds no samples"
@@ -214,7 +320,7 @@ class ShardReader:
             if self.health.all_failed():
                 return  # nothing left that could be read this epoch: end instead of spinning
             url = shard["url"]
-            if self.health.get(url) == FAILED:
+            if self.health.get(url) in SKIPPED:
                 continue
             yield from self.read(url)
 
@@ -238,9 +344,9 @@ class ShardReader:
                 return
             except Exception as caught:  # any read error of this shard: retry, then skip
                 error = caught
-        if yielded:  # the shard broke after some samples: keep those, count the rest as one skip
-            self.health.mark_read(url)
+        if yielded:  # the shard broke after some samples: keep those, count the rest as one skip, skip the shard
             self.counter.skip(f"shard {url} after {yielded} samples", error)
+            self.health.mark_broken(url, error, self.retries + 1, yielded)
             if probe:
                 self.health.probe_read(url, yielded)
         else:

@@ -318,25 +318,73 @@ def _manifest(kind: str, src: Any, out: Path, records: list[dict[str, Any]], cla
             "splits": splits, "options": options, **info}
 
 
-def read_manifest(folder: str | os.PathLike) -> dict[str, Any] | None:
-    path = Path(folder) / MANIFEST
+def read_manifest(folder: Any) -> dict[str, Any] | None:
+    """The ``manifest.json`` of a shard folder, of a ``manifest.json`` path, or of a remote manifest URL
+    (`is_manifest_url`); for a list of specs, the first one's. None when there is none."""
+    if isinstance(folder, (list, tuple)):
+        return read_manifest(folder[0]) if folder else None
+    text = str(folder)
+    if is_manifest_url(text):
+        from tokenforge.data.reading import read_remote_json
+
+        return read_remote_json(manifest_url(text))
+    path = Path(text)
+    path = path if path.name == MANIFEST and path.is_file() else path / MANIFEST
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def is_manifest_url(text: str) -> bool:
+    """A remote shard folder given by its manifest: ``https://host/shards/manifest.json`` (any ``*.json`` URL) or
+    the folder URL itself ending in ``/`` (``s3://bucket/shards/``)."""
+    remote = "://" in text and not text.startswith(("file://", "pipe:"))
+    return remote and "{" not in text and (text.endswith("/") or text.lower().endswith(".json"))
+
+
+def manifest_url(text: str) -> str:
+    return text + MANIFEST if text.endswith("/") else text
+
+
+def remote_folder_shards(text: str, split: str) -> list[str]:
+    """The ``split`` shards a remote manifest lists, as URLs beside the manifest (its folder URL + name)."""
+    url = manifest_url(text)
+    manifest = read_manifest(url)
+    entry = manifest.get("splits", {}).get(split) if isinstance(manifest, dict) else None
+    if not entry or not entry.get("shards"):
+        raise FileNotFoundError(f"{url} lists no {split} shards")
+    base = url.rsplit("/", 1)[0]
+    return [f"{base}/{shard['name']}" for shard in entry["shards"]]
 
 
 # ----------------------------------------------------------------------------- reading
 
 
-def shard_urls(spec: str | os.PathLike, split: str = "train") -> list[str]:
-    """Shard files from a folder (its ``{split}-*.tar``), a brace pattern, a glob, or one tar."""
+def shard_urls(spec: Any, split: str = "train") -> list[str]:
+    """Shards from a folder (what its manifest lists, else its ``{split}-*.tar``), a ``manifest.json`` path or
+    URL (or a remote folder URL ending in ``/``), a brace pattern (``shards-{000000..000999}.tar``, local or a
+    URL), a glob, one tar or URL, a ``pipe:`` command, or a list of any of these. A URL scheme with no reader
+    here (``s3://`` without s3fs) is a one-line `UsageError`."""
     import braceexpand
 
+    from tokenforge.data.reading import check_openable
+
+    if isinstance(spec, (list, tuple)):
+        urls = [url for one in spec for url in shard_urls(one, split)]
+        if not urls:
+            raise FileNotFoundError("an empty list of shard specs")
+        return urls
     text = str(spec)
+    if is_manifest_url(text):
+        urls = remote_folder_shards(text, split)
+        check_openable(urls)
+        return urls
     path = Path(text)
     if path.is_dir():
         return folder_shards(path, split)
+    if path.name == MANIFEST and path.is_file():
+        return folder_shards(path.parent, split)
     if "{" in text:
         urls = list(braceexpand.braceexpand(text))
-    elif any(ch in text for ch in "*?["):
+    elif any(ch in text for ch in "*?[") and "://" not in text and not text.startswith("pipe:"):
         import glob as globlib
 
         urls = sorted(globlib.glob(text))
@@ -345,6 +393,7 @@ def shard_urls(spec: str | os.PathLike, split: str = "train") -> list[str]:
     missing = [u for u in urls if "://" not in u and not u.startswith("pipe:") and not Path(u).exists()]
     if missing or not urls:
         raise FileNotFoundError(f"shard spec {text!r}: no such file(s) {missing[:3] or urls}")
+    check_openable(urls)
     return urls
 
 
