@@ -8,6 +8,7 @@ are the inference halves: indices out, continuous codes (channel-first) back.
 
 from __future__ import annotations
 
+import math
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
 
@@ -98,7 +99,20 @@ def from_rows(rows: Tensor, batch: int, spatial: tuple[int, ...]) -> Tensor:
 
 def code_statistics(indices: Tensor, codebook_size: int) -> dict[str, Tensor]:
     """Batch histogram statistics: ``perplexity`` = exp(entropy of code frequencies), ``usage`` = used fraction."""
-    counts = torch.bincount(indices.reshape(-1).long(), minlength=codebook_size).float()
-    probs = counts / counts.sum().clamp_min(1.0)
-    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()
-    return {"perplexity": entropy.exp(), "usage": (counts > 0).float().mean()}
+    stats = histogram_statistics(torch.bincount(indices.reshape(-1).long(), minlength=codebook_size).float())
+    return {"perplexity": stats["perplexity"], "usage": stats["usage"]}
+
+
+def histogram_statistics(counts: Tensor) -> dict[str, Tensor]:
+    """Health of a codebook from its code histogram ``counts`` ``[codebook_size]`` (any float dtype).
+
+    ``usage``: fraction of the codes used at least once; ``dead_codes``: codes never used; ``entropy``: of the
+    code frequencies, in bits (at most log2 codebook_size); ``perplexity``: 2**entropy, the number of equally used
+    codes with that entropy; ``vectors``: how many quantised vectors the histogram counts.
+    """
+    total = counts.sum()
+    probs = counts / total.clamp_min(1.0)
+    entropy = -(probs * torch.log(probs.clamp_min(1e-12))).sum()  # nats
+    used = (counts > 0).sum()
+    return {"usage": used.float() / counts.numel(), "dead_codes": counts.numel() - used, "perplexity": entropy.exp(),
+            "entropy": entropy / math.log(2.0), "vectors": total}

@@ -33,7 +33,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -46,6 +45,7 @@ from tokenforge.tokenizers.quantizers.base import (
     from_rows,
     to_rows,
 )
+from tokenforge.tokenizers.quantizers.distributed import all_reduce_sum, world_size
 
 
 def scale_down(x: Tensor, size: Sequence[int]) -> Tensor:
@@ -240,8 +240,8 @@ class MultiScaleResidualQuantizer(Quantizer):
                 z = f_rest if size == full else self._down(f_rest, size)
                 idx = self._nearest(to_rows(z))
                 hit = torch.bincount(idx, minlength=self.codebook_size).float()
-                if self.training and dist.is_available() and dist.is_initialized():
-                    dist.all_reduce(hit)
+                if self.training:  # usage over all ranks (VAR's all-reduce)
+                    all_reduce_sum(hit)
                 h = self._scale_step(self.embed_scale(idx.view(batch, -1), si), si, full)
                 f_hat = f_hat + h
                 f_rest = f_rest - h.detach()
@@ -253,8 +253,7 @@ class MultiScaleResidualQuantizer(Quantizer):
         if self.training:
             self._record_usage(hits)
         metrics = code_statistics(torch.cat([i.reshape(-1) for i in indices]), self.codebook_size)
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        margin = world * (f.numel() / f.shape[1]) / self.codebook_size * 0.08
+        margin = world_size() * (f.numel() / f.shape[1]) / self.codebook_size * 0.08
         metrics["usage_ema"] = (self.ema_vocab_hit_SV >= margin).float().mean()
         return QuantizerOutput(quantized.to(in_dtype), indices, loss.reshape(()), metrics)
 

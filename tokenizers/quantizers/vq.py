@@ -31,12 +31,18 @@ Deliberate deviations from EnCodec's ``EuclideanCodebook`` (WavTokenizer):
   (WavTokenizer's training-step parity fixture is checked with it).
 - k-means runs on the first *training* batch only, never in eval mode.
 Loaded official weights are unaffected by either (``inited`` is 1 in released checkpoints).
+
+Data-parallel training (DDP, any ``torch.distributed`` process group): every rank ends each step with the same
+codebook, equal to that of one process on the ranks' batches concatenated in rank order
+(tests/test_codebook_ddp.py). EMA counts and sums are all-reduced (sums accumulated in float64, so that the split
+over ranks does not change their fp32 rounding); k-means runs on the rows gathered from all ranks; dead codes are
+restarted from rows drawn out of the gathered rows, rank 0's draw broadcast. Each collective is reached on every
+rank under conditions computed from synchronised state (``inited``, all-reduced ``cluster_size``), so none hangs.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -48,6 +54,12 @@ from tokenforge.tokenizers.quantizers.base import (
     code_statistics,
     from_rows,
     to_rows,
+)
+from tokenforge.tokenizers.quantizers.distributed import (
+    all_reduce_sum,
+    broadcast_from_rank0,
+    exact_sum_dtype,
+    gather_rows,
 )
 
 
@@ -204,14 +216,15 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _init_from_kmeans(self, x: Tensor) -> None:
-        centroids, counts = self.kmeans(x, self.codebook_size, self.kmeans_iters)
+        """k-means on every rank's rows (gathered); rank 0's result everywhere (seeds may differ per rank)."""
+        centroids, counts = self.kmeans(gather_rows(x), self.codebook_size, self.kmeans_iters)
+        broadcast_from_rank0(centroids, counts)
         self.embedding.weight.data.copy_(centroids)
         if hasattr(self, "cluster_size"):
             self.cluster_size.copy_(counts)
         if self.ema:
             self.embed_avg.copy_(centroids * counts[:, None])
         self.inited.fill_(1.0)
-        self._sync_from_rank0()
 
     @torch.no_grad()
     def kmeans(self, x: Tensor, k: int, iters: int) -> tuple[Tensor, Tensor]:
@@ -237,14 +250,13 @@ class VectorQuantizer(Quantizer):
     def _update_statistics(self, x: Tensor, indices: Tensor) -> None:
         if not hasattr(self, "cluster_size"):
             return
-        counts = torch.bincount(indices, minlength=self.codebook_size).float()
-        sums = torch.zeros(self.codebook_size, x.shape[1], device=x.device).index_add_(0, indices, x.float())
-        if dist.is_available() and dist.is_initialized():  # keep DDP replicas' codebooks identical
-            dist.all_reduce(counts)
-            dist.all_reduce(sums)
+        counts = all_reduce_sum(torch.bincount(indices, minlength=self.codebook_size).float())  # exact integers
         self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
         if not self.ema:
             return
+        acc = exact_sum_dtype(x.device)
+        sums = torch.zeros(self.codebook_size, x.shape[1], device=x.device, dtype=acc).index_add_(0, indices, x.to(acc))
+        sums = all_reduce_sum(sums).float()
         self.embed_avg.mul_(self.decay).add_(sums, alpha=1 - self.decay)
         total = self.cluster_size.sum()
         smoothed = (self.cluster_size + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
@@ -254,22 +266,17 @@ class VectorQuantizer(Quantizer):
     def _restart_dead_codes(self, x: Tensor) -> Tensor:
         dead = self.cluster_size < self.dead_code_threshold
         n_dead = int(dead.sum())
-        if n_dead:
+        if n_dead:  # cluster_size is all-reduced: every rank takes this branch together
+            x = gather_rows(x)
             n = x.shape[0]
-            pick = torch.randperm(n, device=x.device)[:n_dead] if n >= n_dead else torch.randint(0, n, (n_dead,))
-            samples = x[pick.to(x.device)].to(self.embedding.weight.dtype)
+            if n >= n_dead:
+                pick = torch.randperm(n, device=x.device)[:n_dead]
+            else:
+                pick = torch.randint(0, n, (n_dead,), device=x.device)
+            samples = x[pick].to(self.embedding.weight.dtype)
+            broadcast_from_rank0(samples)
             self.embedding.weight.data[dead] = samples
             self.cluster_size[dead] = self.dead_code_threshold
             if self.ema:
                 self.embed_avg[dead] = samples * self.dead_code_threshold
-            self._sync_from_rank0()
         return torch.tensor(float(n_dead), device=x.device)
-
-    def _sync_from_rank0(self) -> None:
-        """Random choices (k-means seeds, restart samples) differ per rank: take rank 0's everywhere."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        dist.broadcast(self.embedding.weight.data, src=0)
-        for name in ("cluster_size", "embed_avg"):
-            if hasattr(self, name):
-                dist.broadcast(getattr(self, name), src=0)
