@@ -2,7 +2,8 @@
 
 Clean speech must score above the same speech with white noise added at 10 dB SNR. Measured drops on the two clips:
 BAK 2.1 and 2.4, OVRL 1.1 and 1.3, P.808 1.5 and 1.6 (SIG barely moves, 0.1: it rates the speech itself); the
-asserted ones (BAK > 1.0, OVRL > 0.7, P.808 > 0.5) are far from any kernel's rounding. The network is blocked for the whole module: nothing may be fetched.
+asserted ones (BAK > 1.0, OVRL > 0.7, P.808 > 0.5) are far from any kernel's rounding. The network is blocked
+for the whole module: nothing may be fetched.
 """
 
 from __future__ import annotations

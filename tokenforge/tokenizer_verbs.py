@@ -11,7 +11,8 @@ options (`tokenforge.methods.Option`); a method that does a verb its own way (ex
 by modality: images (`tokenforge.image_files`: PNG), audio (`tokenforge.audio_files`: FLAC at the tokenizer's
 rate, long files in chunks), meshes (`tokenforge.mesh_files`: PLY by marching cubes of the decoded field).
 
-Inputs go in batches of ``--batch-size`` (audio: one file at a time); a file that cannot be read is skipped
+Inputs go in batches of ``--batch-size`` (audio: shortest first, each batch one padded model call with lengths;
+files longer than a chunk go alone, in chunks); a file that cannot be read is skipped
 with one ``skipped: NAME: reason`` line and the others are written (exit 3, `tokenforge.errors.exit_code_for`).
 A decoded mesh field with no surface (empty, or filling the cube) is a result, not a failure: one ``empty: NAME:
 reason`` line, ``empty`` in ``metrics.json``, no file.
@@ -114,35 +115,81 @@ class AudioFiles:
         except AudioFileError as error:
             raise Skipped(str(error)) from None
         info = {"sample_rate": int(model.sample_rate), "num_samples": int(wave.numel()),
-                "chunk_seconds": args.chunk_seconds, "context_seconds": args.context_seconds}
+                "chunk_seconds": args.chunk_seconds, "context_seconds": args.context_seconds,
+                "crossfade_seconds": args.crossfade_seconds}
         return wave, info, facts
 
     @staticmethod
+    def order_key(path: Path) -> float:
+        """Seconds of audio (header only): files go through the model in batches of similar length."""
+        import soundfile as sf
+
+        try:
+            info = sf.info(str(path))
+            return info.frames / info.samplerate
+        except Exception:  # unreadable: read() skips it with its reason
+            return 0.0
+
+    @staticmethod
     def encode(model: Any, inputs: list[Any], infos: list[dict], args: argparse.Namespace) -> list[Any]:
-        from tokenforge.audio_files import encode_long
+        from tokenforge.audio_files import encode_many
         from tokenforge.tokenizers.base import Tokens
 
-        return [Tokens(ids=encode_long(model, wave, args.chunk_seconds, args.context_seconds, args.bf16)[None])
-                for wave in inputs]
+        return [Tokens(ids=codes[None]) for codes in encode_many(model, inputs, args.chunk_seconds, args.bf16)]
 
     @staticmethod
     def decode(model: Any, items: list[Any], infos: list[dict], args: argparse.Namespace) -> list[Any]:
-        from tokenforge.audio_files import decode_long
+        from tokenforge.audio_files import decode_many
 
-        return [decode_long(model, tokens.ids[0], info["num_samples"], info["chunk_seconds"], info["context_seconds"],
-                            args.bf16) for tokens, info in zip(items, infos)]
+        first = infos[0] if infos else {}
+        return decode_many(model, [tokens.ids[0] for tokens in items], [info["num_samples"] for info in infos],
+                           first.get("chunk_seconds", args.chunk_seconds),
+                           first.get("context_seconds", args.context_seconds), args.bf16,
+                           first.get("crossfade_seconds", args.crossfade_seconds))
 
     @staticmethod
-    def write(output: Any, path: Path, rate: int) -> None:
+    def write(output: Any, path: Path, rate: int, source: dict | None = None, args: Any = None) -> None:
+        """FLAC at ``--output-rate`` with ``--output-channels`` (`tokenforge.audio_rates`; default: model, mono)."""
         import soundfile as sf
 
+        from tokenforge.audio_rates import for_output
+
+        output, rate = for_output(output, rate, source, getattr(args, "output_rate", "model"),
+                                  getattr(args, "output_channels", "mono"), str((source or {}).get("file", "")))
         sf.write(path, output.clamp(-1, 32767 / 32768).numpy(), rate, subtype="PCM_16")
 
     @staticmethod
     def score(original: Any, output: Any, source: Path, out: Path, stem: str, args: argparse.Namespace) -> dict:
         from tokenforge.audio_files import audio_metrics
 
-        return {} if args.no_metrics else audio_metrics(output, original, args.rate)
+        if args.no_metrics:
+            return {}
+        quality = AudioFiles.quality(args)
+        return {**audio_metrics(output, original, args.rate),
+                **{k: round(v, 4) for k, v in quality.scores(output, args.rate).items()}}
+
+    @staticmethod
+    def quality(args: argparse.Namespace) -> Any:
+        """The run's `SpeechQuality` (``--dnsmos``, ``--utmos-weights``), built once; a metric that cannot run
+        says why in one line on stderr and in ``metrics.json``."""
+        if getattr(args, "speech_quality", None) is None:
+            from tokenforge.metrics.audio import SpeechQuality
+
+            args.speech_quality = SpeechQuality(args.dnsmos, args.utmos_weights)
+            for reason in args.speech_quality.unavailable():
+                print(reason, file=sys.stderr)
+        return args.speech_quality
+
+    @staticmethod
+    def report(args: argparse.Namespace) -> dict:
+        """What ``metrics.json`` says about audio: each metric's rate, the output rate, DNSMOS/UTMOS provenance."""
+        from tokenforge.metrics.audio import metric_rates
+
+        out = {"output": {"rate": args.output_rate, "channels": args.output_channels}}
+        if not args.no_metrics:
+            out["metric_rates"] = metric_rates(args.rate)
+            out.update(AudioFiles.quality(args).describe())
+        return out
 
 
 class MeshFiles:
@@ -225,9 +272,19 @@ def build_parser(verb: str, method: Method | None) -> tuple[argparse.ArgumentPar
     image.add_argument("--size", type=int, help="side after the centre crop (default: the tokenizer's, else 256)")
     audio = parser.add_argument_group("audio")
     audio.add_argument("--chunk-seconds", type=float, default=30.0, help="chunk length; 0 = whole file (30)")
-    audio.add_argument("--context-seconds", type=float, default=1.0, help="context on each side of a chunk (1)")
+    audio.add_argument("--context-seconds", type=float, default=1.0, help="decoding: codes of context on each side "
+                       "of a chunk (1); encoding takes its context from the encoder's receptive field")
+    audio.add_argument("--crossfade-seconds", type=float, default=0.1, help="decoding: overlap of neighbouring "
+                       "chunks, blended linearly (0.1)")
     if verb == "reconstruct":
         audio.add_argument("--no-metrics", action="store_true", help="skip PESQ/STOI/distances")
+        audio.add_argument("--dnsmos", action="store_true", help="DNSMOS of each reconstruction (speechmos, offline)")
+        audio.add_argument("--utmos-weights", default=None, metavar="FILE",
+                           help="UTMOS of each reconstruction from this local TorchScript file (tokenforge.metrics.utmos)")
+    if verb != "encode":
+        from tokenforge.audio_rates import add_output_options
+
+        add_output_options(audio)
     mesh = parser.add_argument_group("meshes")
     mesh.add_argument("--points", type=int, default=4096, help="surface points fed to the encoder (4096)")
     mesh.add_argument("--resolution", type=int, default=128, help="marching-cubes grid, cells per axis (128)")
@@ -304,7 +361,10 @@ def _skip(path: Path, reason: str, skipped: dict[str, str]) -> None:
 
 def read_batches(handler: type, model: Any, files: list[Path], args: argparse.Namespace, skipped: dict[str, str],
                  desc: str) -> Any:
-    """Batches of readable inputs ``[(path, x, input_info, source_info)]``; unreadable files are skipped."""
+    """Batches of readable inputs ``[(path, x, input_info, source_info)]``; unreadable files are skipped. A handler
+    with ``order_key`` (audio: seconds) gets its files shortest first, so each batch holds similar lengths."""
+    if hasattr(handler, "order_key"):
+        files = sorted(files, key=handler.order_key)
     batch = []
     for path in console.progress(files, desc=desc, unit="file"):
         try:
@@ -326,9 +386,10 @@ def decode_batch(handler: type, model: Any, items: list[Any], infos: list[dict],
     return handler.decode(model, items, infos, args)
 
 
-def _write(handler: type, model: Any, output: Any, path: Path) -> None:
+def _write(handler: type, model: Any, output: Any, path: Path, source: dict | None = None,
+           args: argparse.Namespace | None = None) -> None:
     if handler is AudioFiles:
-        handler.write(output, path, int(model.sample_rate))
+        handler.write(output, path, int(model.sample_rate), source, args)
     else:
         handler.write(output, path)
 
@@ -376,16 +437,19 @@ def decode_files(handler: type, model: Any, method: Method | None, files: list[P
             _skip(path, str(error), skipped)
             continue
         loaded.append((path, tokens, header))
+    if hasattr(handler, "order_key"):  # the order encode / reconstruct used: same batches, same outputs
+        loaded.sort(key=lambda item: float(item[2].get("source", {}).get("seconds", 0.0)))
     written = 0
     for start in console.progress(range(0, len(loaded), args.batch_size), desc="decode", unit="batch"):
         chunk = loaded[start:start + args.batch_size]
         outputs = decode_batch(handler, model, [t for _, t, _ in chunk], [h.get("input", {}) for _, _, h in chunk],
                                args)
-        for (path, _, _), output in zip(chunk, outputs):
+        for (path, _, header), output in zip(chunk, outputs):
             if isinstance(output, Empty):
                 empty[path.name] = _empty(path, output)
                 continue
-            _write(handler, model, output, args.out / f"{codes_file.stem_of(path)}{handler.output}")
+            _write(handler, model, output, args.out / f"{codes_file.stem_of(path)}{handler.output}",
+                   header.get("source"), args)
             written += 1
     print(json.dumps({"out": str(args.out), "decoded": written, "empty": len(empty), "skipped": len(skipped)}))
     return exit_code_for(len(skipped), len(files))
@@ -402,18 +466,20 @@ def reconstruct_files(handler: type, model: Any, method: Method | None, files: l
         infos = [i for _, _, i, _ in batch]
         items = handler.encode(model, [x for _, x, _, _ in batch], infos, args)
         outputs = decode_batch(handler, model, items, infos, args)
-        for (path, x, _, _), tokens, output in zip(batch, items, outputs):
+        for (path, x, _, source), tokens, output in zip(batch, items, outputs):
             if isinstance(output, Empty):
                 report["files"][path.name] = {"empty": _empty(path, output), "tokens": _count(tokens)}
                 continue
             if handler is not ImageFiles:  # images: the PNG shows the input beside the reconstruction
-                _write(handler, model, output, args.out / f"{path.stem}{handler.output}")
+                _write(handler, model, output, args.out / f"{path.stem}{handler.output}", source, args)
             else:
                 pairs.append(path.stem)
             scores = handler.score(x, output, path, args.out, path.stem, args)
             report["files"][path.name] = {**scores, "tokens": _count(tokens)}
     if pairs:
         grid(args.out, pairs)
+    if handler is AudioFiles:
+        report.update(AudioFiles.report(args))
     keys = sorted({k for entry in report["files"].values() for k, v in entry.items()
                    if isinstance(v, float) and k != "tokens"})
     report["mean"] = {k: round(sum(v) / len(v), 4) for k in keys  # over the files that have the metric

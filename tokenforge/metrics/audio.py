@@ -227,3 +227,36 @@ def utmos(est: Tensor, sample_rate: int, weights: str | Path | None = None) -> l
     from tokenforge.metrics.utmos import utmos as _utmos
 
     return _utmos(est, sample_rate, weights)
+
+
+class SpeechQuality:
+    """Reference-free speech quality of reconstructions, clip by clip: DNSMOS (`tokenforge.metrics.dnsmos`) and
+    UTMOS (`tokenforge.metrics.utmos`), each only when asked. `scores` gives flat per-clip numbers
+    (``dnsmos_sig``, ``dnsmos_bak``, ``dnsmos_ovrl``, ``dnsmos_p808``, ``utmos``); `describe` the means with
+    package versions and weight hashes, or each metric's one-line ``"... unavailable: ..."`` reason."""
+
+    def __init__(self, dnsmos: bool = False, utmos_weights: str | Path | None = None, utmos: bool = False) -> None:
+        from tokenforge.metrics.dnsmos import DNSMOSMeter
+        from tokenforge.metrics.utmos import UTMOSMeter
+
+        self.dnsmos = DNSMOSMeter() if dnsmos else None
+        self.utmos = UTMOSMeter(utmos_weights) if utmos or utmos_weights else None
+
+    def unavailable(self) -> list[str]:
+        """The reasons of the asked metrics that cannot run (one line each)."""
+        return [m.unavailable for m in (self.dnsmos, self.utmos) if m is not None and m.unavailable]
+
+    def scores(self, wave: Tensor, sample_rate: int) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.dnsmos is not None:
+            found = self.dnsmos.update(wave, sample_rate)
+            out.update({f"dnsmos_{k}": v for k, v in (found or {}).items()})
+        if self.utmos is not None:
+            value = self.utmos.update(wave, sample_rate)
+            if value is not None:
+                out["utmos"] = value
+        return out
+
+    def describe(self) -> dict[str, object]:
+        return {name: meter.result() for name, meter in (("dnsmos", self.dnsmos), ("utmos", self.utmos))
+                if meter is not None}
