@@ -21,9 +21,21 @@ from pathlib import Path
 from typing import Any
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+LAYOUT_HELP = {
+    "images": "imagenet: train class folders nXXXXXXXX/ (cls by sorted wnid) and/or the validation folder with "
+              "LOC_val_solution.csv or 'FILE LABEL' lines; txt = class name",
+    "audio": "librispeech / libritts: speaker/chapter/*.flac|wav with *.trans.txt / *.normalized.txt; "
+             "txt = transcript, cls = speaker",
+    "meshes": "shapenet: CATEGORY/MODEL/ folders (taxonomy.json names); objaverse: UID.glb with metadata JSON; "
+              "cls = category, txt = name",
+}
+
+
+def _common(parser: argparse.ArgumentParser, kind: str) -> None:
+    from tokenforge.data.layouts import choices
+
     parser.add_argument("src", help="folder tree (class = sub-folder), a glob, or a CSV/JSONL manifest "
-                                    "with path[,label][,caption]")
+                                    "with path[,label][,caption]; or a dataset's own folder (see --layout)")
     parser.add_argument("out", help="output folder for {split}-NNNNNN.tar, manifest.json, rejected.jsonl")
     parser.add_argument("--val-fraction", type=float, default=0.0, help="share of files held out as val (0)")
     parser.add_argument("--shard-size", type=int, default=1000, help="max samples per shard (1000)")
@@ -34,6 +46,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help="replace OUT's contents (written beside it, then swapped in at the end)")
     parser.add_argument("--seed", type=int, default=0, help="shuffle/split seed (0)")
     parser.add_argument("--labels", choices=("auto", "folder", "none"), default="auto")
+    parser.add_argument("--layout", choices=choices(kind), default="auto",
+                        help=f"the folder's layout (auto: detected; files: a plain tree). {LAYOUT_HELP[kind]}")
+    parser.add_argument("--label-file", default=None,
+                        help="ImageNet validation labels or Objaverse metadata JSON, when not found in SRC")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -44,21 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     kinds = make.add_subparsers(dest="kind", required=True)
 
     images = kinds.add_parser("images", help="PIL-readable images -> jpg/png samples")
-    _common(images)
+    _common(images, "images")
     images.add_argument("--max-side", type=int, default=None, help="downscale so the longer side is at most this")
     images.add_argument("--format", choices=("jpg", "png"), default="jpg")
     images.add_argument("--quality", type=int, default=95, help="JPEG quality (95)")
     images.add_argument("--min-side", type=int, default=8, help="reject images whose shorter side is below this")
 
     audio = kinds.add_parser("audio", help="wav/flac/ogg -> mono flac samples at one sample rate")
-    _common(audio)
+    _common(audio, "audio")
     audio.add_argument("--sample-rate", type=int, default=24000, help="target rate in Hz (24000)")
     audio.add_argument("--segment-seconds", type=float, default=None, help="split into segments of this length")
     audio.add_argument("--min-seconds", type=float, default=0.5, help="reject clips/segments shorter than this")
     audio.add_argument("--silence-db", type=float, default=-60.0, help="reject clips whose RMS is below this dBFS")
 
     meshes = kinds.add_parser("meshes", help="trimesh-loadable meshes -> normalised ply + 3D training targets")
-    _common(meshes)
+    _common(meshes, "meshes")
     meshes.add_argument("--num-surface", type=int, default=8192, help="surface points with normals (8192)")
     meshes.add_argument("--num-vol", type=int, default=4096, help="uniform queries in [-1,1]^3 (4096)")
     meshes.add_argument("--num-near", type=int, default=4096, help="near-surface queries (4096)")
@@ -102,7 +118,7 @@ def run_make(args: argparse.Namespace) -> dict[str, Any]:
     return make_shards(args.kind, args.src, args.out, val_fraction=args.val_fraction, shard_size=args.shard_size,
                        max_shard_bytes=args.max_shard_bytes, workers=args.workers, resume=args.resume,
                        overwrite=args.overwrite, seed=args.seed, labels=args.labels, progress=not args.no_progress,
-                       **options)
+                       layout=args.layout, label_file=args.label_file, **options)
 
 
 def run_encode(args: argparse.Namespace) -> dict[str, Any]:

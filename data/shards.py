@@ -34,7 +34,8 @@ import webdataset as wds
 from torch.utils.data import IterableDataset
 
 from tokenforge.data.output import check_output, is_nonempty_dir, staged_output
-from tokenforge.data.sources import Item, collect
+from tokenforge.data.layouts import collect_layout
+from tokenforge.data.sources import Item
 from tokenforge.errors import UsageError
 
 KINDS: dict[str, str] = {
@@ -102,13 +103,19 @@ def _init_worker() -> None:
 
 
 def assign_splits(items: list[Item], val_fraction: float, seed: int) -> dict[str, list[Item]]:
-    """Shuffle once with ``seed`` (shards are read sequentially) and hold out ``val_fraction`` for val."""
-    order = list(items)
+    """Shuffle once with ``seed`` (shards are read sequentially) and hold out ``val_fraction`` for val. Items whose
+    layout fixed their split (ImageNet's train and val folders) keep it; ``val_fraction`` splits the others."""
+    order = [item for item in items if item.split not in SPLITS]
     random.Random(seed).shuffle(order)
     n_val = int(round(len(order) * val_fraction))
     if val_fraction > 0 and len(order) > 1:
         n_val = min(max(n_val, 1), len(order) - 1)
-    return {"val": order[:n_val], "train": order[n_val:]}
+    splits = {"val": order[:n_val], "train": order[n_val:]}
+    for split in SPLITS:
+        fixed = [item for item in items if item.split == split]
+        random.Random(f"{seed}/{split}").shuffle(fixed)
+        splits[split] += fixed
+    return splits
 
 
 class _Progress:
@@ -188,21 +195,26 @@ def make_shards(
     seed: int = 0,
     labels: str = "auto",
     progress: bool = True,
+    layout: str = "auto",
+    label_file: str | os.PathLike | None = None,
     **options: Any,
 ) -> dict[str, Any]:
     """Write raw shards of ``kind`` (images | audio | meshes) from ``src`` into ``out``; return the manifest.
 
     ``shard_size``/``max_shard_bytes`` are ShardWriter's count and size limits; ``options`` go to the
-    modality's ``prepare`` (e.g. ``max_side``, ``format`` for images; ``sample_rate`` for audio).
+    modality's ``prepare`` (e.g. ``max_side``, ``format`` for images; ``sample_rate`` for audio). ``layout``
+    reads a dataset's own folder layout (ImageNet, LibriSpeech, LibriTTS, ShapeNet, Objaverse; ``auto`` detects
+    it, ``files`` is a plain folder tree, glob or CSV/JSONL manifest: `tokenforge.data.layouts`); ``label_file``
+    is ImageNet's validation labels or Objaverse's metadata JSON when they are not where the layout looks.
     """
     module = kind_module(kind)
     kind = ALIASES.get(kind, kind)
     out = Path(out)
     check_output(out, overwrite=overwrite, resume=resume, command="make")
     options = module.check_options(**options)
-    items, classes = collect(src, module.EXTENSIONS, labels)
+    items, classes, layout = collect_layout(src, kind, layout, module.EXTENSIONS, labels, label_file)
     settings = {"val_fraction": val_fraction, "shard_size": shard_size, "max_shard_bytes": max_shard_bytes,
-                "workers": workers, "seed": seed, "labels": labels, "progress": progress}
+                "workers": workers, "seed": seed, "labels": labels, "progress": progress, "layout": layout}
     if overwrite and not resume and is_nonempty_dir(out):  # replace atomically: write beside it, then swap
         with staged_output(out) as stage:
             return _write_shards(module, kind, src, stage, items, classes, resume=False, options=options,
@@ -213,7 +225,7 @@ def make_shards(
 
 def _write_shards(module: Any, kind: str, src: Any, out: Path, items: list[Item], classes: list[str], *,
                   val_fraction: float, shard_size: int, max_shard_bytes: float, workers: int, resume: bool, seed: int,
-                  labels: str, progress: bool, options: dict[str, Any]) -> dict[str, Any]:
+                  labels: str, progress: bool, layout: str, options: dict[str, Any]) -> dict[str, Any]:
     """The body of `make_shards`: preprocess ``items`` and write shards, progress and manifest into ``out``."""
     records, rejected = _load_resume(out) if resume else ([], {})
     if not resume:
@@ -265,7 +277,7 @@ def _write_shards(module: Any, kind: str, src: Any, out: Path, items: list[Item]
             pool.terminate()
     manifest = _manifest(kind, src, out, records + book.records, classes, module.describe(options),
                          {"val_fraction": val_fraction, "shard_size": shard_size, "max_shard_bytes": max_shard_bytes,
-                          "seed": seed, "labels": labels, **options})
+                          "seed": seed, "labels": labels, **options}, layout)
     write_manifest(out, manifest)
     return manifest
 
@@ -278,11 +290,15 @@ def write_manifest(out: Path, manifest: dict[str, Any]) -> None:
 
 
 def _with_meta(key: str, item: Item, sample: dict[str, Any]) -> dict[str, Any]:
+    """The sample with its label (``cls``), text (``txt``) and the layout's facts merged into ``json``."""
     sample = {"__key__": key, **sample}
     if item.label is not None:
         sample["cls"] = str(item.label).encode()
     if item.caption:
         sample["txt"] = item.caption.encode()
+    if item.meta:
+        facts = json.loads(sample["json"]) if "json" in sample else {}
+        sample["json"] = json.dumps({**facts, **json.loads(item.meta)}).encode()
     return sample
 
 
@@ -299,7 +315,7 @@ def _progress_bar(total: int, enabled: bool, desc: str) -> Any:
 
 
 def _manifest(kind: str, src: Any, out: Path, records: list[dict[str, Any]], classes: list[str],
-              info: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+              info: dict[str, Any], options: dict[str, Any], layout: str = "files") -> dict[str, Any]:
     rejected = []
     if (out / REJECTED).exists():
         rejected = [json.loads(line) for line in (out / REJECTED).read_text().splitlines() if line.strip()]
@@ -313,7 +329,8 @@ def _manifest(kind: str, src: Any, out: Path, records: list[dict[str, Any]], cla
         }
     from tokenforge.hub import version
 
-    return {"kind": kind, "modality": kind_module(kind).MODALITY, "source": str(src), "tokenforge_version": version(),
+    return {"kind": kind, "modality": kind_module(kind).MODALITY, "source": str(src), "layout": layout,
+            "tokenforge_version": version(),
             "count": sum(s["count"] for s in splits.values()), "rejected": len(rejected), "classes": classes,
             "splits": splits, "options": options, **info}
 

@@ -20,12 +20,16 @@ MANIFEST_SUFFIXES = (".csv", ".jsonl")
 
 @dataclass(frozen=True)
 class Item:
-    """One source file and what travels with it into the shard."""
+    """One source file and what travels with it into the shard: ``label`` -> ``cls``, ``caption`` -> ``txt``,
+    ``meta`` (a JSON object's text, from a dataset layout) merged into the sample's ``json``; ``split`` fixes
+    the split (a dataset's own train/val folders) instead of ``--val-fraction``."""
 
     path: str
     key: str
     label: int | None = None
     caption: str | None = None
+    split: str | None = None
+    meta: str | None = None
 
 
 def make_key(relative: str) -> str:
@@ -35,7 +39,8 @@ def make_key(relative: str) -> str:
     return "__".join(p for p in parts if p) or "sample"
 
 
-def _unique(keys: list[str]) -> list[str]:
+def unique_keys(keys: list[str]) -> list[str]:
+    """``keys`` with repeats made unique by a ``_N`` suffix (the first keeps its name)."""
     seen: dict[str, int] = {}
     out = []
     for key in keys:
@@ -70,7 +75,7 @@ def collect(src: str | Path, extensions: tuple[str, ...], labels: str = "auto") 
     if not files:
         raise FileNotFoundError(f"source {text!r} holds no files with extensions {', '.join(extensions)}")
     relative = [p.relative_to(root).as_posix() if p.is_relative_to(root) else p.name for p in files]
-    keys = _unique([make_key(r) for r in relative])
+    keys = unique_keys([make_key(r) for r in relative])
     use_folders = labels == "folder" or (labels == "auto" and all("/" in r for r in relative))
     if not use_folders:
         return [Item(str(p), k) for p, k in zip(files, keys)], []
@@ -116,7 +121,7 @@ def _from_manifest(path: Path, labels: str) -> tuple[list[Item], list[str]]:
         files.append(file if file.is_absolute() else path.parent / file)
     root = Path(os.path.commonpath([str(f.parent) for f in files]))
     relative = [Path(os.path.relpath(f, root)).as_posix() for f in files]
-    keys = _unique([make_key(r.lstrip("/")) for r in relative])
+    keys = unique_keys([make_key(r.lstrip("/")) for r in relative])
     items = [
         Item(str(f), k, label_of.get(str(v)) if v is not None else None, row.get("caption") or None)
         for f, k, v, row in zip(files, keys, raw_labels, rows)
