@@ -60,6 +60,15 @@ a switch (all three on reproduce the official step; docs/methods/wavtokenizer.md
   sample, so the losses are the same, in one pass instead of two);
 - validation logs mel loss, mel / STFT distances and, when ``evaluate_pesq``, wideband PESQ and STOI; UTMOS
   needs local weights and is left to `tokenforge.metrics.audio`.
+
+Speed switch ``compile`` (default off; docs/speed.md): the training step is bound by host-side kernel launches
+on a GPU (a GAN batch of short_75.yaml issues thousands of small kernels). With ``compile: true`` the training
+forwards run through ``torch.compile`` (options in ``compile_options``, e.g. ``{mode: max-autotune-no-cudagraphs}``):
+the SEANet encoder, the backbone + iSTFT head, the mel loss and each discriminator, compiled once per crop shape
+(training crops are fixed). The quantizer stays eager (its EMA update and dead-code restarts are data-dependent),
+and so do validation and inference. The compiled forward skips the model's input checks (``check_audio``, the
+bandwidth range check: host syncs every step); the batch comes from the data module. Compiled and eager steps
+give the same losses (tests/test_wavtokenizer_compiled_step.py).
 """
 
 from __future__ import annotations
@@ -73,7 +82,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor
 
 from tokenforge.lr_schedulers import WarmupCosineLR
-from tokenforge.tokenizers.base import AutoencoderOutput
+from tokenforge.tokenizers.base import AutoencoderOutput, Tokens
 from tokenforge.tokenizers.gan_module import GANModule
 from tokenforge.tokenizers.wavtokenizer import losses as L
 from tokenforge.tokenizers.wavtokenizer.discriminators import (
@@ -180,6 +189,8 @@ class WavTokenizerModule(GANModule):
         evaluate_pesq: bool = True,
         train_dac_discriminator: bool = True,
         second_forward: bool = False,
+        compile: bool = False,
+        compile_options: dict[str, Any] | None = None,
         learning_rate: float | None = None,
         disc_learning_rate: float | None = None,
         betas: tuple[float, float] | None = None,
@@ -206,12 +217,46 @@ class WavTokenizerModule(GANModule):
         self.encoder_lr_scale = float(encoder_lr_scale)
         self.train_dac_discriminator, self.second_forward = bool(train_dac_discriminator), bool(second_forward)
         self.mel_loss = L.MelLoss(model.sample_rate, mel_n_fft, mel_hop_length, n_mels)
+        self.compile_training, self.compile_options = bool(compile), dict(compile_options or {})
+        self._compiled: dict[str, Any] = {}  # name -> torch.compile wrapper of a network (not a submodule)
         self.save_hyperparameters(ignore=["model", "multiperiod_disc", "multiresolution_disc", "dac_disc",
                                           "optimizer", "disc_optimizer", "lr_scheduler", "disc_lr_scheduler"])
 
     @property
     def discriminators(self) -> list[torch.nn.Module]:
         return [d for d in (self.mpd, self.mrd, self.dac) if d is not None]
+
+    # ------------------------------------------------------------------ compiled training forwards (``compile``)
+
+    def net(self, name: str, network: Any) -> Any:
+        """``network`` itself, or with ``compile`` on and in training mode its ``torch.compile`` wrapper (built on
+        first use under ``name``, kept outside the module tree so state-dict keys and checkpoints do not change)."""
+        if not (self.compile_training and self.training):
+            return network
+        if name not in self._compiled:
+            self._compiled[name] = torch.compile(network, **self.compile_options)
+        return self._compiled[name]
+
+    def features_to_audio(self, features: Tensor, bandwidth_id: Tensor) -> Tensor:
+        """Backbone + iSTFT head: quantized features ``(B, C, T)`` -> waveform (compiled as one by `net`)."""
+        return self.model.head(self.model.backbone(features, bandwidth_id))
+
+    def model_forward(self, x: Tensor, bandwidth_id: Tensor) -> AutoencoderOutput:
+        """The generator's training forward: ``self.model(x, bandwidth_id)``, or with ``compile`` the same
+        computation with the encoder and the decoder compiled, the quantizer eager and no input checks."""
+        if not (self.compile_training and self.training):
+            return self.model(x, bandwidth_id)
+        latent = self.net("encoder", self.model.encoder)(x[:, None])
+        q = self.model.quantizer(latent)
+        x_hat = self.net("decoder", self.features_to_audio)(q.quantized, bandwidth_id)[..., : x.shape[-1]]
+        tokens = Tokens(ids=q.indices, latents=q.quantized,
+                        meta={"sample_rate": self.model.sample_rate, "num_samples": int(x.shape[-1])})
+        return AutoencoderOutput(x_hat=x_hat, tokens=tokens, aux_loss=q.loss, metrics=q.metrics)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()  # Lightning's: a copy of __dict__
+        state["_compiled"] = {}  # compiled wrappers are rebuilt on first use in copies and unpickled modules
+        return state
 
     # ------------------------------------------------------------------ what the GAN step trains
 
@@ -247,12 +292,12 @@ class WavTokenizerModule(GANModule):
         phase = Phase()
         for name, disc in (("mpd", self.mpd), ("mrd", self.mrd)):
             if disc is not None:
-                phase.judged[name] = judged = judge(disc, x, x_hat, bandwidth_id)
+                phase.judged[name] = judged = judge(self.net(name, disc), x, x_hat, bandwidth_id)
                 real, fake = L.hinge_d_terms(*judged[0])
                 phase.parts[f"{name}_real"], phase.parts[f"{name}_fake"] = real, fake
                 phase.terms[name] = (real + fake).sum() / len(real)
         if self.dac is not None:
-            phase.judged["dac"] = judged = judge(self.dac, x, x_hat, bandwidth_id)
+            phase.judged["dac"] = judged = judge(self.net("dac", self.dac), x, x_hat, bandwidth_id)
             phase.terms["dac"] = L.lsgan_d_loss(*judged[0])
         h = self.hparams
         phase.weights = {"mpd": 1.0, "mrd": h.mrd_loss_coeff, "dac": h.dac_loss_coeff}
@@ -263,20 +308,22 @@ class WavTokenizerModule(GANModule):
         """The generator step's terms: mel and commitment, and once ``adversarial`` the three discriminators'
         adversarial and feature-matching terms (weights ramped by `gan_weight`)."""
         h = self.hparams
-        phase = Phase(terms={"mel": self.mel_loss(x_hat, x), "commit": commit},
+        phase = Phase(terms={"mel": self.net("mel", self.mel_loss)(x_hat, x), "commit": commit},
                       weights={"mel": h.mel_loss_coeff, "commit": h.commit_loss_coeff})
         if adversarial:
             ramp = self.gan_weight
             for name, disc, w in (("mpd", self.mpd, ramp), ("mrd", self.mrd, ramp * h.mrd_loss_coeff)):
                 if disc is None:
                     continue
-                phase.judged[name] = (_, fake), (real_fmaps, fake_fmaps) = judge(disc, x, x_hat, bandwidth_id)
+                phase.judged[name] = (_, fake), (real_fmaps, fake_fmaps) = judge(self.net(name, disc), x, x_hat,
+                                                                                 bandwidth_id)
                 phase.parts[f"g_{name}"] = per_disc = L.hinge_g_terms(fake)
                 phase.terms[f"g_{name}"] = per_disc.sum() / len(per_disc)
                 phase.terms[f"fm_{name}"] = L.feature_matching(real_fmaps, fake_fmaps)
                 phase.weights[f"g_{name}"] = phase.weights[f"fm_{name}"] = w
             if self.dac is not None:
-                phase.judged["dac"] = (_, fake), (real_fmaps, fake_fmaps) = judge(self.dac, x, x_hat, bandwidth_id)
+                phase.judged["dac"] = (_, fake), (real_fmaps, fake_fmaps) = judge(self.net("dac", self.dac), x, x_hat,
+                                                                                  bandwidth_id)
                 phase.terms["g_dac"] = L.lsgan_g_loss(fake)
                 phase.terms["fm_dac"] = L.dac_feature_matching(real_fmaps, fake_fmaps)
                 phase.weights["g_dac"] = phase.weights["fm_dac"] = ramp * h.dac_loss_coeff
@@ -292,8 +339,8 @@ class WavTokenizerModule(GANModule):
         fake = None
         if adversarial and self.second_forward:
             with torch.no_grad():
-                fake = self.model(x, bandwidth_id).x_hat
-        out = self.model(x, bandwidth_id)
+                fake = self.model_forward(x, bandwidth_id).x_hat
+        out = self.model_forward(x, bandwidth_id)
         if adversarial and fake is None:
             fake = out.x_hat.detach()
         return out, fake
