@@ -126,3 +126,32 @@ def test_utmos_from_a_local_torchscript_file(tmp_path, monkeypatch, shared_data)
     bad.write_bytes(b"no")
     with pytest.raises(WeightsUnavailable, match="not a TorchScript file"):
         U.utmos(wave, rate, bad)
+
+
+def test_evaluate_reports_utmos_and_metric_rates(shared_data, tmp_path, monkeypatch):
+    """`tokenforge evaluate` on audio: UTMOS from a local file (or its one-line reason) and each metric's rate."""
+    from pathlib import Path
+
+    from tokenforge.config import build
+    from tokenforge.config_models import compose
+    from tokenforge.data.shards import make_shards
+    from tokenforge.evaluate import evaluate_tokenizer
+
+    monkeypatch.setenv("TOKENFORGE_HOME", str(tmp_path / "home"))
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in CLIPS:
+        (src / name).write_bytes((shared_data / "speech24k" / name).read_bytes())
+    make_shards("audio", src, tmp_path / "raw", val_fraction=0.5, sample_rate=24000, progress=False)
+    repo = Path(__file__).resolve().parents[1]
+    model = build(compose(repo / "configs/tokenizers/wavtokenizer/tiny.yaml")["model"]["init_args"]["model"]).eval()
+    plain = evaluate_tokenizer(model, tmp_path / "raw", tmp_path / "a", max_items=1, progress=False)
+    assert plain["utmos"].startswith("utmos unavailable: put utmos.pt")
+    assert plain["protocol"]["metric_rates"]["mel_distance"] == 24000
+    assert plain["protocol"]["metric_rates"]["pesq"] == 16000 and plain["protocol"]["metric_rates"]["stoi"] == 10000
+    weights = tmp_path / "utmos.pt"
+    torch.jit.script(_Loudness()).save(str(weights))
+    scored = evaluate_tokenizer(model, tmp_path / "raw", tmp_path / "b", max_items=1, progress=False,
+                                utmos_weights=str(weights))
+    assert scored["utmos"]["n"] == 1 and scored["utmos"]["mean"] >= 1.0
+    assert scored["utmos"]["weights"]["file"] == str(weights)

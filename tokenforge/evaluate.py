@@ -156,10 +156,12 @@ def _images(model, shards, split, batch_size, device, max_items, protocol, opts)
 
 
 def _audio(model, shards, split, batch_size, device, max_items, protocol, opts) -> dict[str, Any]:
-    from tokenforge.metrics.audio import mel_distance, pesq_stoi, si_snr, stft_distance
+    from tokenforge.metrics.audio import mel_distance, metric_rates, pesq_stoi, si_snr, stft_distance
+    from tokenforge.metrics.utmos import UTMOSMeter
 
     rate = int(getattr(model, "sample_rate", opts.get("sample_rate") or 24000))
     values: dict[str, list[float]] = {k: [] for k in ("mel", "stft", "si_snr", "pesq", "stoi", "seconds", "bytes")}
+    utmos = UTMOSMeter(opts.get("utmos_weights"))  # "utmos unavailable: put ..." without a local checkpoint
     # whole clips differ in length, so one clip per batch
     loader = batches(shards, split, "audio", 1, sample_rate=rate, segment_samples=None)
     for batch in limited(loader, max_items, "evaluate audio", opts.get("progress", True)):
@@ -174,12 +176,14 @@ def _audio(model, shards, split, batch_size, device, max_items, protocol, opts) 
             values[key].append(scores.get(key, float("nan")))
         seconds = x.shape[-1] / rate
         values["seconds"].append(seconds)
+        utmos.update(x_hat[0], rate)
         values["bytes"].append(ids_per_item(tokens)[0] * bits_per_token(model, tokens) / 8 / seconds)
+    protocol["metric_rates"] = metric_rates(rate)  # the rate (Hz) each metric is computed at
     protocol.update(n_items=len(values["mel"]), sizes={"sample_rate": rate, "seconds_total": sum(values["seconds"])},
                     weights={})
     return {"mel_distance": mean_std(values["mel"]), "stft_distance": mean_std(values["stft"]),
             "si_snr_db": mean_std(values["si_snr"]), "pesq": mean_std(values["pesq"]),
-            "stoi": mean_std(values["stoi"]),
+            "stoi": mean_std(values["stoi"]), "utmos": utmos.result(),
             "bytes_per_second": float(np.mean(values["bytes"])) if values["bytes"] else None}
 
 
@@ -251,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lpips-weights", default=None, help="local LPIPS file (VGG trunk, or trunk + heads)")
     parser.add_argument("--lpips-lin-weights", default=None, help="local LPIPS linear heads (lpips' vgg.pth)")
     parser.add_argument("--fid-weights", default=None, help="local Inception weights for FID / rFID")
+    parser.add_argument("--utmos-weights", default=None,
+                        help="local UTMOS TorchScript file (audio; default $TOKENFORGE_HOME/weights/utmos.pt)")
     parser.add_argument("--reference", default=None, help="raw image shards: the real set of a generator's FID")
     parser.add_argument("--tokenizer", default=None, help="generator's tokenizer (default: the token manifest's)")
     parser.add_argument("--resolution", type=int, default=64, help="mesh extraction grid (default 64)")
@@ -270,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "tokenizer":
             metrics = evaluate_tokenizer(model, args.shards, args.out, image_size=args.image_size,
                                          lpips_weights=args.lpips_weights, lpips_lin_weights=args.lpips_lin_weights,
-                                         resolution=args.resolution, **common)
+                                         resolution=args.resolution, utmos_weights=args.utmos_weights, **common)
         else:
             metrics = evaluate_generator(model, args.shards, args.out, reference=args.reference,
                                          tokenizer=args.tokenizer, **common)
