@@ -51,7 +51,10 @@ def read_mono(data: bytes | Path) -> tuple[np.ndarray, int]:
 
 
 def resample(wave: np.ndarray | torch.Tensor, rate: int, target: int) -> torch.Tensor:
-    """Band-limited resampling of a 1-D signal with ``torchaudio.functional.resample`` (windowed sinc)."""
+    """Band-limited resampling of a signal (last axis) with ``torchaudio.functional.resample``: a Hann-windowed
+    sinc filter applied in polyphase form (rates reduced by their gcd, one filter phase per output sample of a
+    period, as a strided convolution), its defaults (lowpass_filter_width 6, rolloff 0.99). The one resampler of
+    the project: shards, `load_audio`, decode's ``--output-rate``, PESQ/DNSMOS/UTMOS inputs."""
     x = torch.as_tensor(wave, dtype=torch.float32)
     return x if rate == target else torchaudio.functional.resample(x, rate, target)
 

@@ -9,7 +9,10 @@ One versioned format for every modality: a NumPy ``.npz`` (no pickles) named ``<
   ``fingerprint`` (hash of the model's spec, `tokenforge.model_spec.fingerprint`), ``modality``, ``layout``,
   ``vocab_size``, ``meta`` (the JSON part of `Tokens.meta`), ``input`` (what the tokenizer saw: image size,
   sample rate and sample count, surface points...), ``source`` (the file: name, its own size / rate /
-  channels) and ``decode`` (settings decode must reuse, e.g. audio chunking).
+  channels) and ``decode`` (settings decode must reuse, e.g. audio chunking). For audio, ``source`` holds
+  ``source_rate`` (Hz), ``channels`` and ``seconds`` of the file before it was mixed to mono and resampled to
+  the tokenizer's rate, so ``tokenforge decode --output-rate source`` writes the input's rate and exact frame
+  count (`tokenforge.audio_rates`).
 
 `portable` is what a file keeps of a `Tokens`; ``reconstruct`` decodes exactly that, so ``encode`` then
 ``decode`` gives what ``reconstruct`` gives, bit for bit.
