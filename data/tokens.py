@@ -133,7 +133,7 @@ def encode_shards(
             raise TypeError(f"{name} is a {type(model).__name__} without .{attribute}: not a tokenforge Tokenizer")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = model.to(device).eval()
-    raw = read_manifest(inp) if Path(inp).is_dir() else None
+    raw = read_manifest(inp)  # a folder, a manifest.json path or URL; None for a pattern or a tar
     if model.modality == "audio" and sample_rate is None:
         sample_rate = (raw or {}).get("sample_rate") or getattr(model, "sample_rate", None) or 24000
     found = {}
