@@ -11,7 +11,8 @@ options (`tokenforge.methods.Option`); a method that does a verb its own way (ex
 by modality: images (`tokenforge.image_files`: PNG), audio (`tokenforge.audio_files`: FLAC at the tokenizer's
 rate, long files in chunks), meshes (`tokenforge.mesh_files`: PLY by marching cubes of the decoded field).
 
-Inputs go in batches of ``--batch-size`` (audio: one file at a time); a file that cannot be read is skipped
+Inputs go in batches of ``--batch-size`` (audio: shortest first, each batch one padded model call with lengths;
+files longer than a chunk go alone, in chunks); a file that cannot be read is skipped
 with one ``skipped: NAME: reason`` line and the others are written (exit 3, `tokenforge.errors.exit_code_for`).
 A decoded mesh field with no surface (empty, or filling the cube) is a result, not a failure: one ``empty: NAME:
 reason`` line, ``empty`` in ``metrics.json``, no file.
@@ -114,23 +115,37 @@ class AudioFiles:
         except AudioFileError as error:
             raise Skipped(str(error)) from None
         info = {"sample_rate": int(model.sample_rate), "num_samples": int(wave.numel()),
-                "chunk_seconds": args.chunk_seconds, "context_seconds": args.context_seconds}
+                "chunk_seconds": args.chunk_seconds, "context_seconds": args.context_seconds,
+                "crossfade_seconds": getattr(args, "crossfade_seconds", 0.1)}
         return wave, info, facts
 
     @staticmethod
+    def order_key(path: Path) -> float:
+        """Seconds of audio (header only): files go through the model in batches of similar length."""
+        import soundfile as sf
+
+        try:
+            info = sf.info(str(path))
+            return info.frames / info.samplerate
+        except Exception:  # unreadable: read() skips it with its reason
+            return 0.0
+
+    @staticmethod
     def encode(model: Any, inputs: list[Any], infos: list[dict], args: argparse.Namespace) -> list[Any]:
-        from tokenforge.audio_files import encode_long
+        from tokenforge.audio_files import encode_many
         from tokenforge.tokenizers.base import Tokens
 
-        return [Tokens(ids=encode_long(model, wave, args.chunk_seconds, args.context_seconds, args.bf16)[None])
-                for wave in inputs]
+        return [Tokens(ids=codes[None]) for codes in encode_many(model, inputs, args.chunk_seconds, args.bf16)]
 
     @staticmethod
     def decode(model: Any, items: list[Any], infos: list[dict], args: argparse.Namespace) -> list[Any]:
-        from tokenforge.audio_files import decode_long
+        from tokenforge.audio_files import decode_many
 
-        return [decode_long(model, tokens.ids[0], info["num_samples"], info["chunk_seconds"], info["context_seconds"],
-                            args.bf16) for tokens, info in zip(items, infos)]
+        first = infos[0] if infos else {}
+        return decode_many(model, [tokens.ids[0] for tokens in items], [info["num_samples"] for info in infos],
+                           first.get("chunk_seconds", args.chunk_seconds),
+                           first.get("context_seconds", args.context_seconds), args.bf16,
+                           first.get("crossfade_seconds", getattr(args, "crossfade_seconds", 0.1)))
 
     @staticmethod
     def write(output: Any, path: Path, rate: int, source: dict | None = None, args: Any = None) -> None:
@@ -257,7 +272,10 @@ def build_parser(verb: str, method: Method | None) -> tuple[argparse.ArgumentPar
     image.add_argument("--size", type=int, help="side after the centre crop (default: the tokenizer's, else 256)")
     audio = parser.add_argument_group("audio")
     audio.add_argument("--chunk-seconds", type=float, default=30.0, help="chunk length; 0 = whole file (30)")
-    audio.add_argument("--context-seconds", type=float, default=1.0, help="context on each side of a chunk (1)")
+    audio.add_argument("--context-seconds", type=float, default=1.0, help="decoding: codes of context on each side "
+                       "of a chunk (1); encoding takes its context from the encoder's receptive field")
+    audio.add_argument("--crossfade-seconds", type=float, default=0.1, help="decoding: overlap of neighbouring "
+                       "chunks, blended linearly (0.1)")
     if verb == "reconstruct":
         audio.add_argument("--no-metrics", action="store_true", help="skip PESQ/STOI/distances")
         audio.add_argument("--dnsmos", action="store_true", help="DNSMOS of each reconstruction (speechmos, offline)")
@@ -343,7 +361,10 @@ def _skip(path: Path, reason: str, skipped: dict[str, str]) -> None:
 
 def read_batches(handler: type, model: Any, files: list[Path], args: argparse.Namespace, skipped: dict[str, str],
                  desc: str) -> Any:
-    """Batches of readable inputs ``[(path, x, input_info, source_info)]``; unreadable files are skipped."""
+    """Batches of readable inputs ``[(path, x, input_info, source_info)]``; unreadable files are skipped. A handler
+    with ``order_key`` (audio: seconds) gets its files shortest first, so each batch holds similar lengths."""
+    if hasattr(handler, "order_key"):
+        files = sorted(files, key=handler.order_key)
     batch = []
     for path in console.progress(files, desc=desc, unit="file"):
         try:
@@ -416,6 +437,8 @@ def decode_files(handler: type, model: Any, method: Method | None, files: list[P
             _skip(path, str(error), skipped)
             continue
         loaded.append((path, tokens, header))
+    if hasattr(handler, "order_key"):  # the order encode / reconstruct used: same batches, same outputs
+        loaded.sort(key=lambda item: float(item[2].get("source", {}).get("seconds", 0.0)))
     written = 0
     for start in console.progress(range(0, len(loaded), args.batch_size), desc="decode", unit="batch"):
         chunk = loaded[start:start + args.batch_size]

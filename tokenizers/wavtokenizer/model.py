@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tokenforge.receptive_field import ReceptiveField, receptive_field
 from tokenforge.tokenizers.base import AutoencoderOutput, Tokenizer, Tokens
 from tokenforge.tokenizers.quantizers.base import check_indices
 from tokenforge.tokenizers.quantizers.vq import VectorQuantizer
@@ -98,6 +99,10 @@ class WavTokenizer(Tokenizer):
     def num_frames(self, num_samples: int) -> int:
         return -(-num_samples // self.hop_length)
 
+    def receptive_field(self) -> ReceptiveField:
+        """The encoder's receptive field from its layers (finite convs; the LSTM reads the whole past)."""
+        return receptive_field(self.encoder.model)
+
     def _bandwidth(self, bandwidth_id: Tensor | int | None, device: torch.device) -> Tensor:
         if bandwidth_id is None:
             bandwidth_id = 0
@@ -159,24 +164,63 @@ class WavTokenizer(Tokenizer):
         return self
 
     @torch.no_grad()
-    def encode(self, x: Tensor, bandwidth_id: Tensor | int | None = None) -> Tokens:
-        """``(B, L)`` -> `Tokens` with ids ``(B, ceil(L / hop))``; ``bandwidth_id`` is unused (encoder side)."""
+    def encode(self, x: Tensor, lengths: Tensor | list[int] | None = None,
+               bandwidth_id: Tensor | int | None = None) -> Tokens:
+        """``(B, L)`` -> `Tokens` with ids ``(B, ceil(L / hop))``; ``bandwidth_id`` is unused (encoder side).
+
+        ``lengths`` (samples per item of a right-padded batch, any padding values): item ``i`` gets exactly the
+        codes of encoding ``x[i, :lengths[i]]`` alone, ``ceil(lengths[i] / hop)`` frames (`Tokens.lengths`),
+        zeros after; ``meta["num_samples"]`` lists the lengths so `decode` trims each item."""
         x = check_audio(x)
-        ids = self.encode_ids(x)
-        meta: dict[str, Any] = {"sample_rate": self.sample_rate, "hop_length": self.hop_length,
-                                "num_samples": int(x.shape[-1])}
-        return Tokens(ids=ids, meta=meta)
+        if lengths is None:
+            ids = self.encode_ids(x)
+            meta: dict[str, Any] = {"sample_rate": self.sample_rate, "hop_length": self.hop_length,
+                                    "num_samples": int(x.shape[-1])}
+            return Tokens(ids=ids, meta=meta)
+        lengths = self._check_lengths(lengths, x.shape[0], x.shape[-1])
+        latent = self.encoder(x[:, None], lengths)
+        ids = self.quantizer.nearest(latent.transpose(1, 2).reshape(-1, latent.shape[1]),
+                                     self.quantizer.codebook).reshape(latent.shape[0], latent.shape[2])
+        frames = torch.tensor([self.num_frames(n) for n in lengths], device=ids.device)
+        ids = ids.masked_fill(torch.arange(ids.shape[1], device=ids.device)[None] >= frames[:, None], 0)
+        meta = {"sample_rate": self.sample_rate, "hop_length": self.hop_length, "num_samples": lengths}
+        return Tokens(ids=ids, lengths=frames, meta=meta)
+
+    @staticmethod
+    def _check_lengths(lengths: Tensor | list[int], batch: int, longest: int) -> list[int]:
+        lengths = [int(n) for n in torch.as_tensor(lengths).reshape(-1).tolist()]
+        if len(lengths) != batch or min(lengths) < 1 or max(lengths) > longest:
+            raise ValueError(f"lengths must give one length in [1, {longest}] per item of the batch of {batch}, "
+                             f"got {lengths}")
+        return lengths
 
     @torch.no_grad()
-    def decode(self, tokens: Tokens | Tensor, bandwidth_id: Tensor | int | None = None) -> Tensor:
-        """Tokens (or ids ``(B, T)``) -> waveform ``(B, L)``, trimmed to ``meta["num_samples"]`` when known."""
+    def decode(self, tokens: Tokens | Tensor, lengths: Tensor | list[int] | None = None,
+               bandwidth_id: Tensor | int | None = None) -> Tensor:
+        """Tokens (or ids ``(B, T)``) -> waveform ``(B, L)``, trimmed to ``meta["num_samples"]`` when known.
+
+        ``lengths`` (samples per item; default: a list in ``meta["num_samples"]``, as batched `encode` writes):
+        item ``i`` decodes its first ``ceil(lengths[i] / hop)`` codes as if alone; the output is ``(B,
+        max(lengths))`` with zeros after each item's length."""
         ids = tokens.ids if isinstance(tokens, Tokens) else tokens
         if ids.ndim == 1:
             ids = ids[None]
+        known = tokens.meta.get("num_samples") if isinstance(tokens, Tokens) else None
+        if lengths is None and isinstance(known, (list, tuple)):
+            lengths = known
         check_indices(ids, self.vocab_size, "WavTokenizer.decode")
-        wave = self.decode_ids(ids.long(), self._bandwidth(bandwidth_id, ids.device))
-        length = tokens.meta.get("num_samples") if isinstance(tokens, Tokens) else None
-        return wave[..., :length] if length else wave
+        bandwidth = self._bandwidth(bandwidth_id, ids.device)
+        if lengths is None:
+            wave = self.decode_ids(ids.long(), bandwidth)
+            return wave[..., :known] if known else wave
+        lengths = self._check_lengths(lengths, ids.shape[0], ids.shape[1] * self.hop_length)
+        frames = [self.num_frames(n) for n in lengths]
+        features = F.embedding(ids[:, :max(frames)].long(), self.quantizer.codebook).transpose(1, 2)
+        hidden = self.backbone.forward_lengths(features, bandwidth, frames)
+        wave = hidden.new_zeros(ids.shape[0], max(lengths))
+        for i, (n, t) in enumerate(zip(lengths, frames)):
+            wave[i, :n] = self.head(hidden[i:i + 1, :t])[0, :n]
+        return wave
 
     def forward(self, x: Tensor, bandwidth_id: Tensor | int | None = None) -> AutoencoderOutput:
         """Training pass: straight-through VQ (EMA updates in train mode) -> waveform trimmed to the input."""

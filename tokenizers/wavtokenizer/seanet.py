@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from tokenforge.config import Configurable
-from tokenforge.nn.conv1d import SLSTM, Conv1d, ConvTranspose1d, ConvResidualUnit1d
+from tokenforge.nn.conv1d import SLSTM, Conv1d, ConvTranspose1d, ConvResidualUnit1d, pad1d
 
 
 INITS = ("pytorch", "variance_preserving")
@@ -92,8 +92,44 @@ class SEANetEncoder(Configurable, nn.Module):
         self.model = nn.Sequential(*layers)
         _apply_init(self, init)
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.model(x)
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """``lengths`` (samples per item of a right-padded batch): each item's frames equal its own pass alone."""
+        if lengths is None:
+            return self.model(x)
+        return run_with_lengths(self.model, x, [int(n) for n in lengths])[0]
+
+
+def padded_per_item(conv: Conv1d, x: Tensor, lengths: list[int]) -> Tensor:
+    """``x`` right-padded ``(B, C, T)`` -> the batch of each item's own padded input (its length's reflect and extra
+    padding, exactly as `Conv1d.forward` pads it alone), left-aligned and zero-filled to the widest."""
+    pieces = [pad1d(x[i:i + 1, :, :n], *conv.padding(n), conv.pad_mode) for i, n in enumerate(lengths)]
+    if len(pieces) == 1:
+        return pieces[0]
+    out = x.new_zeros(x.shape[0], x.shape[1], max(p.shape[-1] for p in pieces))
+    for i, piece in enumerate(pieces):
+        out[i, :, :piece.shape[-1]] = piece[0]
+    return out
+
+
+def run_with_lengths(module: nn.Module, x: Tensor, lengths: list[int]) -> tuple[Tensor, list[int]]:
+    """Run an encoder stack on a right-padded batch so every item sees only its own samples: each `Conv1d` pads
+    every item as it would pad it alone (reflect at the item's own end, length-dependent extra padding), the
+    residual units do so in both branches, the LSTM runs forward in time (causal: what follows an item's end
+    never reaches its frames) and pointwise layers need nothing. Returns the output and the new lengths."""
+    if isinstance(module, Conv1d):
+        out = module.conv(padded_per_item(module, x, lengths))
+        return out, [-(-n // module.stride) for n in lengths]
+    if isinstance(module, ConvResidualUnit1d):
+        block, _ = run_with_lengths(module.block, x, lengths)
+        short, _ = run_with_lengths(module.shortcut, x, lengths)
+        return short + block, lengths
+    if isinstance(module, nn.Sequential):
+        for layer in module:
+            x, lengths = run_with_lengths(layer, x, lengths)
+        return x, lengths
+    if isinstance(module, (SLSTM, nn.ELU, nn.Identity)):
+        return module(x), lengths
+    raise TypeError(f"run_with_lengths: no length rule for {type(module).__name__}")
 
 
 class SEANetDecoder(Configurable, nn.Module):

@@ -59,6 +59,47 @@ class VocosBackbone(Configurable, nn.Module):
             x = block(x, bandwidth_id)
         return self.final_layer_norm(x.transpose(1, 2))
 
+    def forward_lengths(self, x: Tensor, bandwidth_id: Tensor | None, lengths: list[int]) -> Tensor:
+        """`forward` on a right-padded batch ``(B, C_in, T)`` where item ``i`` has ``lengths[i]`` frames: each item
+        is computed as if alone. Convs see zeros past an item's end (their own zero padding), GroupNorm takes
+        its statistics and attention its keys over the item's frames only (both per item); the rest is per
+        frame. Frames past an item's end hold zeros."""
+        if self.adanorm and bandwidth_id is None:
+            raise ValueError("this backbone uses AdaLayerNorm: pass bandwidth_id (e.g. torch.tensor([0]))")
+        steps = torch.arange(x.shape[-1], device=x.device)
+        mask = (steps[None] < torch.as_tensor(lengths, device=x.device)[:, None])[:, None].to(x.dtype)
+        x = self.embed(x * mask) * mask
+        for layer in self.pos_net:
+            if isinstance(layer, ResnetBlock1d):
+                h = layer.conv1(F.silu(_group_norm(layer.norm1, x, lengths)) * mask)
+                h = layer.conv2(layer.dropout(F.silu(_group_norm(layer.norm2, h, lengths))) * mask)
+                x = ((layer.nin_shortcut(x) if layer.nin_shortcut is not None else x) + h) * mask
+            elif isinstance(layer, AttnBlock1d):
+                h = _group_norm(layer.norm, x, lengths)
+                q, k, v = (proj(h) for proj in (layer.q, layer.k, layer.v))
+                att = torch.zeros_like(h)
+                for i, n in enumerate(lengths):
+                    one = (t[i:i + 1, :, :n].transpose(1, 2)[:, None] for t in (q, k, v))
+                    att[i, :, :n] = F.scaled_dot_product_attention(*one)[0, 0].transpose(0, 1)
+                x = (x + layer.proj_out(att)) * mask
+            elif isinstance(layer, nn.GroupNorm):
+                x = _group_norm(layer, x, lengths)
+            else:
+                raise TypeError(f"forward_lengths: no length rule for {type(layer).__name__}")
+        x = x.transpose(1, 2)
+        x = (self.norm(x, bandwidth_id) if self.adanorm else self.norm(x)).transpose(1, 2)
+        for block in self.convnext:
+            x = block(x * mask, bandwidth_id)
+        return self.final_layer_norm((x * mask).transpose(1, 2))
+
+
+def _group_norm(norm: nn.GroupNorm, x: Tensor, lengths: list[int]) -> Tensor:
+    """``norm`` applied to each item's first ``lengths[i]`` frames alone (statistics over those only); zeros after."""
+    out = torch.zeros_like(x)
+    for i, n in enumerate(lengths):
+        out[i, :, :n] = norm(x[i:i + 1, :, :n])[0]
+    return out
+
 
 def _init_weights(module: nn.Module) -> None:
     if isinstance(module, (nn.Conv1d, nn.Linear)):
