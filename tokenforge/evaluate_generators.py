@@ -18,6 +18,7 @@ from torch import nn
 from tokenforge.evaluate_protocol import SKIPPED, batches, check_modality, finish, limited, load_model
 from tokenforge.hub import load_tokenizer
 from tokenforge.metrics.image import FIDMetric
+from tokenforge.metrics.weights import WeightsUnavailable
 
 
 def _tokenizer(manifest: dict[str, Any] | None, opts: dict[str, Any], device: str, who: str) -> nn.Module:
@@ -79,7 +80,7 @@ def _generator_fid(model: nn.Module, manifest: dict[str, Any] | None, device: st
         return "skipped: no reference image shards (reference=DIR)"
     try:
         fid = FIDMetric(opts["fid_weights"], device)
-    except ImportError as error:
+    except (ImportError, WeightsUnavailable) as error:
         return f"skipped: {error}"
     tokenizer = load_tokenizer(str(opts.get("tokenizer") or manifest["tokenizer"]["name"])).to(device).eval()
     size = int((manifest or {}).get("input", {}).get("image_size") or 256)

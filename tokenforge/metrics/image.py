@@ -2,12 +2,16 @@
 
 Images are float tensors in [-1, 1], ``[3, H, W]`` or ``[B, 3, H, W]``; estimate first, reference second.
 - `psnr`: dB after 8-bit quantisation of both images (what a viewer of the PNGs sees), per image.
-- `ssim`: scikit-image's SSIM on the 8-bit images with the settings of Wang et al. 2004 (Gaussian window,
-  sigma 1.5, population covariance, data range 255), mean over the colour channels, per image.
-- `lpips`: the LPIPS module of `tokenforge.tokenizers.losses.perceptual` from LOCAL weight files.
-- `frechet_distance`: the FID formula on two feature sets; `fid` extracts Inception features with
-  torchmetrics' ``FrechetInceptionDistance`` from a LOCAL weights file (``feature_extractor_weights_path``;
-  that needs the ``torch-fidelity`` package). Nothing is ever downloaded.
+- `ssim`: two labelled variants. ``variant="reference"`` (default): scikit-image's SSIM on the 8-bit images
+  with the settings of Wang et al. 2004 (Gaussian window, sigma 1.5, population covariance, data range 1 on
+  [0, 1]), the value scikit-image and torchmetrics report. ``variant="llamagen"`` (`ssim_llamagen`): as
+  LlamaGen's ``reconstruction_vq_ddp.py`` computes it (scikit-image defaults, a 7x7 uniform window, and
+  ``data_range=2.0`` on [0, 1] images, LlamaGen #72): higher than the reference value, never compare the two.
+- `LPIPSMetric`: the LPIPS module of `tokenforge.tokenizers.losses.perceptual` from LOCAL weight files; without
+  paths the published files are found under ``$TOKENFORGE_HOME/weights/`` and sha256-checked.
+- `frechet_distance`: the FID formula on two feature sets; `FIDMetric` is FID under a named protocol of
+  `tokenforge.metrics.fid_protocols` (pytorch-fid by default) from a checked local Inception file.
+  Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -45,31 +49,76 @@ def psnr(est: Tensor, ref: Tensor) -> float | list[float]:
     return out[0] if single else out
 
 
-def ssim(est: Tensor, ref: Tensor) -> float | list[float]:
-    """SSIM of the 8-bit images (Gaussian sigma 1.5 window, Wang et al. constants); float or list per image."""
+SSIM_VARIANTS = ("reference", "llamagen")
+
+
+def ssim(est: Tensor, ref: Tensor, variant: str = "reference") -> float | list[float]:
+    """SSIM per image (float for one, list for a batch). ``reference``: 8-bit images, Gaussian sigma 1.5 window,
+    Wang et al. constants, data range 1 on [0, 1]. ``llamagen``: LlamaGen's call (see the module docstring)."""
     from skimage.metrics import structural_similarity
 
+    if variant not in SSIM_VARIANTS:
+        raise ValueError(f"unknown SSIM variant {variant!r}; choose one of {', '.join(SSIM_VARIANTS)}")
     single = torch.as_tensor(est).ndim == 3
     est, ref = _batch(est, ref)
     if min(est.shape[-2:]) < 7:
         raise ValueError(f"SSIM needs images of at least 7x7 pixels, got {tuple(est.shape[-2:])}")
-    out = [float(structural_similarity(to_uint8(r), to_uint8(e), data_range=255, channel_axis=2,
-                                       gaussian_weights=True, sigma=1.5, use_sample_covariance=False))
-           for e, r in zip(est, ref)]
+    out = []
+    for e, r in zip(est, ref):
+        restored = to_uint8(e).astype(np.float64) / 255
+        if variant == "reference":
+            value = structural_similarity(to_uint8(r).astype(np.float64) / 255, restored, data_range=1.0,
+                                          channel_axis=2, gaussian_weights=True, sigma=1.5,
+                                          use_sample_covariance=False)
+        else:  # LlamaGen: restored PNG / 255 against the float ground truth, skimage defaults, data_range 2
+            truth = ((r.detach().float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy().astype(np.float64)
+            value = structural_similarity(restored, truth, data_range=2.0, channel_axis=2)
+        out.append(float(value))
     return out[0] if single else out
 
 
-class LPIPSMetric:
-    """LPIPS distances per image from local weight files (``vgg_weights`` and optionally ``lin_weights``)."""
+def ssim_llamagen(est: Tensor, ref: Tensor) -> float | list[float]:
+    """SSIM as LlamaGen reports it (``data_range=2.0`` on [0, 1] images): `ssim` with ``variant="llamagen"``."""
+    return ssim(est, ref, variant="llamagen")
 
-    def __init__(self, vgg_weights: str | Path, lin_weights: str | Path | None = None, device: str = "cpu") -> None:
+
+class LPIPSMetric:
+    """LPIPS distances per image from local weight files.
+
+    ``vgg_weights`` / ``lin_weights`` given: those files are used as they are (a tokenizer may be scored with its
+    own trunk) and `record` says whether their sha256 is the published one. Not given: torchvision's
+    ``vgg16-397923af.pth`` and lpips' ``vgg.pth`` are located under ``$TOKENFORGE_HOME/weights/`` and checked,
+    and a missing or different file raises `WeightsUnavailable` with the one-line "unavailable: put ..." message.
+    """
+
+    def __init__(self, vgg_weights: str | Path | None = None, lin_weights: str | Path | None = None,
+                 device: str = "cpu") -> None:
+        from tokenforge.metrics.weight_files import LPIPS_VGG16_TRUNK, LPIPS_VGG_HEADS
+        from tokenforge.metrics.weights import locate
         from tokenforge.tokenizers.losses.perceptual import LPIPS
 
         for path in (vgg_weights, lin_weights):
             if path is not None and not Path(path).is_file():
                 raise FileNotFoundError(f"LPIPS weights {path} do not exist (give local files; nothing is downloaded)")
+        if vgg_weights is None:
+            vgg_weights = locate(LPIPS_VGG16_TRUNK)
+            lin_weights = lin_weights or locate(LPIPS_VGG_HEADS)
+        self.files = {"trunk": (Path(vgg_weights), LPIPS_VGG16_TRUNK),
+                      "heads": (Path(lin_weights), LPIPS_VGG_HEADS) if lin_weights is not None else None}
         self.net = LPIPS(str(vgg_weights), None if lin_weights is None else str(lin_weights)).to(device).eval()
         self.device = device
+
+    def record(self) -> dict[str, object]:
+        """Files, sha256 and whether each is the published file (what a result records about its weights)."""
+        from tokenforge.metrics.weights import sha256_of
+
+        out: dict[str, object] = {"metric": "lpips-vgg v0.1"}
+        for part, entry in self.files.items():
+            if entry is not None:
+                path, weight = entry
+                digest = sha256_of(path)
+                out[part] = {"file": str(path), "sha256": digest, "published": digest == weight.sha256}
+        return out
 
     @torch.no_grad()
     def __call__(self, est: Tensor, ref: Tensor) -> list[float]:
@@ -80,47 +129,34 @@ class LPIPSMetric:
 
 def frechet_distance(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
     """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) of two ``[N, D]`` feature sets (N >= 2 each)."""
-    from scipy import linalg
+    from tokenforge.metrics.fid_protocols import frechet_from_features
 
-    a = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a, dtype=np.float64)
-    b = np.asarray(b.detach().cpu() if isinstance(b, Tensor) else b, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or len(a) < 2 or len(b) < 2:
-        raise ValueError(f"need two [N>=2, D] feature sets of one D, got {a.shape} and {b.shape}")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    s_a, s_b = np.atleast_2d(s_a), np.atleast_2d(s_b)
-    covmean = np.asarray(linalg.sqrtm(s_a @ s_b))
-    if not np.isfinite(covmean).all():  # near-singular product: regularise as pytorch-fid does
-        eps = np.eye(len(s_a)) * 1e-6
-        covmean = np.asarray(linalg.sqrtm((s_a + eps) @ (s_b + eps)))
-    covmean = np.real(covmean)
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean))
+    a = a.detach().cpu().double().numpy() if isinstance(a, Tensor) else a
+    b = b.detach().cpu().double().numpy() if isinstance(b, Tensor) else b
+    return frechet_from_features(a, b)
 
 
 class FIDMetric:
-    """FID between accumulated real and fake images with Inception weights from a local file.
+    """FID between accumulated real and fake images under a named protocol (`tokenforge.metrics.fid_protocols`).
 
-    Uses torchmetrics' ``FrechetInceptionDistance(feature_extractor_weights_path=...)``; raises ImportError
-    with what to install when ``torch-fidelity`` is missing, FileNotFoundError when the file is missing.
+    ``weights``: the Inception file (None: ``$TOKENFORGE_HOME/weights/pt_inception-2015-12-05-6726825d.pth``),
+    sha256-checked; a missing or different file raises `WeightsUnavailable` ("unavailable: put ... at ...").
+    `compute` gives the number, `result` the number with the protocol name and hashes.
     """
 
-    def __init__(self, weights: str | Path, device: str = "cpu") -> None:
-        if not Path(weights).is_file():
-            raise FileNotFoundError(f"Inception weights {weights} do not exist (give a local file; nothing is downloaded)")
-        try:
-            import torch_fidelity  # noqa: F401
-        except ImportError as error:
-            raise ImportError("FID needs the torch-fidelity package (pip install torch-fidelity)") from error
-        from torchmetrics.image.fid import FrechetInceptionDistance
+    def __init__(self, weights: str | Path | None = None, device: str = "cpu", protocol: str = "pytorch-fid") -> None:
+        from tokenforge.metrics.fid_protocols import protocol as named
 
-        self.metric = FrechetInceptionDistance(feature_extractor_weights_path=str(weights), normalize=True).to(device)
-        self.device = device
+        self.accumulator = named(protocol).accumulator(weights=weights, device=device)
 
     def update(self, images: Tensor, real: bool) -> None:
-        self.metric.update(((images.float().clamp(-1, 1) + 1) / 2).to(self.device), real=real)
+        self.accumulator.update(images, real=real)
+
+    def result(self) -> dict[str, object]:
+        return self.accumulator.compute()
 
     def compute(self) -> float:
-        return float(self.metric.compute())
+        return float(self.result()["fid"])
 
 
 def mean_std(values: list[float]) -> dict[str, float | int | None]:
