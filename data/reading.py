@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import urllib.request
 import warnings
@@ -144,9 +145,16 @@ def read_remote_json(url: str, attempts: int = 3, timeout: float = 30.0, backoff
                          "check the URL and the network")
 
 
+PIPE_EXIT = re.compile(r"^\(\((?P<command>'.*'),\), \{.*\}\): exit (?P<status>-?\d+)")
+
+
 def describe(error: BaseException) -> str:
-    """One line for a read error (webdataset appends the stream and URL to ``args``: keep the first)."""
+    """One line for a read error (webdataset appends the stream and URL to ``args``: keep the first; its
+    ``pipe:`` error, ``(('cmd',), {...}): exit 1 (read) {}``, becomes ``the command 'cmd' exited with status 1``)."""
     text = str(error.args[0]) if error.args else str(error)
+    failed = PIPE_EXIT.match(text)
+    if failed:
+        text = f"the command {failed['command']} exited with status {failed['status']}"
     return f"{type(error).__name__}: {text}".splitlines()[0][:REASON_CHARS]
 
 
@@ -357,7 +365,14 @@ class ShardReader:
         try:
             files = tar_file_iterator(stream)  # a read error raises: the retry loop above decides, reports once
             yield from group_by_keys(({**f, "__url__": url} for f in files), handler=self.counter.handler)
-        except BaseException:
+        except Exception as error:  # a failed ``pipe:`` command gives an empty tar first: its exit status says why
+            try:
+                stream.close()
+            except Exception as closing:  # a command that failed by itself (not killed by our closing it)
+                if (getattr(stream, "status", None) or 0) > 0:
+                    raise closing from error
+            raise
+        except BaseException:  # the consumer stopped early (GeneratorExit), Ctrl-C: close, report nothing
             _close_quietly(stream)
             raise
         stream.close()  # a failed ``pipe:`` command shows here
