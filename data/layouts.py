@@ -285,22 +285,20 @@ def read_shapenet(root: Path, extensions: tuple[str, ...], label_file: Path | No
 
 
 def read_objaverse(root: Path, extensions: tuple[str, ...], label_file: Path | None) -> tuple[list[Item], list[str]]:
-    annotations: dict[str, dict[str, Any]] = {}
+    files = _files(root, extensions)
+    wanted = {path.stem for path in files}
+    facts: dict[str, dict[str, Any]] = {}  # uid -> name, category, tags (only the uids present; lean, not raw)
     lvis: dict[str, str] = {}
     for path in [label_file] if label_file else _metadata_files(root):
-        _read_objaverse_metadata(path, annotations, lvis)
-    files = _files(root, extensions)
+        _read_objaverse_metadata(path, wanted, facts, lvis)
     found = []
     for path in files:
         uid = path.stem
-        entry = annotations.get(uid, {})
-        listed = entry.get("categories") or []
-        category = lvis.get(uid) or (listed[0].get("name") if listed and isinstance(listed[0], dict) else None)
-        category = category or entry.get("category")
+        entry = facts.get(uid, {})
+        category = lvis.get(uid) or entry.get("category")
         if not category and path.parent != root and not OBJAVERSE_BATCH.match(path.parent.name):
             category = path.parent.name
-        tags = [t.get("name") if isinstance(t, dict) else str(t) for t in entry.get("tags") or []][:16]
-        found.append((path, uid, category, entry.get("name"), tags))
+        found.append((path, uid, category, entry.get("name"), entry.get("tags", [])))
     categories = sorted({c for _, _, c, _, _ in found if c})
     index = {c: i for i, c in enumerate(categories)}
     keys = _unique_keys([f.relative_to(root).as_posix() for f in files])
@@ -311,8 +309,11 @@ def read_objaverse(root: Path, extensions: tuple[str, ...], label_file: Path | N
     return items, categories
 
 
-def _read_objaverse_metadata(path: Path, annotations: dict[str, dict[str, Any]], lvis: dict[str, str]) -> None:
-    """Objaverse annotations ``{uid: {...}}``, LVIS ``{category: [uids]}``, or a list / JSONL of ``{uid, ...}``."""
+def _read_objaverse_metadata(path: Path, wanted: set[str], facts: dict[str, dict[str, Any]],
+                             lvis: dict[str, str]) -> None:
+    """Objaverse annotations ``{uid: {...}}``, LVIS ``{category: [uids]}``, or a list / JSONL of ``{uid, ...}``;
+    keeps the name, the first category and up to 16 tags of the ``wanted`` uids (the full annotations of all of
+    Objaverse would fill gigabytes)."""
     raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     text = raw.decode("utf-8")
     try:
@@ -320,15 +321,22 @@ def _read_objaverse_metadata(path: Path, annotations: dict[str, dict[str, Any]],
     except json.JSONDecodeError:
         data = [json.loads(line) for line in text.splitlines() if line.strip()]
     if isinstance(data, list):
-        annotations.update({str(e["uid"]): e for e in data if isinstance(e, dict) and "uid" in e})
-        return
+        data = {str(e["uid"]): e for e in data if isinstance(e, dict) and "uid" in e}
     if not isinstance(data, dict):
         return
     for key, value in data.items():
-        if isinstance(value, dict):
-            annotations[str(key)] = value
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            lvis.update({uid: str(key) for uid in value})
+        if isinstance(value, dict) and key in wanted:
+            facts[key] = _object_facts(value)
+        elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            lvis.update({uid: str(key) for uid in value if uid in wanted})
+
+
+def _object_facts(entry: dict[str, Any]) -> dict[str, Any]:
+    listed = entry.get("categories") or []
+    first = listed[0] if listed else None
+    category = first.get("name") if isinstance(first, dict) else first
+    tags = [t.get("name") if isinstance(t, dict) else str(t) for t in entry.get("tags") or []][:16]
+    return {"name": entry.get("name"), "category": category or entry.get("category"), "tags": tags}
 
 
 def _metadata_files(root: Path) -> list[Path]:

@@ -229,6 +229,15 @@ def test_objaverse_glbs_with_metadata_json(shared_data: Path, tmp_path: Path) ->
     assert got == {uids["icosahedron"]: (0, "D20 die", "games-toys", ["dice", "d20"]),
                    uids["3torus"]: (2, "Triple torus", "torus", []),
                    uids["pinion"]: (1, "gear", "gear", [])}
+    # a JSONL of {uid, category, name} given as --label-file replaces the metadata found in the folder
+    listing = tmp_path / "objects.jsonl"
+    listing.write_text("".join(json.dumps({"uid": uid, "category": "solid", "name": name}) + "\n"
+                               for name, uid in uids.items() if name != "pinion"))
+    out = tmp_path / "listed"
+    assert shards_main(["make", "meshes", str(root), str(out), "--label-file", str(listing), *MESH_OPTIONS]) == 0
+    got = {extras(sample)[2]["uid"]: extras(sample)[:2] for sample in samples(out, "train").values()}
+    assert got == {uids["icosahedron"]: (0, "icosahedron"), uids["3torus"]: (0, "3torus"),
+                   uids["pinion"]: (None, None)}  # an object the metadata does not name: no cls, no txt
 
 
 def test_a_layout_of_another_kind_is_refused_and_plain_folders_stay_files(shared_data: Path, tmp_path: Path) -> None:
