@@ -101,10 +101,16 @@ class WholeResponse:
         self.response.close()
 
 
+FSSPEC_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+PIPE_COMMANDS = {"s3": "aws s3 cp {url} -", "gs": "gsutil cat {url}", "gcs": "gsutil cat {url}"}
+
+
 def check_openable(urls: list[str]) -> None:
     """`UsageError` (one line) when a URL's scheme has no reader here: fsspec's package for it (s3fs for
     ``s3://``, gcsfs for ``gs://``...) is missing, or fsspec does not know the scheme."""
-    kinds = {scheme(url): url for url in urls}
+    kinds: dict[str, str] = {}
+    for url in urls:
+        kinds.setdefault(scheme(url), url)
     for kind, url in kinds.items():
         if kind in GOPEN_SCHEMES or kind in ("http", "https"):
             continue
@@ -113,10 +119,12 @@ def check_openable(urls: list[str]) -> None:
         try:
             fsspec.get_filesystem_class(kind)
         except ImportError as error:
-            package = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
-            need = package.get(kind, str(error).splitlines()[0] if str(error) else "its fsspec package")
-            raise UsageError(f"{kind}:// shards ({url}) need the {need} package: pip install {need}, or stream "
-                             f"them through a command, e.g. \"pipe:aws s3 cp {url} -\"") from None
+            package = FSSPEC_PACKAGES.get(kind)
+            need = f"the {package} package: pip install {package}" if package else \
+                (str(error).splitlines() or ["its fsspec filesystem package"])[0]
+            command = PIPE_COMMANDS.get(kind, "a command that writes {url} to stdout").format(url=url)
+            raise UsageError(f"{kind}:// shards ({url}) need {need}, or stream them through a command, e.g. "
+                             f"\"pipe:{command}\"") from None
         except ValueError:
             raise UsageError(f"no reader for {kind}:// shards ({url}): use a local path, http(s)://, s3:// "
                              "(with s3fs), another fsspec URL, or a pipe: command") from None
