@@ -185,3 +185,21 @@ def test_a_scheme_without_its_reader_is_one_line() -> None:
         assert len(str(error.value).splitlines()) == 1 and "pipe:aws s3 cp" in str(error.value)
     with pytest.raises(UsageError, match="no reader for nosuch:// shards"):
         shard_urls("nosuch://host/train-000000.tar")
+
+
+def test_shards_encode_reads_a_remote_manifest(raw: Path, tmp_path: Path) -> None:
+    from tokenforge.data.tokens import encode_shards
+    from tokenforge.tokenizers import quantizers, vqgan
+
+    torch.manual_seed(0)
+    model = vqgan.VQGAN(quantizers.VectorQuantizer(32, 8, l2_normalize=True), ch=32, ch_mult=[1, 1],
+                        num_res_blocks=1, z_channels=32, attn_last_level=False, attn_mid=False).eval()
+    server = Server(raw, cut={CUT})
+    try:
+        with pytest.warns(UserWarning, match=f"skipped shard .*{CUT}"):
+            manifest = encode_shards(model, f"{server.url}/manifest.json", tmp_path / "tokens", image_size=IMAGE,
+                                     device="cpu", progress=False, retries=1)
+    finally:
+        server.close()
+    assert server.requests[CUT] == 2 and manifest["skipped_shards"] == 1
+    assert manifest["splits"]["train"]["count"] >= 9  # the three whole shards, and what arrived of the cut one
