@@ -83,7 +83,7 @@ def test_reduced_demo_runs_vqgan_then_gpt(tmp_path: Path) -> None:
     stages = summary["stages"]
     assert list(stages) == ["data/photos", "data/faces", "vqgan/fit", "vqgan/reconstruct", "vqgan/evaluate",
                             "encode/vqgan", "gpt/fit", "gpt/generate", "gpt/evaluate", "vqgan/baseline",
-                            "gpt/baseline"]
+                            "leaderboard/image", "gpt/baseline"]
     assert all(result["status"] == "ok" for result in stages.values()), stages
     assert stages["data/faces"]["splits"] == {"train": 150, "val": 50}
     assert stages["encode/vqgan"]["codes_used"] > 16 and stages["encode/vqgan"]["unigram_entropy_nats"] > 2
@@ -98,6 +98,9 @@ def test_reduced_demo_runs_vqgan_then_gpt(tmp_path: Path) -> None:
     psnr = stages["vqgan/evaluate"]["metrics"]["psnr_db/mean"]
     assert 5 < psnr < 40
     assert stages["vqgan/evaluate"]["metrics"]["bytes_per_item"] == 64  # 8x8 ids at 8 bits
+    board = json.loads((out / "leaderboard" / "image" / "leaderboard.json").read_text())  # evaluate --models
+    assert [(r["model"], r["bytes_per_item"]) for r in board["rows"]] == [("vqgan", 64)]
+    assert board["rows"][0]["cells"]["psnr_db"] == pytest.approx(psnr, abs=1e-4)
 
     # samples: 8 decoded 32 px images, labels cycling 0, 1; ids in the VQGAN's vocabulary
     samples = stages["gpt/generate"]["samples"]

@@ -35,7 +35,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "reconstruct": ("tokenforge.reconstruct:main",
                     "files -> tokens -> files with any tokenizer, and metrics (a method may add outputs)"),
     "demo": ("tokenforge.demo:main", "the whole chain on bundled real data: shards, fit, reconstruct"),
-    "evaluate": ("tokenforge.evaluate:main", "tokenizer/generator metrics on held-out shards -> metrics.json"),
+    "evaluate": ("tokenforge.leaderboard:command", "tokenizer/generator metrics on held-out shards -> metrics.json; "
+                 "--models: a leaderboard"),
     "generate": ("tokenforge.generate:main", "sample with any generator, decode with its tokenizer (PNG/FLAC/PLY)"),
 }
 

@@ -56,7 +56,8 @@ class DemoPart:
     stage another part also lists, such as a shared encode, runs once); ``steps`` optimiser steps for the
     ``default`` (2 idle CPU cores, ~10 minutes in all) and ``long`` (GPU) presets; ``requires`` the parts whose
     stages it needs (a generator's tokenizer), pulled in without their baselines and claims; ``baseline`` and
-    ``claim`` stages run after every part's own; ``claim_title`` names the paper claim where its stage did not
+    ``claim`` stages run after every part's own (a tokenizer's ``baseline`` also lists its modality's
+    `leaderboard_stage`); ``claim_title`` names the paper claim where its stage did not
     run; ``expect`` says what its pictures or sounds look like after seconds of training (the report).
     """
 
@@ -226,6 +227,39 @@ def headline(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return found
 
 
+def leaderboard_stage(modality: str) -> Stage:
+    """``leaderboard/<modality>``: ``tokenforge evaluate --models`` over every tokenizer of ``modality`` that an
+    evaluate stage scored (same shards, each at its own image side / mesh resolution); ``leaderboard/index.html``
+    shows every modality's table written so far. Each tokenizer part lists it, so it runs once, after the fits."""
+
+    def leaderboard_(run: Run) -> dict[str, Any]:
+        from tokenforge.leaderboard import evaluate_models
+        from tokenforge.leaderboard_page import write_page
+
+        models, sizes, shards, opts = [], [], None, {}
+        for name, result in list(run.results.items()):
+            if not name.endswith("/evaluate") or result.get("status") != "ok" or not result.get("metrics_json"):
+                continue
+            protocol = json.loads(Path(result["metrics_json"]).read_text())["protocol"]
+            if protocol.get("kind") != "tokenizer" or protocol.get("modality") != modality or \
+                    shards not in (None, protocol["shards"]):
+                continue
+            shards, part = protocol["shards"], name.split("/")[0]
+            models.append(f"{part}={run.result(f'{part}/fit')['checkpoint']}")
+            sizes.append(protocol["sizes"].get("image", [0])[-1])
+            opts.update({"resolution": protocol["sizes"]["resolution"]} if modality == "mesh" else {})
+        if not models:
+            raise RuntimeError(f"no {modality} tokenizer was evaluated: nothing to compare")
+        out = run.path("leaderboard", modality)
+        table = evaluate_models(models, shards, out, image_sizes=sizes if modality == "image" else None,
+                                device=run.device, progress=False, **opts)
+        tables = [json.loads(p.read_text()) for p in sorted(run.path("leaderboard").glob("*/leaderboard.json"))]
+        page = write_page(tables, run.path("leaderboard", "index.html"), "tokenforge demo: leaderboard")
+        return {"page": str(page), "table": str(out / "leaderboard.md"), "models": [r["model"] for r in table["rows"]]}
+
+    return f"leaderboard/{modality}", leaderboard_, ()
+
+
 # ----------------------------------------------------------------------------- parts by modality
 
 BASELINE_NAMES = {"image": "mean training image", "audio": "silence", "mesh": "best training-set sphere",
@@ -287,7 +321,8 @@ def image_tokenizer(name: str, folder: str, size: int, steps: Mapping[str, int],
               (f"{name}/reconstruct", reconstruct, (f"{name}/fit",)),
               evaluate_stage(name, "tokenizer", "data/photos", "shards", image_size=size))
     return DemoPart(name, "image", folder, ("photos",), stages, steps,
-                    baseline=((f"{name}/baseline", baseline, ("data/photos",)),), expect=expect, **part)
+                    baseline=((f"{name}/baseline", baseline, ("data/photos",)), leaderboard_stage("image")),
+                    expect=expect, **part)
 
 
 def audio_tokenizer(name: str, folder: str, steps: Mapping[str, int], *, options: tuple[str, ...] = (),
@@ -320,7 +355,8 @@ def audio_tokenizer(name: str, folder: str, steps: Mapping[str, int], *, options
     stages = (fit_stage(name, folder, "speech"), (f"{name}/reconstruct", reconstruct, (f"{name}/fit",)),
               evaluate_stage(name, "tokenizer", "data/speech", "shards"))
     return DemoPart(name, "audio", folder, ("speech",), stages, steps,
-                    baseline=((f"{name}/baseline", baseline, ("data/speech",)),), expect=expect, **part)
+                    baseline=((f"{name}/baseline", baseline, ("data/speech",)), leaderboard_stage("audio")),
+                    expect=expect, **part)
 
 
 def mesh_tokenizer(name: str, folder: str, steps: Mapping[str, int], summarise: Callable[[Path], dict[str, Any]], *,
@@ -344,7 +380,8 @@ def mesh_tokenizer(name: str, folder: str, steps: Mapping[str, int], summarise: 
               (f"{name}/reconstruct", reconstruct, (f"{name}/fit",)),
               evaluate_stage(name, "tokenizer", "data/meshes", "shards", resolution=resolution))
     return DemoPart(name, "mesh", folder, ("meshes",), stages, steps,
-                    baseline=((f"{name}/baseline", baseline, ("data/meshes",)),), expect=expect, **part)
+                    baseline=((f"{name}/baseline", baseline, ("data/meshes",)), leaderboard_stage("mesh")),
+                    expect=expect, **part)
 
 
 def encode_stage(tokenizer: str, size: int, latents: bool = False) -> Stage:

@@ -3,20 +3,24 @@
     tokenforge evaluate --model CKPT|DIR|NAME [--official NAME] --shards DIR [--split val]
                         [--kind tokenizer|generator] [--out DIR] [--device cpu] [--max-items N]
                         [--lpips-weights F] [--fid-weights F]
+    tokenforge evaluate --models [LABEL=]MODEL ... --shards DIR    # a leaderboard: tokenforge.leaderboard
 
 ``--model`` as every verb takes it: a fit checkpoint, a saved folder or a name, or with ``--official NAME`` the
 file or folder of that official release (``--official-config``, ``--trust-pickle``).
 
 Tokenizers (raw shards of the tokenizer's modality, decoded without augmentation, in shard order):
 - image: centre crop to ``image_size`` (default 256), encode/decode, PSNR and SSIM per image (8-bit, see
-  `tokenforge.metrics.image`) as mean/std; LPIPS with ``lpips_weights`` and rFID (real vs reconstructed)
-  with ``fid_weights``, otherwise ``"skipped: no weights"``.
+  `tokenforge.metrics.image`) as mean/std, SSIM also under its other labelled variants (``ssim_variants``:
+  LlamaGen's data_range 2.0 on [0, 1]); LPIPS with ``lpips_weights`` and rFID (real vs reconstructed) with
+  ``fid_weights``, otherwise ``"skipped: no weights"``.
 - audio: whole clips at the model's sample rate (one clip per batch: clips differ in length), mel distance,
-  multi-resolution STFT distance, SI-SNR, PESQ-WB, STOI (`tokenforge.metrics.audio`), bytes per second.
-- mesh: surface points (with normals where the tokenizer takes them) -> tokens -> a decoded field; IoU of the decoded occupancy on the shard's stored
-  queries (volume + near-surface), and Chamfer / F-score between the stored surface points and points
-  sampled on the marching-cubes surface at ``resolution`` (default 64; NaN and counted when the field has no
-  surface).
+  multi-resolution STFT distance, SI-SNR, PESQ-WB, STOI (`tokenforge.metrics.audio`), tokens and bytes per
+  second; with ``dnsmos`` (``--dnsmos``; seconds of CPU per clip) DNSMOS or why it is unavailable.
+- mesh: surface points (with normals where the tokenizer takes them) -> tokens -> a decoded field; IoU of the
+  decoded occupancy on the shard's stored queries (volume + near-surface), and Chamfer / F-score between the
+  stored surface points and points sampled on the marching-cubes surface at ``resolution`` (default 64; NaN and
+  counted when the field has no surface); the F-score also at each of ``taus`` (``f_score_at``, default
+  `F_SCORE_TAUS`).
 Bytes per item: discrete ids packed at ceil(log2 vocab) bits; a tokenizer with only continuous latents is
 counted at 16 bits per latent value (float16, as token shards store them).
 
@@ -48,6 +52,7 @@ from tokenforge.errors import EXIT_USAGE, UsageError
 from tokenforge.evaluate_generators import evaluate_generator
 from tokenforge.evaluate_protocol import SKIPPED, batches, check_modality, finish, limited, load_model
 from tokenforge.failure import one_line
+from tokenforge.leaderboard_metrics import Dnsmos, ssim_variants
 from tokenforge.metrics.image import FIDMetric, LPIPSMetric, mean_std, psnr, ssim
 from tokenforge.model_spec import add_model_arguments
 from tokenforge.model_spec import load_model as load_model_arg
@@ -90,7 +95,15 @@ def bits_per_token(model: nn.Module, tokens: Any) -> int:
     return max(1, math.ceil(math.log2(int(model.vocab_size))))
 
 
+def code_bits(model: nn.Module, tokens: Any) -> float:
+    """Information per code: ``log2(vocab)`` bits for a discrete id, 16 for a continuous latent value (float16);
+    the leaderboard's bytes per item are codes x this / 8 (``bytes_per_item`` here packs ids at whole bits)."""
+    return 16.0 if not has_ids(tokens) else math.log2(max(2, int(model.vocab_size)))
+
+
 # ----------------------------------------------------------------------------- tokenizers
+
+F_SCORE_TAUS = (0.01, 0.02, 0.05)  # mesh F-score thresholds, [-1, 1]^3 frame: 1 %, 2 % (3DShape2VecSet), 5 %
 
 
 @torch.no_grad()
@@ -99,8 +112,8 @@ def evaluate_tokenizer(model: nn.Module | str, shards: str | Path, out_dir: str 
                        **opts: Any) -> dict[str, Any]:
     """Reconstruction metrics of a tokenizer on held-out raw shards; writes and returns ``metrics.json``.
 
-    ``opts``: image_size, lpips_weights, lpips_lin_weights, fid_weights (images); num_points, num_queries,
-    resolution, taus (meshes); progress (default True).
+    ``opts``: image_size, lpips_weights, lpips_lin_weights, fid_weights (images); dnsmos, utmos_weights (audio);
+    num_points, num_queries, resolution, taus (meshes); progress (default True).
     """
     started = time.perf_counter()
     name = str(model) if isinstance(model, (str, Path)) else type(model).__name__
@@ -130,6 +143,7 @@ def _images(model, shards, split, batch_size, device, max_items, protocol, opts)
         except ImportError as error:
             fid_note = f"skipped: {error}"
     values: dict[str, list[float]] = {"psnr": [], "ssim": [], "lpips": [], "tokens": [], "bytes": []}
+    variants: dict[str, list[float]] | str = {}  # SSIM as other evaluations compute it, by variant (or why none)
     loader = batches(shards, split, "image", batch_size, image_size=size, random_crop=False, hflip=False)
     for batch in limited(loader, max_items, "evaluate images", progress):
         x = batch["image"].to(device)
@@ -137,17 +151,21 @@ def _images(model, shards, split, batch_size, device, max_items, protocol, opts)
         x_hat = model.decode(tokens).float()
         values["psnr"] += psnr(x_hat, x)
         values["ssim"] += ssim(x_hat, x)
+        found = ssim_variants(x_hat, x)
+        variants = found if isinstance(found, str) else {k: [*variants.get(k, []), *v] for k, v in found.items()}
         if lpips is not None:
             values["lpips"] += lpips(x_hat, x)
         if fid is not None:
             fid.update(x, real=True)
             fid.update(x_hat, real=False)
         per = ids_per_item(tokens)
+        protocol["bits_per_code"] = code_bits(model, tokens)
         values["tokens"] += per
         values["bytes"] += [n * bits_per_token(model, tokens) / 8 for n in per]
     protocol.update(n_items=len(values["psnr"]), sizes={"image": [3, size, size]},
                     weights={"lpips": opts.get("lpips_weights"), "fid": opts.get("fid_weights")})
     return {"psnr_db": mean_std(values["psnr"]), "ssim": mean_std(values["ssim"]),
+            "ssim_variants": variants if isinstance(variants, str) else {k: mean_std(v) for k, v in variants.items()},
             "lpips": mean_std(values["lpips"]) if lpips is not None else SKIPPED,
             "rfid": (fid.compute() if fid is not None and len(values["psnr"]) > 1 else fid_note),
             "tokens_per_item": float(np.mean(values["tokens"])) if values["tokens"] else None,
@@ -160,7 +178,9 @@ def _audio(model, shards, split, batch_size, device, max_items, protocol, opts) 
     from tokenforge.metrics.utmos import UTMOSMeter
 
     rate = int(getattr(model, "sample_rate", opts.get("sample_rate") or 24000))
-    values: dict[str, list[float]] = {k: [] for k in ("mel", "stft", "si_snr", "pesq", "stoi", "seconds", "bytes")}
+    values: dict[str, list[float]] = {k: [] for k in ("mel", "stft", "si_snr", "pesq", "stoi", "seconds", "bytes",
+                                                      "tokens")}
+    dnsmos = Dnsmos() if opts.get("dnsmos") else None  # seconds of CPU per clip: asked for (the leaderboard does)
     utmos = UTMOSMeter(opts.get("utmos_weights"))  # "utmos unavailable: put ..." without a local checkpoint
     # whole clips differ in length, so one clip per batch
     loader = batches(shards, split, "audio", 1, sample_rate=rate, segment_samples=None)
@@ -178,12 +198,18 @@ def _audio(model, shards, split, batch_size, device, max_items, protocol, opts) 
         values["seconds"].append(seconds)
         utmos.update(x_hat[0], rate)
         values["bytes"].append(ids_per_item(tokens)[0] * bits_per_token(model, tokens) / 8 / seconds)
+        values["tokens"].append(ids_per_item(tokens)[0] / seconds)
+        protocol["bits_per_code"] = code_bits(model, tokens)
+        if dnsmos is not None:
+            dnsmos.update(x_hat[0], rate)
     protocol["metric_rates"] = metric_rates(rate)  # the rate (Hz) each metric is computed at
     protocol.update(n_items=len(values["mel"]), sizes={"sample_rate": rate, "seconds_total": sum(values["seconds"])},
                     weights={})
     return {"mel_distance": mean_std(values["mel"]), "stft_distance": mean_std(values["stft"]),
             "si_snr_db": mean_std(values["si_snr"]), "pesq": mean_std(values["pesq"]),
             "stoi": mean_std(values["stoi"]), "utmos": utmos.result(),
+            "dnsmos": dnsmos.result() if dnsmos is not None else "skipped: not asked for (--dnsmos)",
+            "tokens_per_second": float(np.mean(values["tokens"])) if values["tokens"] else None,
             "bytes_per_second": float(np.mean(values["bytes"])) if values["bytes"] else None}
 
 
@@ -206,7 +232,9 @@ def _meshes(model, shards, split, batch_size, device, max_items, protocol, opts)
 
     points, queries = int(opts.get("num_points") or 2048), int(opts.get("num_queries") or 2048)
     resolution, tau = int(opts.get("resolution") or 64), float(opts.get("tau") or DEFAULT_TAU)
+    taus = [float(t) for t in (opts.get("taus") or F_SCORE_TAUS)]
     values: dict[str, list[float]] = {k: [] for k in ("iou", "chamfer", "f_score", "bytes", "tokens")}
+    at_taus: dict[float, list[float]] = {t: [] for t in taus}
     no_surface = 0
     loader = batches(shards, split, "mesh", batch_size, num_points=points, num_queries=queries)
     for batch in limited(loader, max_items, "evaluate meshes", opts.get("progress", True)):
@@ -220,18 +248,25 @@ def _meshes(model, shards, split, batch_size, device, max_items, protocol, opts)
                 rec = field_to_mesh(model, planes[i:i + 1], resolution)
                 rec_pts = trimesh.sample.sample_surface(rec, len(batch["points"][i]), seed=np.random.default_rng(i))[0]
                 values["chamfer"].append(chamfer_distance(rec_pts, batch["points"][i]))
-                values["f_score"].append(float(f_score(rec_pts, batch["points"][i], tau)))
+                scores = f_score(rec_pts, batch["points"][i], [tau, *taus])
+                values["f_score"].append(float(scores[0]))
             except ValueError:
                 no_surface += 1
                 values["chamfer"].append(float("nan"))
                 values["f_score"].append(0.0)
+                scores = [0.0] * (len(taus) + 1)
+            for t, score in zip(taus, scores[1:]):
+                at_taus[t].append(float(score))
         per = ids_per_item(tokens)
+        protocol["bits_per_code"] = code_bits(model, tokens)
         values["tokens"] += per
         values["bytes"] += [math.ceil(n * bits_per_token(model, tokens) / 8) for n in per]
     protocol.update(n_items=len(values["iou"]), sizes={"points": points, "queries": queries,
-                                                       "resolution": resolution, "tau": tau}, weights={})
+                                                       "resolution": resolution, "tau": tau, "taus": taus},
+                    weights={})
     return {"iou": mean_std(values["iou"]), "chamfer": mean_std(values["chamfer"]),
             "f_score": mean_std(values["f_score"]), "no_surface": no_surface,
+            "f_score_at": {f"{t:g}": mean_std(at_taus[t]) for t in taus},
             "tokens_per_item": float(np.mean(values["tokens"])) if values["tokens"] else None,
             "bytes_per_item": float(np.mean(values["bytes"])) if values["bytes"] else None}
 
@@ -260,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", default=None, help="raw image shards: the real set of a generator's FID")
     parser.add_argument("--tokenizer", default=None, help="generator's tokenizer (default: the token manifest's)")
     parser.add_argument("--resolution", type=int, default=64, help="mesh extraction grid (default 64)")
+    parser.add_argument("--dnsmos", action="store_true", help="audio: DNSMOS of the reconstructions too (local "
+                        "ONNX weights; seconds of CPU per clip)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
@@ -276,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "tokenizer":
             metrics = evaluate_tokenizer(model, args.shards, args.out, image_size=args.image_size,
                                          lpips_weights=args.lpips_weights, lpips_lin_weights=args.lpips_lin_weights,
-                                         resolution=args.resolution, utmos_weights=args.utmos_weights, **common)
+                                         resolution=args.resolution, utmos_weights=args.utmos_weights,
+                                         dnsmos=args.dnsmos, **common)
         else:
             metrics = evaluate_generator(model, args.shards, args.out, reference=args.reference,
                                          tokenizer=args.tokenizer, **common)

@@ -169,6 +169,8 @@ def write_report(out: str | Path) -> Path:
     data = "".join(f"<li>{html.escape(name)}: <span class='{r['status']}'>{r['status']}</span> "
                    f"{html.escape(json.dumps(r.get('splits', r.get('error', ''))))}</li>"
                    for name, r in stages.items() if name.startswith(("data/", "encode/")))
+    if (root / "leaderboard" / "index.html").is_file():  # tokenforge.leaderboard: every tokenizer, per modality
+        data += "<li><a href='leaderboard/index.html'>leaderboard: quality vs bytes per item, per modality</a></li>"
     toc = " · ".join(f"<a href='#method-{m}'>{m}</a>" for m in summary["methods"])
     results = (root / "results.md").read_text() if (root / "results.md").is_file() else ""
     modality, expect = summary.get("modalities", {}), summary.get("expect", {})
