@@ -49,7 +49,8 @@ def _common(parser: argparse.ArgumentParser, kind: str) -> None:
     parser.add_argument("--layout", choices=choices(kind), default="auto",
                         help=f"the folder's layout (auto: detected; files: a plain tree). {LAYOUT_HELP[kind]}")
     parser.add_argument("--label-file", default=None,
-                        help="ImageNet validation labels or Objaverse metadata JSON, when not found in SRC")
+                        help="ImageNet validation labels, Objaverse metadata JSON or ShapeNet taxonomy.json, "
+                             "when not found in SRC")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 

@@ -84,10 +84,12 @@ def detect(root: Path, kind: str) -> str:
         return "files"
     if kind in ("images", "image"):
         train, val = imagenet_folders(root)
+        if train is not None or (val is not None and _wnid_folders(val)):
+            return "imagenet"
         labels = find_file(val, root, VAL_LABEL_FILES) if val is not None else None
-        if val == root and labels is not None:  # a flat folder: only with ImageNet's own names, not any photos
-            labels = labels if labels.name == VAL_LABEL_FILES[0] or _first(root, "ILSVRC*_val_*") else None
-        return "imagenet" if train or labels is not None else "files"
+        # a validation folder with a label file: only with ImageNet's own names, not any photos beside a val.txt
+        ours = labels is not None and (labels.name == VAL_LABEL_FILES[0] or _first(val, "ILSVRC*_val_*"))
+        return "imagenet" if ours else "files"
     if kind in ("audio", "sound"):
         if _first(root, "*.normalized.txt") or _first(root, "*.trans.tsv"):
             return "libritts"

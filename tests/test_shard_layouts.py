@@ -244,5 +244,10 @@ def test_a_layout_of_another_kind_is_refused_and_plain_folders_stay_files(shared
     with pytest.raises(UsageError, match="--layout imagenet does not fit audio"):
         make_shards("audio", shared_data / "speech", tmp_path / "x", layout="imagenet", progress=False)
     assert detect(shared_data / "images", "images") == "files"
+    plain = tmp_path / "plain"  # class folders in train/ and val/ with some val.txt: not ImageNet
+    for split in ("train", "val"):
+        small_jpeg(shared_data / "images/coffee.png", plain / split / "cups" / "a.jpg")
+    (plain / "val.txt").write_text("a.jpg 0\n")
+    assert detect(plain, "images") == "files"
     assert detect(shared_data / "speech", "audio") == "files"
     assert detect(shared_data / "meshes", "meshes") == "files"
