@@ -24,6 +24,7 @@ from tokenforge.metrics.weights import WeightFile, WeightsUnavailable, locate, s
 RATE = 16000
 WEIGHT = WeightFile("utmos", "utmos.pt", None,
                     "a TorchScript export of a UTMOS predictor, e.g. SpeechMOS' utmos22_strong (see module docstring)")
+WEIGHTS = (WEIGHT,)  # the weight table of this metric, as `tokenforge.metrics.dnsmos.WEIGHTS`
 _models: dict[str, torch.jit.ScriptModule] = {}
 
 
