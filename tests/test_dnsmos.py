@@ -95,6 +95,17 @@ def test_dnsmos_missing_or_wrong_weights_one_line(tmp_path, monkeypatch):
     assert D.DNSMOSMeter().result().startswith("dnsmos unavailable: put")
 
 
+def test_dnsmos_missing_packages_one_line(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "speechmos" else real(name, *a))
+    with pytest.raises(WeightsUnavailable) as error:
+        D.dnsmos(torch.zeros(16000), 16000)
+    assert str(error.value) == ("dnsmos unavailable: install speechmos (pip install 'tokenforge[dev]'); they carry "
+                                "and run its ONNX models")
+
+
 class _Loudness(torch.nn.Module):
     """A stand-in predictor: 1 + 100 * mean |x| per item (the real one is a user's UTMOS export)."""
 
