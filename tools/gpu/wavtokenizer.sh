@@ -10,6 +10,10 @@
 #          references -> $OUT/samples/, whole held-out files -> $OUT/recon_full/ (FLAC + metrics.json), the
 #          command -> $OUT/command.txt, Lightning's metrics.csv (train losses, codebook stats) -> $OUT/metrics.csv
 #                                                                                                   (~7 min)
+# COMPILE (default 1 on a GPU, 0 on CPU) trains with model.compile true: the training forwards through
+# torch.compile (tokenizers/wavtokenizer/module.py; the step is launch-bound, docs/speed.md); COMPILE=0 is eager.
+# The <= 10-minute run of issue 22 (one device call, carry .whl and .device/data; ~8.5 min in all):
+#   PHASES=train MAX_TIME=00:00:07:00 OUT=$OUT bash tools/gpu/wavtokenizer.sh
 # ENC_LR_SCALE overrides model.encoder_lr_scale (config 1 = paper; 0.04 was the fix before the encoder init).
 # GAN_RAMP overrides model.gan_ramp_steps (config 1000; 0 = the paper's full GAN weights at once) as the control.
 # DISC_LR overrides the discriminators' lr (model.disc_optimizer; config 5e-5, paper 2e-4); BATCH the batch size (16).
@@ -58,6 +62,8 @@ if [ -n "$QUICK" ]; then  # CPU smoke run: same config and code paths, tiny batc
 fi
 BATCH=${BATCH:-16} SEGMENT=${SEGMENT:-48000} MAX_TIME=${MAX_TIME:-00:00:05:45} EVERY=${EVERY:-60}
 CLIPS=${CLIPS:-8} CLIP_SECONDS=${CLIP_SECONDS:-4} WORKERS=${WORKERS:-6} PRECISION=${PRECISION:-bf16-mixed}
+python -c "import pesq, pystoi; print('pesq', pesq.__file__, '| pystoi', pystoi.__file__)" 2>&1 \
+  | tail -1 | tee "$OUT/pesq_check.txt"   # wideband PESQ needs the carried cp312 wheel (.whl/, env.sh)
 timeout 60 python -m tokenforge shards make audio "$DATA" "$W/shards" --val-fraction 0.1 --no-progress 2>&1 \
   | tail -2 | tee "$OUT/shards.txt"
 mkdir -p "$W/val_audio" && (cd "$W/val_audio" && for t in "$W/shards"/val-*.tar; do tar -xf "$t"; done)
@@ -71,6 +77,8 @@ CMD=(python -m tokenforge fit --config configs/tokenizers/wavtokenizer/base.yaml
   --trainer.callbacks.audio "$W/val_audio" --trainer.callbacks.out "$OUT" --trainer.callbacks.every_seconds "$EVERY"
   --trainer.callbacks.max_clips "$CLIPS" --trainer.callbacks.seconds "$CLIP_SECONDS")
 [ -n "$MEL_STEPS" ] && CMD+=(--model.init_args.pretrain_mel_steps "$MEL_STEPS")
+COMPILE=${COMPILE:-$([ "$ACCEL" = cpu ] && echo 0 || echo 1)}
+[ "$COMPILE" = 1 ] && CMD+=(--model.init_args.compile true)
 [ -n "$GAN_RAMP" ] && CMD+=(--model.init_args.gan_ramp_steps "$GAN_RAMP")
 [ -n "$DISC_LR" ] && CMD+=(--model.init_args.disc_optimizer.init_args.lr "$DISC_LR")
 [ -n "$ENC_LR_SCALE" ] && CMD+=(--model.init_args.encoder_lr_scale "$ENC_LR_SCALE")  # 1 = the paper's single lr
