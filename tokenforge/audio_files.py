@@ -66,11 +66,12 @@ def load_audio(path: str | Path, sample_rate: int) -> tuple[Tensor, dict[str, An
     return mono.contiguous(), facts
 
 
-def _autocast(device: torch.device, bf16: bool) -> Any:
+def bf16_autocast(device: torch.device, bf16: bool) -> Any:
+    """bf16 autocast on ``device`` when asked, else a no-op context."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
-def _spans(total: int, chunk: int, left: int, right: int | None = None) -> list[tuple[int, int, int, int]]:
+def chunk_spans(total: int, chunk: int, left: int, right: int | None = None) -> list[tuple[int, int, int, int]]:
     """(keep_start, keep_end, window_start, window_end) in frames covering ``[0, total)``: chunks of ``chunk``
     frames with ``left`` / ``right`` frames of real context (``right`` defaults to ``left``)."""
     right = left if right is None else right
@@ -111,9 +112,9 @@ def encode_long(model: Any, wave: Tensor, chunk_seconds: float = 30.0, context_s
     else:
         left = right = int(math.ceil(context_seconds * rate / hop))
     codes = torch.empty(frames, dtype=torch.long)
-    for keep0, keep1, win0, win1 in _spans(frames, chunk, left, right):
+    for keep0, keep1, win0, win1 in chunk_spans(frames, chunk, left, right):
         piece = wave[win0 * hop: win1 * hop].to(device)[None]
-        with _autocast(device, bf16):
+        with bf16_autocast(device, bf16):
             ids = model.encode(piece).ids[0].cpu()
         codes[keep0:keep1] = ids[keep0 - win0: keep1 - win0]
     return codes
@@ -140,7 +141,7 @@ def encode_many(model: Any, waves: list[Tensor], chunk_seconds: float = 30.0, bf
             codes[i] = encode_long(model, wave, chunk_seconds, bf16=bf16)
     if short:
         lengths = [waves[i].numel() for i in short]
-        with _autocast(device, bf16):
+        with bf16_autocast(device, bf16):
             tokens = model.encode(_padded([waves[i] for i in short]).to(device), lengths)
         for row, i in enumerate(short):
             codes[i] = tokens.ids[row, :int(tokens.lengths[row])].cpu()
@@ -161,7 +162,7 @@ def decode_many(model: Any, codes: list[Tensor], num_samples: list[int], chunk_s
             out[i] = decode_long(model, ids, num_samples[i], chunk_seconds, context_seconds, bf16, crossfade_seconds)
     if short:
         ids = _padded([torch.as_tensor(codes[i]).long().reshape(-1) for i in short]).to(device)
-        with _autocast(device, bf16):
+        with bf16_autocast(device, bf16):
             waves = model.decode(ids, [num_samples[i] for i in short]).float().cpu()
         for row, i in enumerate(short):
             out[i] = waves[row, :num_samples[i]]
@@ -200,10 +201,10 @@ def decode_long(model: Any, codes: Tensor, num_samples: int | None = None, chunk
     if chunk:
         half = min(half, chunk // 2)
     out = torch.zeros(total * hop)
-    for keep0, keep1, _, _ in _spans(total, chunk, 0):
+    for keep0, keep1, _, _ in chunk_spans(total, chunk, 0):
         a, e = max(0, keep0 - half), min(total, keep1 + half)  # the frames this chunk writes
         win0, win1 = max(0, a - context), min(total, e + context)
-        with _autocast(device, bf16):
+        with bf16_autocast(device, bf16):
             wave = model.decode(codes[win0:win1].to(device)[None])[0].float().cpu()
         rise = ((keep0 - half) * hop, (keep0 + half) * hop) if keep0 > 0 and half else None
         fall = ((keep1 - half) * hop, (keep1 + half) * hop) if keep1 < total and half else None

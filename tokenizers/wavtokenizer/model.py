@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tokenforge.audio_stream import AudioStreaming
 from tokenforge.receptive_field import ReceptiveField, receptive_field
 from tokenforge.tokenizers.base import AutoencoderOutput, Tokenizer, Tokens
 from tokenforge.tokenizers.quantizers.base import check_indices
@@ -47,11 +48,15 @@ def check_audio(x: Tensor, who: str = "WavTokenizer") -> Tensor:
     return x
 
 
-class WavTokenizer(Tokenizer):
-    """The inference module; see the module docstring. Default sizes are the released 75 tokens/s model."""
+class WavTokenizer(AudioStreaming, Tokenizer):
+    """The inference module; see the module docstring. Default sizes are the released 75 tokens/s model.
+    ``stream_encode`` / ``stream_decode`` come from `tokenforge.audio_stream.AudioStreaming`."""
 
     modality: ClassVar[str] = "audio"
     token_layout: ClassVar[str] = "sequence"
+    # left context beyond the convs' receptive field for the encoder's causal LSTM to forget a chunk's start;
+    # measured (docs/methods/wavtokenizer.md, "Chunk-exact long audio"): latents equal to float rounding by 0.7 s
+    recurrent_warmup_seconds: ClassVar[float] = 1.0
 
     def __init__(
         self,
