@@ -166,3 +166,30 @@ def test_evaluate_reports_utmos_and_metric_rates(shared_data, tmp_path, monkeypa
                                 utmos_weights=str(weights))
     assert scored["utmos"]["n"] == 1 and scored["utmos"]["mean"] >= 1.0
     assert scored["utmos"]["weights"]["file"] == str(weights)
+
+
+class _SpeechMOSLike(torch.nn.Module):
+    """SpeechMOS' interface, ``predictor(wave (B, L), sr) -> (B,)``, with a length-dependent result."""
+
+    def forward(self, wave: torch.Tensor, sr: int) -> torch.Tensor:
+        return 1 + 4 * torch.sigmoid(wave.square().mean(-1).sqrt() * 10 - 1) + 0 * sr
+
+
+class _FrozenLength(torch.nn.Module):
+    def forward(self, wave: torch.Tensor, sr: int) -> torch.Tensor:
+        return wave[:, : int(wave.shape[-1] // 2)].mean(-1)  # a Python int from the shape: the trace freezes it
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # _FrozenLength provokes it on purpose
+def test_utmos_export_then_score(tmp_path, shared_data):
+    """tools/export_utmos.py's step: a SpeechMOS-style predictor traced at 16 kHz, then scored like any UTMOS file."""
+    wave, rate = _clip(shared_data, CLIPS[0])
+    out = tmp_path / "weights" / "utmos.pt"
+    digest = U.export_torchscript(_SpeechMOSLike(), out)
+    (score,) = U.utmos(wave, rate, out)
+    assert score == pytest.approx(float(_SpeechMOSLike()(wave[None], 16000)), rel=1e-5) and 1 < score < 5
+    meter = U.UTMOSMeter(out)
+    meter.update(wave, rate)
+    assert meter.result()["weights"]["sha256"] == digest
+    with pytest.raises(ValueError, match="the trace fixed a length"):
+        U.export_torchscript(_FrozenLength(), tmp_path / "frozen.pt")

@@ -2,8 +2,9 @@
 
 UTMOS has no package that carries its weights, and WavTokenizer's evaluation loads a Lightning checkpoint through
 fairseq; here the checkpoint is a TorchScript file the researcher provides, mapping ``(B, L)`` float 16 kHz
-waves to ``(B,)`` or ``(B, 1)`` scores (e.g. the ``utmos22_strong`` predictor of the SpeechMOS repository,
-traced with ``torch.jit.trace(model, torch.zeros(1, 16000))`` around a wrapper that fixes its rate to 16 kHz).
+waves to ``(B,)`` or ``(B, 1)`` scores: `export_torchscript` (``tools/export_utmos.py``) writes one from the
+``utmos22_strong`` predictor of the SpeechMOS repository (a plain-PyTorch UTMOS22 strong learner), traced at
+16 kHz and checked on a second input length.
 Its file is given by path or found as ``$TOKENFORGE_HOME/weights/utmos.pt`` (`tokenforge.metrics.weights`;
 any sha256 is accepted, the one found is recorded). Without it, `WeightsUnavailable` says where to put it.
 Inputs at any rate are resampled to 16 kHz (torchaudio windowed sinc). Nothing is downloaded.
@@ -78,3 +79,33 @@ class UTMOSMeter:
         return {"mean": float(np.mean(finite)) if finite else None, "std": float(np.std(finite)) if finite else None,
                 "n": len(finite), "sample_rate": RATE, "versions": {"torch": torch.__version__},
                 "weights": {"file": str(self.path), "sha256": sha256_of(self.path)}}
+
+
+class _At16k(torch.nn.Module):
+    """A predictor called as ``predictor(wave, 16000)`` (SpeechMOS' interface) seen as ``forward(wave)``."""
+
+    def __init__(self, predictor: torch.nn.Module) -> None:
+        super().__init__()
+        self.predictor = predictor
+
+    def forward(self, wave: Tensor) -> Tensor:
+        return self.predictor(wave, RATE).reshape(-1)
+
+
+def export_torchscript(predictor: torch.nn.Module, out: str | Path, probe_seconds: tuple[float, ...] = (1.0, 2.7),
+                       rtol: float = 1e-4) -> str:
+    """Trace ``predictor(wave (B, L), sr) -> (B,)`` at 16 kHz into the TorchScript file `utmos` reads; returns its
+    sha256. The trace is checked on a second, different length (a trace that froze the input length is refused
+    with `ValueError`: script the predictor instead)."""
+    wrapped = _At16k(predictor.eval()).eval()
+    generator = torch.Generator().manual_seed(0)
+    probes = [0.1 * torch.randn(1, int(s * RATE), generator=generator) for s in probe_seconds]
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapped, probes[0], check_trace=False)
+        for probe in probes[1:]:
+            if not torch.allclose(traced(probe), wrapped(probe), rtol=rtol, atol=1e-5):
+                raise ValueError(f"the traced predictor differs from the eager one on {probe.shape[-1]} samples: "
+                                 "the trace fixed a length; script it (torch.jit.script) instead")
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    traced.save(str(out))
+    return sha256_of(out)
