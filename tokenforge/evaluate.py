@@ -2,7 +2,7 @@
 
     tokenforge evaluate --model CKPT|DIR|NAME [--official NAME] --shards DIR [--split val]
                         [--kind tokenizer|generator] [--out DIR] [--device cpu] [--max-items N]
-                        [--lpips-weights F] [--fid-weights F]
+                        [--lpips-weights F] [--fid-weights F] [--fid-protocol pytorch-fid|clean-fid|...]
     tokenforge evaluate --models [LABEL=]MODEL ... --shards DIR    # a leaderboard: tokenforge.leaderboard
 
 ``--model`` as every verb takes it: a fit checkpoint, a saved folder or a name, or with ``--official NAME`` the
@@ -53,7 +53,9 @@ from tokenforge.evaluate_generators import evaluate_generator
 from tokenforge.evaluate_protocol import SKIPPED, batches, check_modality, finish, limited, load_model
 from tokenforge.failure import one_line
 from tokenforge.leaderboard_metrics import Dnsmos, ssim_variants
+from tokenforge.metrics.fid_protocols import PROTOCOLS
 from tokenforge.metrics.image import FIDMetric, LPIPSMetric, mean_std, psnr, ssim
+from tokenforge.metrics.weights import WeightsUnavailable
 from tokenforge.model_spec import add_model_arguments
 from tokenforge.model_spec import load_model as load_model_arg
 
@@ -139,8 +141,8 @@ def _images(model, shards, split, batch_size, device, max_items, protocol, opts)
     fid, fid_note = None, SKIPPED
     if opts.get("fid_weights"):
         try:
-            fid = FIDMetric(opts["fid_weights"], device)
-        except ImportError as error:
+            fid = FIDMetric(opts["fid_weights"], device, protocol=opts.get("fid_protocol") or "pytorch-fid")
+        except (ImportError, WeightsUnavailable) as error:
             fid_note = f"skipped: {error}"
     values: dict[str, list[float]] = {"psnr": [], "ssim": [], "lpips": [], "tokens": [], "bytes": []}
     variants: dict[str, list[float]] | str = {}  # SSIM as other evaluations compute it, by variant (or why none)
@@ -162,12 +164,13 @@ def _images(model, shards, split, batch_size, device, max_items, protocol, opts)
         protocol["bits_per_code"] = code_bits(model, tokens)
         values["tokens"] += per
         values["bytes"] += [n * bits_per_token(model, tokens) / 8 for n in per]
+    rfid = fid.result() if fid is not None and len(values["psnr"]) > 1 else None  # value + protocol and hashes
     protocol.update(n_items=len(values["psnr"]), sizes={"image": [3, size, size]},
                     weights={"lpips": opts.get("lpips_weights"), "fid": opts.get("fid_weights")})
     return {"psnr_db": mean_std(values["psnr"]), "ssim": mean_std(values["ssim"]),
             "ssim_variants": variants if isinstance(variants, str) else {k: mean_std(v) for k, v in variants.items()},
             "lpips": mean_std(values["lpips"]) if lpips is not None else SKIPPED,
-            "rfid": (fid.compute() if fid is not None and len(values["psnr"]) > 1 else fid_note),
+            "rfid": rfid.pop("fid") if rfid else fid_note, "rfid_protocol": rfid,
             "tokens_per_item": float(np.mean(values["tokens"])) if values["tokens"] else None,
             "bytes_per_item": float(np.mean(values["bytes"])) if values["bytes"] else None,
             "per_item": {"psnr_db": values["psnr"], "ssim": values["ssim"]}}
@@ -290,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lpips-weights", default=None, help="local LPIPS file (VGG trunk, or trunk + heads)")
     parser.add_argument("--lpips-lin-weights", default=None, help="local LPIPS linear heads (lpips' vgg.pth)")
     parser.add_argument("--fid-weights", default=None, help="local Inception weights for FID / rFID")
+    parser.add_argument("--fid-protocol", default="pytorch-fid", choices=sorted(PROTOCOLS),
+                        help="named FID protocol (docs/metrics.md; default pytorch-fid)")
     parser.add_argument("--utmos-weights", default=None,
                         help="local UTMOS TorchScript file (audio; default $TOKENFORGE_HOME/weights/utmos.pt)")
     parser.add_argument("--reference", default=None, help="raw image shards: the real set of a generator's FID")
@@ -309,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
         model = load_model(load_model_arg(args), args.device)
         kind = args.kind or infer_kind(model)
         common = dict(split=args.split, batch_size=args.batch_size, device=args.device, max_items=args.max_items,
-                      progress=not args.no_progress, fid_weights=args.fid_weights, seed=args.seed)
+                      progress=not args.no_progress, fid_weights=args.fid_weights, seed=args.seed,
+                      fid_protocol=args.fid_protocol)
         if kind == "tokenizer":
             metrics = evaluate_tokenizer(model, args.shards, args.out, image_size=args.image_size,
                                          lpips_weights=args.lpips_weights, lpips_lin_weights=args.lpips_lin_weights,

@@ -79,7 +79,7 @@ def _generator_fid(model: nn.Module, manifest: dict[str, Any] | None, device: st
     if not opts.get("reference"):
         return "skipped: no reference image shards (reference=DIR)"
     try:
-        fid = FIDMetric(opts["fid_weights"], device)
+        fid = FIDMetric(opts["fid_weights"], device, protocol=opts.get("fid_protocol") or "pytorch-fid")
     except (ImportError, WeightsUnavailable) as error:
         return f"skipped: {error}"
     tokenizer = load_tokenizer(str(opts.get("tokenizer") or manifest["tokenizer"]["name"])).to(device).eval()
