@@ -1,8 +1,8 @@
 """DNSMOS (P.835 SIG / BAK / OVRL and P.808 MOS), offline, with the ONNX models the ``speechmos`` package ships.
 
 DNSMOS (Reddy et al., ICASSP 2022) is Microsoft's non-intrusive speech-quality predictor from the Deep Noise
-Suppression challenge: it needs no reference, so it scores a reconstruction on its own (WavTokenizer's and
-other codec papers' tables report it). The ``speechmos`` wheel (PyPI, MIT) carries the challenge's ONNX files;
+Suppression challenge: it needs no reference, so it scores a reconstruction on its own (audio codec papers'
+tables report it). The ``speechmos`` wheel (PyPI, MIT) carries the challenge's ONNX files;
 its `speechmos.dnsmos.DNSMOS` class does the scoring (9.01 s windows, hop 1 s, short clips tiled to 9.01 s,
 the challenge's polynomial calibration of SIG/BAK/OVRL). We call that class on weight files that we locate and
 check by sha256 (`tokenforge.metrics.weights`): the file inside the installed package, or

@@ -1,6 +1,6 @@
 """UTMOS (Saeki et al., 2022: the UTokyo-SaruLab MOS predictor of the VoiceMOS challenge) from a local checkpoint.
 
-UTMOS has no package that carries its weights, and WavTokenizer's evaluation loads a Lightning checkpoint through
+UTMOS has no package that carries its weights, and the official UTMOS code loads a Lightning checkpoint through
 fairseq; here the checkpoint is a TorchScript file the researcher provides, mapping ``(B, L)`` float 16 kHz
 waves to ``(B,)`` or ``(B, 1)`` scores: `export_torchscript` (``tools/export_utmos.py``) writes one from the
 ``utmos22_strong`` predictor of the SpeechMOS repository (a plain-PyTorch UTMOS22 strong learner), traced at
