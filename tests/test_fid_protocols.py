@@ -135,3 +135,23 @@ def test_accumulator_records_protocol_and_compares_with_stored_statistics(tmp_pa
     with pytest.raises(WeightsUnavailable, match="unavailable: put VIRTUAL_imagenet256_labeled.npz \\(any sha256\\)"):
         protocol("adm").accumulator(network=net, reference=True)
     assert math.isfinite(result["fid"])
+
+
+def test_inception_score_and_precision_recall_in_the_record() -> None:
+    from tokenforge.metrics.fid_protocols import inception_score
+
+    class WithLogits(PooledColours):
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            pool = super().forward(x)["pool"]
+            return {"pool": pool, "logits_unbiased": pool @ torch.linspace(-2, 2, 8 * 5).view(8, 5)}
+
+    gen = torch.Generator().manual_seed(2)
+    acc = protocol("torch-fidelity").accumulator(network=WithLogits())
+    acc.update(torch.rand(12, 3, 8, 8, generator=gen) * 2 - 1, real=True)
+    acc.update(torch.rand(10, 3, 8, 8, generator=gen) * 2 - 1, real=False)
+    record = acc.compute(precision_recall=True)
+    assert record["inception_score"]["splits"] == 10 and record["inception_score"]["mean"] >= 1.0
+    assert 0 <= record["precision"] <= 1 and 0 <= record["recall"] <= 1
+    # identical confident predictions: p(y|x) = p(y), IS = 1; one class per split each different: IS = classes
+    assert inception_score(np.zeros((10, 4)))["mean"] == pytest.approx(1.0)
+    assert inception_score(np.tile(np.eye(2) * 50, (10, 1)), splits=10, shuffle=False)["mean"] == pytest.approx(2.0)

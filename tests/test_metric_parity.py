@@ -175,3 +175,25 @@ def test_ssim_reference_and_llamagen_variants() -> None:
         assert llamagen[i] == pytest.approx(structural_similarity(e01, truth, data_range=2.0, channel_axis=2),
                                             abs=1e-9)
         assert llamagen[i] > reference[i] + 0.02  # data_range 2 on [0, 1] images inflates SSIM
+
+
+def test_inception_score_and_precision_recall_equal_torch_fidelity() -> None:
+    from torch_fidelity.metric_isc import isc_features_to_metric
+    from torch_fidelity.metric_prc import calculate_precision_recall_full
+
+    from tokenforge.metrics.fid_protocols import inception_score, precision_recall_of
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(40, 1008, generator=gen) * 3
+    expected = isc_features_to_metric(logits, splits=10, shuffle=True, rng_seed=2020)
+    ours = inception_score(logits.numpy())
+    assert _rel(ours["mean"], expected["inception_score_mean"]) < 1e-9
+    assert _rel(ours["std"], expected["inception_score_std"]) < 1e-9
+    unshuffled = isc_features_to_metric(logits, splits=10, shuffle=False)["inception_score_mean"]
+    assert _rel(inception_score(logits.numpy(), shuffle=False)["mean"], unshuffled) < 1e-9
+    real = torch.randn(60, 32, generator=gen)
+    fake = torch.randn(50, 32, generator=gen) * 1.3 + 0.4
+    precision, recall = calculate_precision_recall_full(fake, real, neighborhood=3, batch_size=16)  # (fake, real)
+    got = precision_recall_of(real.numpy(), fake.numpy(), k=3, chunk=16)
+    assert got == {"precision": pytest.approx(precision, abs=1e-6), "recall": pytest.approx(recall, abs=1e-6)}
+    assert 0 < got["precision"] < 1 and 0 < got["recall"] < 1

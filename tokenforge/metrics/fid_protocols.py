@@ -22,6 +22,8 @@ API (what `tokenforge evaluate` and the leaderboard call)::
     fid.update(fake_images, real=False)
     fid.compute()   # {"fid": 3.1, "protocol": "pytorch-fid", "weights_sha256": "6726...", "n_real": ..., ...}
 
+The same record holds the Inception Score of the generated images (10 splits; torch-fidelity's seeded shuffle,
+or ADM's order) and, with ``compute(precision_recall=True)``, improved precision and recall (k = 3).
 ``accumulator(reference=PATH)`` compares the fakes with stored statistics (a ``.npz`` with ``mu``/``sigma``
 as pytorch-fid, clean-fid and ADM write them, or with ``activations``) instead of real images.
 """
@@ -54,12 +56,17 @@ class FIDProtocol:
     matches: str  # the code whose numbers this reproduces
     reference: WeightFile | None = None  # default reference statistics (ADM's reference batch)
     quantise: str = "round"  # how [-1, 1] floats become 8-bit values (as a PNG writer does)
+    is_logits: str = "logits_unbiased"  # IS input: pool @ fc.weight without the bias, as the original TF code
+    is_shuffle: bool = True  # torch-fidelity shuffles (seed 2020) before its 10 splits; ADM splits in order
+    neighbourhood: int = 3  # k of the k-NN manifolds of precision / recall (Kynkäänniemi et al. 2019)
 
     def describe(self) -> dict[str, Any]:
         """The protocol as a result records it (the hashes are the expected ones; `compute` adds the actual)."""
         return {"protocol": self.name, "feature_extractor": "fid-inception-2015-12-05 pool3 (2048)",
                 "weights_file": self.weights.file, "weights_sha256": self.weights.sha256,
                 "input": self.input_rule, "samples": self.samples, "matches": self.matches,
+                "inception_score": f"{self.is_logits}, 10 splits{', shuffled (seed 2020)' if self.is_shuffle else ''}",
+                "precision_recall": f"k-NN manifolds, k={self.neighbourhood}",
                 "reference": None if self.reference is None else self.reference.file}
 
     def network(self, weights: str | os.PathLike | None = None) -> tuple[FIDInception, str]:
@@ -119,21 +126,33 @@ class FIDAccumulator:
     batch_size: int = 50
     real: list[np.ndarray] = field(default_factory=list)
     fake: list[np.ndarray] = field(default_factory=list)
+    fake_logits: list[np.ndarray] = field(default_factory=list)
 
     @torch.no_grad()
-    def features(self, images: Tensor) -> np.ndarray:
-        """``[B, 2048]`` float32 pool3 features of a batch, computed ``batch_size`` images at a time."""
+    def outputs(self, images: Tensor) -> dict[str, np.ndarray]:
+        """The network's outputs (``pool`` [B, 2048], and logits where it has them) for a batch, in chunks."""
         pixels = to_pixels(images, self.protocol.quantise)
         prepare = INPUTS[self.protocol.input_rule]
-        out = [self.net(prepare(chunk.to(self.device)))["pool"].float().cpu().numpy()
-               for chunk in pixels.split(self.batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, 2048), np.float32)
+        chunks = [{k: v.float().cpu().numpy() for k, v in self.net(prepare(chunk.to(self.device))).items()}
+                  for chunk in pixels.split(self.batch_size)]
+        if not chunks:
+            return {"pool": np.zeros((0, 2048), np.float32)}
+        return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+    def features(self, images: Tensor) -> np.ndarray:
+        """``[B, 2048]`` float32 pool3 features of a batch, computed ``batch_size`` images at a time."""
+        return self.outputs(images)["pool"]
 
     def update(self, images: Tensor, real: bool) -> None:
-        (self.real if real else self.fake).append(self.features(images))
+        out = self.outputs(images)
+        (self.real if real else self.fake).append(out["pool"])
+        if not real and self.protocol.is_logits in out:
+            self.fake_logits.append(out[self.protocol.is_logits])
 
-    def compute(self) -> dict[str, Any]:
-        """``{"fid", "protocol", "weights_sha256", "reference", "reference_sha256", "n_real", "n_fake", ...}``."""
+    def compute(self, precision_recall: bool = False) -> dict[str, Any]:
+        """``{"fid", "protocol", "weights_sha256", "reference", "reference_sha256", "n_real", "n_fake", ...}``;
+        with at least 10 generated images also ``inception_score`` (mean, std over 10 splits), and with
+        ``precision_recall`` (N^2 distances: opt-in) ``precision`` and ``recall`` against the real images."""
         fake = np.concatenate(self.fake) if self.fake else np.zeros((0, 2048))
         if self.reference is not None:
             mu_r, sigma_r, n_real = self.reference["mu"], self.reference["sigma"], self.reference.get("n")
@@ -152,6 +171,13 @@ class FIDAccumulator:
             record.update(reference=self.reference["file"], reference_sha256=self.reference["sha256"])
         else:
             record.update(reference="real images given", reference_sha256=None)
+        logits = np.concatenate(self.fake_logits) if self.fake_logits else None
+        if logits is not None and len(logits) >= 10:
+            record["inception_score"] = inception_score(logits, shuffle=self.protocol.is_shuffle)
+        if precision_recall:
+            if self.reference is not None:
+                raise ValueError("precision / recall need the real images' features, not stored statistics")
+            record.update(precision_recall_of(real, fake, self.protocol.neighbourhood))
         if min(len(fake), n_real or len(fake)) < self.protocol.samples:
             record["note"] = (f"fewer than the protocol's {self.protocol.samples} images per side: not comparable "
                               "with published numbers (FID is biased upwards at small sample counts)")
@@ -204,6 +230,47 @@ def frechet_from_features(a: np.ndarray, b: np.ndarray) -> float:
     return float(diff @ diff + (xa * xa).sum() / scale_a + (xb * xb).sum() / scale_b - 2 * nuclear)
 
 
+def inception_score(logits: np.ndarray, splits: int = 10, shuffle: bool = True) -> dict[str, float]:
+    """Inception Score exp(E_x KL(p(y|x) || p(y))) per split, mean and std over ``splits`` equal splits; like
+    torch-fidelity, the images are first shuffled with ``RandomState(2020)`` when ``shuffle``."""
+    logits = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
+    if logits.ndim != 2 or len(logits) < splits:
+        raise ValueError(f"Inception Score needs [N >= {splits}, classes] logits, got {tuple(logits.shape)}")
+    n = len(logits)
+    if shuffle:
+        logits = logits[np.random.RandomState(2020).permutation(n)]
+    log_p = logits.log_softmax(dim=1)
+    scores = []
+    for i in range(splits):
+        part = log_p[i * n // splits:(i + 1) * n // splits]
+        log_marginal = part.exp().mean(dim=0, keepdim=True).log()
+        scores.append(float((part.exp() * (part - log_marginal)).sum(dim=1).mean().exp()))
+    return {"mean": float(np.mean(scores)), "std": float(np.std(scores)), "splits": splits}
+
+
+def _kth_radius(points: Tensor, k: int, chunk: int) -> Tensor:
+    """Distance of each point to its k-th nearest other point of the same set."""
+    return torch.cat([torch.cdist(part, points).kthvalue(k + 1, dim=1).values for part in points.split(chunk)])
+
+
+def _inside(queries: Tensor, centres: Tensor, radii: Tensor, chunk: int) -> float:
+    """Fraction of ``queries`` inside at least one ball (centre, radius)."""
+    hits = [(torch.cdist(part, centres) <= radii).any(dim=1) for part in queries.split(chunk)]
+    return float(torch.cat(hits).double().mean())
+
+
+def precision_recall_of(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int = 10_000) -> dict[str, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019): precision is the share of generated features
+    inside the real k-NN manifold (balls reaching each real point's k-th neighbour), recall the share of real
+    features inside the generated one."""
+    real_t, fake_t = torch.as_tensor(np.asarray(real)).float(), torch.as_tensor(np.asarray(fake)).float()
+    if min(len(real_t), len(fake_t)) <= k:
+        raise ValueError(f"precision / recall with k={k} need more than {k} images per side")
+    precision = _inside(fake_t, real_t, _kth_radius(real_t, k, chunk), chunk)
+    recall = _inside(real_t, fake_t, _kth_radius(fake_t, k, chunk), chunk)
+    return {"precision": precision, "recall": recall}
+
+
 def load_statistics(path: str | os.PathLike | None, weight: WeightFile | None = None) -> dict[str, Any]:
     """Reference statistics from a ``.npz``: ``mu``/``sigma`` (pytorch-fid, clean-fid, ADM reference batches)
     or ``activations`` ([N, D] features). With ``weight`` the file is located and sha256-checked first."""
@@ -239,7 +306,7 @@ PROTOCOLS: dict[str, FIDProtocol] = {p.name: p for p in (
     FIDProtocol("clean-fid", _FID, "pil-bicubic float, (x-128)/128", 50_000, "GaParmar/clean-fid mode='clean'"),
     FIDProtocol("adm", _FID, "tf1-bilinear, (x-128)/128", 50_000,
                 "openai/guided-diffusion evaluations/evaluator.py with its reference batches",
-                reference=weight_files.ADM_IMAGENET256_REFERENCE),
+                reference=weight_files.ADM_IMAGENET256_REFERENCE, is_shuffle=False),
 )}
 
 
