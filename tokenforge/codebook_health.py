@@ -10,9 +10,9 @@ the global histogram, and every rank reaches the reduction together), logs per q
     codebook/<module path>/entropy      entropy of the code frequencies in bits (at most log2 codebook size)
     codebook/<module path>/perplexity   2**entropy: how many equally used codes that entropy is worth
 
-to every logger at the trainer's ``global_step``, and keeps them in ``history``. Counting a window of batches
-rather than one batch is the point: a batch of N vectors can use at most N codes, a window shows which codes
-the data really reaches (VQ papers' "codebook utilisation").
+to every logger at the step Lightning logs the module's own metrics at, and keeps them in ``history``. Counting
+a window of batches rather than one batch is the point: a batch of N vectors can use at most N codes, a window
+shows which codes the data really reaches (VQ papers' "codebook utilisation").
 
 The collapse alarm warns once per quantizer (a `CodebookCollapseWarning`, on rank 0) with the step and the
 numbers, when after ``warmup_steps`` batches a window's perplexity falls below ``min_perplexity`` or its used
@@ -130,8 +130,9 @@ class CodebookHealth(pl.Callback):
             rows.append({"name": name, "step": trainer.global_step, "batches": self.batches, **metrics})
             logged = {f"{self.prefix}/{name}/{key}": metrics[key]
                       for key in ("usage", "dead_codes", "entropy", "perplexity")}
-            for logger in trainer.loggers:
-                logger.log_metrics(logged, step=trainer.global_step)
+            for logger in trainer.loggers:  # at the step Lightning logs its own metrics at (batches, for GANs too)
+                logger.log_metrics(logged, step=getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped",
+                                                        trainer.global_step))
             if metrics["vectors"] > 0 and name not in self.alarmed and self.batches >= self.warmup_steps:
                 self._alarm(trainer, name, metrics, quantizer.codebook_size)
         self.history.extend(rows)
