@@ -37,6 +37,7 @@ FIXTURE_KINDS = ("train",)
 ALLOWED = {
     "VAR_KEYWORD": "Python's inspect.Parameter kind (**kwargs), not the VAR method",
     "VAR_POSITIONAL": "Python's inspect.Parameter kind (*args), not the VAR method",
+    "running_var": "torch BatchNorm's running-variance buffer (the FID Inception's random init sets it)",
 }
 
 

@@ -160,12 +160,12 @@ def test_lpips_equals_lpips_package(tmp_path: Path) -> None:
 def test_ssim_reference_and_llamagen_variants() -> None:
     from skimage.metrics import structural_similarity
 
-    from tokenforge.metrics.image import ssim, ssim_llamagen, to_uint8
+    from tokenforge.metrics.image import ssim, ssim_data_range_2, to_uint8
 
     ref = _photos(48).float() / 127.5 - 1
     est = (ref + 0.15 * torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))).clamp(-1, 1)
     reference = ssim(est, ref)
-    llamagen = ssim_llamagen(est, ref)
+    llamagen = ssim_data_range_2(est, ref)
     for i in range(len(ref)):
         e01, r01 = to_uint8(est[i]) / 255.0, to_uint8(ref[i]) / 255.0
         expected = structural_similarity(r01, e01, data_range=1.0, channel_axis=2, gaussian_weights=True,

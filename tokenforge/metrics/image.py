@@ -4,7 +4,7 @@ Images are float tensors in [-1, 1], ``[3, H, W]`` or ``[B, 3, H, W]``; estimate
 - `psnr`: dB after 8-bit quantisation of both images (what a viewer of the PNGs sees), per image.
 - `ssim`: two labelled variants. ``variant="reference"`` (default): scikit-image's SSIM on the 8-bit images
   with the settings of Wang et al. 2004 (Gaussian window, sigma 1.5, population covariance, data range 1 on
-  [0, 1]), the value scikit-image and torchmetrics report. ``variant="llamagen"`` (`ssim_llamagen`): as
+  [0, 1]), the value scikit-image reports. ``variant="data_range_2"`` (`ssim_data_range_2`): as
   LlamaGen's ``reconstruction_vq_ddp.py`` computes it (scikit-image defaults, a 7x7 uniform window, and
   ``data_range=2.0`` on [0, 1] images, LlamaGen #72): higher than the reference value, never compare the two.
 - `LPIPSMetric`: the LPIPS module of `tokenforge.tokenizers.losses.perceptual` from LOCAL weight files; without
@@ -49,12 +49,12 @@ def psnr(est: Tensor, ref: Tensor) -> float | list[float]:
     return out[0] if single else out
 
 
-SSIM_VARIANTS = ("reference", "llamagen")
+SSIM_VARIANTS = ("reference", "data_range_2")  # the second: LlamaGen's evaluation call (module docstring)
 
 
 def ssim(est: Tensor, ref: Tensor, variant: str = "reference") -> float | list[float]:
     """SSIM per image (float for one, list for a batch). ``reference``: 8-bit images, Gaussian sigma 1.5 window,
-    Wang et al. constants, data range 1 on [0, 1]. ``llamagen``: LlamaGen's call (see the module docstring)."""
+    Wang et al. constants, data range 1 on [0, 1]. ``data_range_2``: LlamaGen's call (module docstring)."""
     from skimage.metrics import structural_similarity
 
     if variant not in SSIM_VARIANTS:
@@ -77,9 +77,9 @@ def ssim(est: Tensor, ref: Tensor, variant: str = "reference") -> float | list[f
     return out[0] if single else out
 
 
-def ssim_llamagen(est: Tensor, ref: Tensor) -> float | list[float]:
-    """SSIM as LlamaGen reports it (``data_range=2.0`` on [0, 1] images): `ssim` with ``variant="llamagen"``."""
-    return ssim(est, ref, variant="llamagen")
+def ssim_data_range_2(est: Tensor, ref: Tensor) -> float | list[float]:
+    """SSIM as LlamaGen reports it (``data_range=2.0`` on [0, 1] images): `ssim` with ``variant="data_range_2"``."""
+    return ssim(est, ref, variant="data_range_2")
 
 
 class LPIPSMetric:
