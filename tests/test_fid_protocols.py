@@ -155,3 +155,15 @@ def test_inception_score_and_precision_recall_in_the_record() -> None:
     # identical confident predictions: p(y|x) = p(y), IS = 1; one class per split each different: IS = classes
     assert inception_score(np.zeros((10, 4)))["mean"] == pytest.approx(1.0)
     assert inception_score(np.tile(np.eye(2) * 50, (10, 1)), splits=10, shuffle=False)["mean"] == pytest.approx(2.0)
+
+
+def test_inception_loads_a_published_style_file(tmp_path: Path) -> None:
+    from tokenforge.metrics.inception import FIDInception
+
+    state = {k: v for k, v in FIDInception.random(seed=1).state_dict().items()
+             if not k.endswith("num_batches_tracked")}  # as in files saved by older torch versions
+    torch.save(state, tmp_path / "inception.pth")
+    loaded = FIDInception.load(tmp_path / "inception.pth")
+    assert torch.equal(loaded.fc.weight, state["fc.weight"])
+    assert torch.equal(loaded.Mixed_7c.branch_pool.bn.running_mean, state["Mixed_7c.branch_pool.bn.running_mean"])
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())

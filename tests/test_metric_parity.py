@@ -68,6 +68,7 @@ def _ours(setup: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
     return setup["features"][rule]
 
 
+@pytest.mark.slow  # Inception forwards at 299x299 on a CPU
 def test_fid_equals_pytorch_fid(setup: dict) -> None:
     import pytorch_fid.inception as pfi
     from pytorch_fid.fid_score import calculate_frechet_distance
@@ -87,6 +88,7 @@ def test_fid_equals_pytorch_fid(setup: dict) -> None:
     assert _rel(frechet_from_features(ours[1][:, :DIMS], ours[0][:, :DIMS]), expected) < 1e-6
 
 
+@pytest.mark.slow  # Inception forwards at 299x299 on a CPU
 def test_fid_equals_torch_fidelity_and_torchmetrics_features(setup: dict) -> None:
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
@@ -105,6 +107,7 @@ def test_fid_equals_torch_fidelity_and_torchmetrics_features(setup: dict) -> Non
     assert protocol("adm").input_rule == protocol("torchmetrics").input_rule == protocol("torch-fidelity").input_rule
 
 
+@pytest.mark.slow  # Inception forwards at 299x299 on a CPU
 def test_torchmetrics_extractor_with_and_without_antialias(setup: dict) -> None:
     from torchmetrics.image.fid import NoTrainInceptionV3
 

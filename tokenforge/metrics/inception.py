@@ -175,7 +175,11 @@ class FIDInception(nn.Module):
         """The network from a converted 2015 graph (pytorch-fid's or torch-fidelity's file); strict keys."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         net = cls()
-        net.load_state_dict({k: v for k, v in state.items() if not k.startswith("AuxLogits.")})
+        kept = {k: v for k, v in state.items() if not k.startswith("AuxLogits.")}
+        for key, value in net.state_dict().items():  # files saved before batch norm counted its batches
+            if key.endswith("num_batches_tracked"):
+                kept.setdefault(key, value)
+        net.load_state_dict(kept)
         return net
 
     @classmethod
