@@ -43,6 +43,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from tokenforge.config import Configurable
+from tokenforge.fsdp import shard_if_asked
 from tokenforge.hub import CKPT_KEY
 from tokenforge.interrupt_checkpoint import InterruptCheckpoint
 from tokenforge.nonfinite_guard import NonFiniteGuard
@@ -161,8 +162,13 @@ class TrainingModule(pl.LightningModule):
         (a NaN/inf loss stops the fit), each unless the trainer already has one (e.g. a guard in skip mode)."""
         trainer = getattr(self, "_trainer", None)
         present = trainer.callbacks if trainer is not None else []
-        return [make() for make in (InterruptCheckpoint, NonFiniteGuard)
-                if not any(isinstance(c, make) for c in present)]
+        extra = [EMAUpdate()] if self.ema is not None else []
+        return extra + [make() for make in (InterruptCheckpoint, NonFiniteGuard)
+                        if not any(isinstance(c, make) for c in present)]
+
+    def configure_model(self) -> None:
+        """Shard the networks block by block under `tokenforge.fsdp.FullyShardedStrategy` (FSDP2); else nothing."""
+        shard_if_asked(self)
 
     def setup(self, stage: str) -> None:
         if self.partial_backward:
@@ -174,7 +180,9 @@ class TrainingModule(pl.LightningModule):
         return self.ema.eval() if self.ema is not None else self.model
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.ema is not None:
+        if getattr(self, "_ema_updated", False):  # `EMAUpdate` already did it for this batch
+            self._ema_updated = False
+        elif self.ema is not None:
             update_ema(self.ema, self.model, self.ema_decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -185,6 +193,18 @@ class TrainingModule(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if RNG_KEY in checkpoint:  # checkpoints written before the key existed resume with a fresh stream
             set_rng_state(checkpoint[RNG_KEY])
+
+
+class EMAUpdate(pl.Callback):
+    """Updates a module's EMA at each batch end before any checkpoint callback saves (Lightning runs callbacks,
+    `ModelCheckpoint` last, before the module's own ``on_train_batch_end``). Without it a checkpoint saved every
+    n steps holds the EMA one update behind the weights, and a run resumed from it no longer matches."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if isinstance(module, TrainingModule) and module.ema is not None:
+            module.on_train_batch_end(outputs, batch, batch_idx)
+            module._ema_updated = True
 
 
 def rng_state() -> dict[str, Any]:

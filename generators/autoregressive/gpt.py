@@ -35,7 +35,7 @@ from tokenforge.generators.sampling import gumbel_noise
 from tokenforge.generators.base import Generator
 from tokenforge.nn.mlp import GeluMLP, find_multiple
 from tokenforge.nn.rope import rope_table_1d, rope_table_2d
-from tokenforge.nn.transformer import Transformer
+from tokenforge.nn.transformer import Block, Transformer
 from tokenforge.tokenizers.base import Tokens
 
 LAYOUTS = ("grid", "sequence", "scales")
@@ -58,6 +58,8 @@ class CaptionEmbedder(nn.Module):
 
 class GPT(Generator):
     """LlamaGen-style next-token transformer; see the module docstring. Defaults: GPT-B c2i at 256 px."""
+
+    block_types = (Block,)  # FSDP / activation-checkpointing units (tokenforge.fsdp; LlamaGen wraps its layers)
 
     def __init__(
         self,

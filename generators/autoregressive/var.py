@@ -34,7 +34,7 @@ from tokenforge.generators.sampling import cfg_weight, guide, sample
 from tokenforge.generators.base import Generator
 from tokenforge.nn.attention import block_causal_mask
 from tokenforge.nn.norms import AdaLNModulation, LayerNorm, modulate
-from tokenforge.nn.transformer import Transformer
+from tokenforge.nn.transformer import AdaLNBlock, Transformer
 from tokenforge.tokenizers.base import Tokens
 
 
@@ -58,6 +58,7 @@ class VAR(Generator):
     """VAR-style next-scale generator; defaults are var_d16 on the released 256 px VQVAE."""
 
     needs_tokenizer = True  # nll teacher-forces through the tokenizer's quantizer
+    block_types = (AdaLNBlock,)  # FSDP / activation-checkpointing units (tokenforge.fsdp)
 
     def __init__(
         self,

@@ -175,6 +175,7 @@ def _equal_counts(mask: Tensor, what: str) -> int:
 class ENAT(Generator):
     """Class-conditional ENAT over a flattened token grid; see the module docstring. ``generate`` in sampler.py."""
 
+    block_types = (ENATBlock,)  # FSDP / activation-checkpointing units (tokenforge.fsdp)
     nll_note = "masked-token cross-entropy at a fixed mask ratio with a seeded mask per batch"
     nll_options = ("mask_ratio",)
 
