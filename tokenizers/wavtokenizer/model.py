@@ -4,6 +4,9 @@ SEANet encoder (`seanet.SEANetEncoder`) -> single EMA vector quantizer (`VectorQ
 k-means init, dead-code restarts) -> Vocos backbone with AdaLayerNorm rows picked by ``bandwidth_id``
 (`vocos.VocosBackbone`) -> iSTFT head (`vocos.ISTFTHead`). Frames = ``ceil(L / hop)``; decoding gives
 ``frames * hop`` samples and `encode` records ``L`` so `decode` trims back to the input length.
+Beyond the official code (issue 21): `encode(batch, lengths)` / `decode(ids, lengths)` treat each item of a
+padded batch as if alone; `receptive_field()` gives the chunked paths of `tokenforge.audio_files` their exact
+context; `stream_encode` / `stream_decode` (`tokenforge.audio_stream`) stream with a stated latency.
 
 Official-style calls are kept for parity and for users of the original API: `encode_infer` (features and
 codes ``(1, B, T)``), `codes_to_features`, `decode_features`. Deliberate deviations: inputs are validated
