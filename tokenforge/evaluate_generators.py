@@ -68,12 +68,15 @@ def evaluate_generator(model: nn.Module | str, shards: str | Path, out_dir: str 
     protocol.update(model.nll_protocol(**options))
     if model.nll_note:
         metrics["note"] = model.nll_note
-    metrics["fid"] = _generator_fid(model, manifest, device, opts) if items else SKIPPED
+    found = _generator_fid(model, manifest, device, opts) if items else SKIPPED
+    metrics["fid"] = found.pop("fid") if isinstance(found, dict) else found  # the number, or why there is none
+    metrics["fid_protocol"] = found if isinstance(found, dict) else None  # protocol name, hashes, sample counts
     return finish(out_dir, metrics, started)
 
 
 def _generator_fid(model: nn.Module, manifest: dict[str, Any] | None, device: str, opts: dict[str, Any]) -> Any:
-    """FID of ``fid_samples`` generated images (decoded by the manifest's tokenizer) against ``reference``."""
+    """FID of ``fid_samples`` generated images (decoded by the manifest's tokenizer) against ``reference``: the
+    protocol's record (`FIDAccumulator.compute`), or the reason it was skipped."""
     if not opts.get("fid_weights"):
         return SKIPPED
     if not opts.get("reference"):
@@ -94,4 +97,4 @@ def _generator_fid(model: nn.Module, manifest: dict[str, Any] | None, device: st
     for start in range(0, wanted, 16):
         tokens = model.generate(min(16, wanted - start))
         fid.update(tokenizer.decode(tokens).float(), real=False)
-    return fid.compute()
+    return fid.result()
