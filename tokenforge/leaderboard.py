@@ -60,7 +60,8 @@ COLUMNS: dict[str, tuple[Column, ...]] = {
         Column("ssim_variants", "SSIM", "tokenforge.metrics.image.ssim(variant=...): SSIM as that evaluation script "
                "computes it (docs/metrics.md); never compare it with the reference value", True),
         Column("lpips", "LPIPS", "LPIPS VGG v0.1 from local weights", False),
-        Column("rfid", "rFID", "Frechet Inception distance, real vs reconstructed held-out images", False)),
+        Column("rfid", "rFID", "Frechet Inception distance of real vs reconstructed held-out images under "
+               "--fid-protocol (the row records its name and hashes)", False)),
     "audio": (
         Column("mel_distance", "mel distance", "L1 of log-mel spectrograms (100 mels, n_fft 1024, hop 256)", False),
         Column("stft_distance", "STFT distance", "multi-resolution STFT (512/1024/2048): spectral convergence + "
@@ -94,9 +95,12 @@ def slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("._") or "model"
 
 
+VALUE_KEYS = ("mean", "fid")  # where a result dict keeps its number: {mean, std, n}, a FID protocol's record
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, dict):
-        value = value.get("mean")
+        value = next((value[k] for k in VALUE_KEYS if k in value), None)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
@@ -110,7 +114,7 @@ def cells(modality: str, metrics: dict[str, Any], reasons: dict[str, str]) -> di
         value = metrics.get(column.key)
         if isinstance(value, str) and value.startswith("skipped") and column.key in reasons:
             value = reasons[column.key]
-        if isinstance(value, dict) and "mean" not in value:  # per key results (and provenance, left out)
+        if isinstance(value, dict) and not any(k in value for k in VALUE_KEYS):  # per key results (+ provenance)
             for sub, entry in value.items():
                 if isinstance(entry, dict) and "mean" in entry:
                     number = _number(entry)
@@ -124,8 +128,19 @@ def cells(modality: str, metrics: dict[str, Any], reasons: dict[str, str]) -> di
     return out
 
 
+def recorded_protocols(modality: str, metrics: dict[str, Any]) -> dict[str, str]:
+    """The protocol names a model's results recorded themselves (a FID protocol, DNSMOS' model), by column."""
+    found = {}
+    for column in COLUMNS[modality]:
+        value = metrics.get(f"{column.key}_protocol") or metrics.get(column.key)  # rfid_protocol: FID's record
+        name = (value.get("protocol") or value.get("metric")) if isinstance(value, dict) else None
+        if isinstance(name, str):
+            found[column.key] = name
+    return found
+
+
 def row(label: str, model: str, modality: str, metrics: dict[str, Any], reasons: dict[str, str]) -> dict[str, Any]:
-    """One leaderboard row: who, how big its codes are, and its quality cells."""
+    """One leaderboard row: who, how big its codes are, its quality cells and the protocols they recorded."""
     protocol = metrics["protocol"]
     codes = metrics.get("tokens_per_second" if modality == "audio" else "tokens_per_item")
     bits_per_code = protocol.get("bits_per_code")
@@ -134,7 +149,7 @@ def row(label: str, model: str, modality: str, metrics: dict[str, Any], reasons:
              "vocab_size": protocol.get("vocab_size"), "codes_per_item": codes, "bits_per_code": bits_per_code,
              "bits_per_item": bits, "bytes_per_item": None if bits is None else bits / 8,
              "n_items": protocol.get("n_items"), "seconds": protocol.get("seconds"),
-             "cells": cells(modality, metrics, reasons)}
+             "cells": cells(modality, metrics, reasons), "protocols": recorded_protocols(modality, metrics)}
     if modality == "image":
         found["image_size"] = protocol["sizes"]["image"][-1]
     return found
@@ -193,14 +208,15 @@ def modality_of(loaded: list[tuple[str, str, Any]]) -> str:
 def weight_reasons(modality: str, opts: dict[str, Any]) -> dict[str, str]:
     """Fill ``opts``' LPIPS / FID weight paths from ``$TOKENFORGE_HOME`` where possible; the columns whose weights
     are missing -> their "unavailable: ..." line."""
-    from tokenforge.leaderboard_metrics import weight_file
+    from tokenforge.leaderboard_metrics import fid_weights, weight_file
 
     if modality != "image":
         return {}
     reasons = {}
     for column, key, constant, flag in (("lpips", "lpips_weights", "LPIPS_VGG16_TRUNK", "--lpips-weights"),
                                         ("lpips", "lpips_lin_weights", "LPIPS_VGG_HEADS", "--lpips-lin-weights"),
-                                        ("rfid", "fid_weights", "FID_INCEPTION", "--fid-weights")):
+                                        ("rfid", "fid_weights", fid_weights(opts.get("fid_protocol") or "pytorch-fid"),
+                                         "--fid-weights")):
         path, reason = weight_file(constant, opts.get(key), flag)
         opts[key] = path
         if reason and column not in reasons:
@@ -305,7 +321,11 @@ def markdown(table: dict[str, Any]) -> str:
 
     lines += ["| " + " | ".join(cell(v) for v in values) + " |" for values in body]
     lines += ["", *[f"[{n}] {reason}" for reason, n in notes.items()]] if notes else []
-    lines += ["", "Protocols:", ""] + [f"- {c['label']}: {c['protocol']}" for c in table["columns"]]
+    recorded = {c["key"]: sorted({r.get("protocols", {}).get(c["key"].split("/")[0]) for r in table["rows"]} - {None})
+                for c in table["columns"]}
+    lines += ["", "Protocols:", ""] + [f"- {c['label']}: {c['protocol']}"
+                                       + (f" (recorded: {', '.join(recorded[c['key']])})" if recorded[c["key"]] else "")
+                                       for c in table["columns"]]
     return "\n".join(lines) + "\n"
 
 
@@ -342,6 +362,7 @@ def command(argv: list[str] | None = None) -> int:
 def main(argv: list[str]) -> int:
     """`tokenforge evaluate --models ...`."""
     from tokenforge.devices import resolve_device
+    from tokenforge.metrics.fid_protocols import PROTOCOLS
 
     parser = argparse.ArgumentParser(prog="tokenforge evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -358,6 +379,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--lpips-weights", default=None, help="local LPIPS file (default: $TOKENFORGE_HOME/weights)")
     parser.add_argument("--lpips-lin-weights", default=None, help="local LPIPS linear heads (lpips' vgg.pth)")
     parser.add_argument("--fid-weights", default=None, help="local Inception weights for rFID")
+    parser.add_argument("--fid-protocol", default="pytorch-fid", choices=sorted(PROTOCOLS),
+                        help="named FID protocol of rFID (docs/metrics.md; default pytorch-fid)")
     parser.add_argument("--utmos-weights", default=None, help="local UTMOS TorchScript file (audio)")
     parser.add_argument("--resolution", type=int, default=64, help="mesh extraction grid (default 64)")
     parser.add_argument("--seed", type=int, default=0)
@@ -372,7 +395,8 @@ def main(argv: list[str]) -> int:
                                 batch_size=args.batch_size, device=str(resolve_device(args.device)),
                                 max_items=args.max_items, progress=not args.no_progress,
                                 lpips_weights=args.lpips_weights, lpips_lin_weights=args.lpips_lin_weights,
-                                fid_weights=args.fid_weights, utmos_weights=args.utmos_weights,
+                                fid_weights=args.fid_weights, fid_protocol=args.fid_protocol,
+                                utmos_weights=args.utmos_weights,
                                 resolution=args.resolution, seed=args.seed)
     except (UsageError, ValueError, FileNotFoundError, TypeError) as error:
         print(f"tokenforge evaluate: {one_line(error)}", file=sys.stderr)

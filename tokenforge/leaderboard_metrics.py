@@ -23,11 +23,6 @@ from typing import Any
 UNAVAILABLE = "unavailable"
 
 
-def is_unavailable(value: Any) -> bool:
-    """A metric value that is a reason instead of a number (``"unavailable: ..."``, ``"skipped: ..."``)."""
-    return isinstance(value, str)
-
-
 def _provider(module: str, *names: str) -> Callable[..., Any] | None:
     """The first of ``names`` that ``module`` defines, or None when the module or the names are absent."""
     try:
@@ -93,6 +88,16 @@ class Dnsmos:
         return {key: mean_std(values) for key, values in self.scores.items()}
 
 
+def fid_weights(protocol: str) -> Any:
+    """The Inception `WeightFile` of the named FID protocol (`tokenforge.metrics.fid_protocols`), else the name of
+    the 2015 Inception file's entry in `tokenforge.metrics.weight_files`."""
+    found = _provider("tokenforge.metrics.fid_protocols", "protocol")
+    try:
+        return found(protocol).weights if found else "FID_INCEPTION"
+    except (KeyError, ValueError):
+        return "FID_INCEPTION"
+
+
 def _reason(error: Exception | str) -> str:
     """A provider's message as one ``"unavailable: ..."`` line (kept when it already says so)."""
     text = str(error)
@@ -100,18 +105,18 @@ def _reason(error: Exception | str) -> str:
     return text[at:] if at >= 0 else f"{UNAVAILABLE}: {text}"
 
 
-def weight_file(constant: str, given: str | None, flag: str) -> tuple[str | None, str | None]:
+def weight_file(constant: Any, given: str | None, flag: str) -> tuple[str | None, str | None]:
     """``(path, None)`` for a metric's weight file, else ``(None, "unavailable: ...")``.
 
-    ``given`` (a command-line path) wins; otherwise the `WeightFile` ``constant`` of
-    `tokenforge.metrics.weight_files` is located under ``$TOKENFORGE_HOME/weights/`` and checked by sha256."""
+    ``given`` (a command-line path) wins; otherwise the `WeightFile` ``constant`` (itself, or its name in
+    `tokenforge.metrics.weight_files`) is located under ``$TOKENFORGE_HOME/weights/`` and checked by sha256."""
     from tokenforge.metrics import weights
 
     if given:
         return str(given), None
     table = importlib.import_module("tokenforge.metrics.weight_files") if importlib.util.find_spec(
         "tokenforge.metrics.weight_files") else None
-    weight = getattr(table, constant, None)
+    weight = constant if isinstance(constant, weights.WeightFile) else getattr(table, constant, None)
     if not isinstance(weight, weights.WeightFile):
         return None, f"{UNAVAILABLE}: give {flag} FILE (this installation lists no published file for it)"
     try:
