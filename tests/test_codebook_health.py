@@ -51,6 +51,7 @@ class ToyTokenizer(pl.LightningModule):
         self.encoder = nn.Conv2d(3, 8, 4, stride=4)
         self.quantizer = VectorQuantizer(64, 8, ema=True, kmeans_init=True, kmeans_iters=5)
         self.decoder = nn.ConvTranspose2d(8, 3, 4, stride=4)
+        self.shadow = VectorQuantizer(16, 8)  # found but never run (as an EMA copy of weights): never reported
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
         out = self.quantizer(self.encoder(batch))
@@ -83,7 +84,8 @@ def fit(data: torch.Tensor, tmp_path: Path, **health) -> tuple[CodebookHealth, l
 def test_forced_collapse_fires_the_alarm_once_with_step_and_numbers(tmp_path: Path) -> None:
     identical = torch.full((16, 3, 32, 32), 0.3)  # every vector the same: one code can ever win
     callback, alarms = fit(identical, tmp_path)
-    assert [row["batches"] for row in callback.history] == [4, 8, 12]
+    assert list(callback.quantizers) == ["quantizer", "shadow"]
+    assert [(row["name"], row["batches"]) for row in callback.history] == [("quantizer", b) for b in (4, 8, 12)]
     first = callback.history[0]
     assert first["perplexity"] == pytest.approx(1.0) and first["dead_codes"] == 63 and first["entropy"] == 0.0
     assert len(alarms) == 1  # three collapsed windows, one warning

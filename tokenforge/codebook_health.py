@@ -127,13 +127,15 @@ class CodebookHealth(pl.Callback):
                 counts = torch.zeros(quantizer.codebook_size, dtype=torch.float64, device=pl_module.device)
             counts = trainer.strategy.reduce(counts.to(pl_module.device), reduce_op="sum")
             metrics = {key: float(value) for key, value in histogram_statistics(counts).items()}
+            if metrics["vectors"] == 0:  # not run in training mode (e.g. an EMA copy of the weights): nothing to say
+                continue
             rows.append({"name": name, "step": trainer.global_step, "batches": self.batches, **metrics})
             logged = {f"{self.prefix}/{name}/{key}": metrics[key]
                       for key in ("usage", "dead_codes", "entropy", "perplexity")}
             for logger in trainer.loggers:  # at the step Lightning logs its own metrics at (batches, for GANs too)
                 logger.log_metrics(logged, step=getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped",
                                                         trainer.global_step))
-            if metrics["vectors"] > 0 and name not in self.alarmed and self.batches >= self.warmup_steps:
+            if name not in self.alarmed and self.batches >= self.warmup_steps:
                 self._alarm(trainer, name, metrics, quantizer.codebook_size)
         self.history.extend(rows)
         return rows
