@@ -27,6 +27,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tokenforge.errors import UsageError
+
 #: tiny GPT of the tests: 4x4 grids of a 32-code vocabulary, 2 classes, no dropout (runs must be comparable)
 TINY = dict(vocab_size=32, seq_len=16, layout="grid", dim=32, depth=2, num_heads=4, multiple_of=32, num_classes=2,
             class_dropout=0.0, token_dropout=0.0, resid_dropout=0.0, ffn_dropout=0.0)
@@ -180,6 +182,74 @@ def test_sharded_checkpoint_resumes_on_another_process_count(runs: dict) -> None
     assert resumed["step"] == STEPS
     assert max_difference(resumed["state"], runs["fsdp2"]["state"]) < TOLERANCE
     assert max_difference(resumed["state"], runs["single"]["state"]) < TOLERANCE
+
+
+def test_consolidated_checkpoint_loads_for_inference(runs: dict, tmp_path: Path) -> None:
+    from tokenforge.fsdp import consolidate, is_sharded_checkpoint
+    from tokenforge.hub import from_pretrained
+
+    folder = runs["out"] / "fsdp2_ckpt" / "step4.ckpt"
+    assert is_sharded_checkpoint(folder) and not is_sharded_checkpoint(tmp_path)
+    model = from_pretrained(consolidate(folder, tmp_path / "step4.ckpt"))  # one file, read without any process
+    assert type(model).__name__ == "GPT"
+    for name, value in model.state_dict().items():  # the EMA weights, as every generator checkpoint exports
+        assert torch.equal(value, runs["fsdp2"]["state"][f"ema.{name}"]), name
+    with pytest.raises(UsageError, match="not a sharded checkpoint folder"):
+        consolidate(tmp_path, tmp_path / "x.ckpt")
+
+
+# ---------------------------------------------------------------------------------------------------- configs
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "generators"
+FSDP_CONFIGS = sorted(CONFIGS.glob("*/*_fsdp.yaml"))
+#: LlamaGen's GPT sizes (autoregressive/models/gpt.py): dim, depth, heads
+LLAMAGEN = {"b": (768, 12, 12), "l": (1024, 24, 16), "xl": (1280, 36, 20), "xxl": (1536, 48, 24),
+            "3b": (3200, 24, 32)}
+
+
+def test_fsdp_configs_cover_the_large_generators() -> None:
+    names = {p.relative_to(CONFIGS).as_posix() for p in FSDP_CONFIGS}
+    assert {f"autoregressive/gpt_{size}_fsdp.yaml" for size in LLAMAGEN} <= names
+    assert {"autoregressive/var_d16_fsdp.yaml", "enat/enat_l_fsdp.yaml"} <= names
+
+
+@pytest.mark.parametrize("config", FSDP_CONFIGS, ids=lambda p: p.name)
+def test_fsdp_config_shards_the_size_it_names(config: Path) -> None:
+    """Each overlay: the strategy builds from its YAML, bf16 mixed precision, folder checkpoints (no symlinked
+    last.ckpt), and the same model and optimiser as the single-GPU overlay of its size where there is one."""
+    from tokenforge.config_models import compose
+    from tokenforge.fsdp import FullyShardedStrategy
+
+    composed = compose(config)
+    trainer = composed["trainer"]
+    strategy = trainer["strategy"]
+    assert strategy["class_path"] == "tokenforge.fsdp.FullyShardedStrategy"
+    built = FullyShardedStrategy(**strategy["init_args"])
+    assert built.mixed_precision == "auto" and trainer["precision"] == "bf16-mixed"
+    assert all(c["init_args"].get("save_last") != "link" for c in trainer["callbacks"] if "init_args" in c)
+    single = config.with_name(config.name.replace("_fsdp", ""))
+    if single.is_file():  # torch.compile aside (off under FSDP), the single-GPU size's model and optimiser
+        mine, plain = composed["model"]["init_args"], compose(single)["model"]["init_args"]
+        assert {k: v for k, v in mine.items() if k != "compile"} == {k: v for k, v in plain.items() if k != "compile"}
+    size = config.stem.removesuffix("_fsdp").removeprefix("gpt_")
+    if size in LLAMAGEN:
+        args = composed["model"]["init_args"]["model"]["init_args"]
+        assert (args["dim"], args["depth"], args["num_heads"]) == LLAMAGEN[size]
+        assert strategy["init_args"]["activation_checkpointing"] == (size not in ("b", "l"))
+
+
+def test_generators_name_their_block_class() -> None:
+    from tokenforge.fsdp import block_types
+    from tokenforge.generators.autoregressive.gpt import GPT
+    from tokenforge.generators.autoregressive.var import VAR
+    from tokenforge.generators.enat.model import ENAT
+
+    models = {GPT(**TINY): 2, VAR(vocab_size=64, cvae=8, patch_nums=[1, 2], depth=3, embed_dim=32, num_heads=2): 3,
+              ENAT(seq_len=16, hidden_size=32, num_heads=4, enc_depth=2, dec_depth=1, codebook_size=32): 3}
+    for model, depth in models.items():
+        assert sum(isinstance(m, block_types(model)) for m in model.modules()) == depth
+    with pytest.raises(UsageError, match="block_types"):
+        block_types(torch.nn.Linear(2, 2))
 
 
 if __name__ == "__main__":

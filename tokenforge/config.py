@@ -55,7 +55,9 @@ class Configurable:
 
     def spec(self) -> dict[str, Any]:
         """``{"class_path", "init_args"}`` that `build` turns back into an equal object."""
-        return {"class_path": class_path(type(self)), "init_args": self.init_args}
+        # the class as written, not a subclass torch made on the fly (FSDP's fully_shard turns GPT into FSDPGPT)
+        cls = next(c for c in type(self).__mro__ if not c.__module__.startswith("torch."))
+        return {"class_path": class_path(cls), "init_args": self.init_args}
 
 
 def class_path(cls: type) -> str:

@@ -32,12 +32,10 @@ quantizer a next-scale generator teacher-forces through) are not sharded: they s
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.fabric.plugins.collectives.torch_collective import default_pg_timeout
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 
@@ -63,15 +61,13 @@ class FullyShardedStrategy(ModelParallelStrategy):
         mixed_precision: str | None = "auto",
         reshard_after_forward: bool = True,
         save_distributed_checkpoint: bool = True,
-        process_group_backend: str | None = None,
-        timeout: timedelta | None = default_pg_timeout,
     ) -> None:
         if mixed_precision not in MIXED_PRECISION:
             raise UsageError(f"FullyShardedStrategy mixed_precision must be one of {MIXED_PRECISION}, got "
                              f"{mixed_precision!r}")
+        # the process group backend follows the device (NCCL on GPUs, gloo on CPUs)
         super().__init__(data_parallel_size="auto", tensor_parallel_size=1,
-                         save_distributed_checkpoint=save_distributed_checkpoint,
-                         process_group_backend=process_group_backend, timeout=timeout)
+                         save_distributed_checkpoint=save_distributed_checkpoint)
         self.activation_checkpointing = activation_checkpointing
         self.mixed_precision = mixed_precision
         self.reshard_after_forward = reshard_after_forward
