@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from tokenforge.tokenizers.quantizers.base import Quantizer, histogram_statistics
+from tokenforge.tokenizers.quantizers.distributed import exact_sum_dtype
 
 
 class CodebookCollapseWarning(UserWarning):
@@ -103,8 +104,8 @@ class CodebookHealth(pl.Callback):
             flat = _flat_indices(indices).detach().long()
             counts = self.counts.get(name)
             if counts is None:
-                counts = self.counts[name] = torch.zeros(quantizer.codebook_size, dtype=torch.float64,
-                                                         device=flat.device)
+                counts = self.counts[name] = torch.zeros(quantizer.codebook_size, device=flat.device,
+                                                         dtype=exact_sum_dtype(flat.device))
             flat = flat.to(counts.device)
             counts.index_add_(0, flat, torch.ones_like(flat, dtype=counts.dtype))
 
@@ -124,7 +125,8 @@ class CodebookHealth(pl.Callback):
         for name, quantizer in self.quantizers.items():  # same order on every rank: each reduction is matched
             counts = self.counts.pop(name, None)
             if counts is None:
-                counts = torch.zeros(quantizer.codebook_size, dtype=torch.float64, device=pl_module.device)
+                counts = torch.zeros(quantizer.codebook_size, device=pl_module.device,
+                                     dtype=exact_sum_dtype(pl_module.device))
             counts = trainer.strategy.reduce(counts.to(pl_module.device), reduce_op="sum")
             metrics = {key: float(value) for key, value in histogram_statistics(counts).items()}
             if metrics["vectors"] == 0:  # not run in training mode (e.g. an EMA copy of the weights): nothing to say
