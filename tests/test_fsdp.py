@@ -11,6 +11,9 @@ checkpoint's step has consumed (as ShardDataModule resumes mid-epoch). Runs:
 - ``resume2``: 2 processes, from ``fsdp2``'s step-2 checkpoint to step 4;
 - ``resume1``: 1 process (sharded over one), from the same checkpoint folder to step 4.
 
+Then VAR and ENAT (the tiny ones of tests/test_ddp_generators.py) train sharded in bf16 on 2 processes, and the
+``*_fsdp.yaml`` configs are parsed and checked against the sizes they name.
+
 This file is also the script each run executes (``python tests/test_fsdp.py --out ... --devices 2 ...``), since
 Lightning's launcher starts the other ranks by running the same command again.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import os
 import subprocess
 import sys
@@ -198,6 +202,57 @@ def test_consolidated_checkpoint_loads_for_inference(runs: dict, tmp_path: Path)
         consolidate(tmp_path, tmp_path / "x.ckpt")
 
 
+def fit_kinds(out: Path, fixtures: Path, kinds: list[str]) -> None:
+    """VAR and ENAT (tests/test_ddp_generators.py's tiny ones) under FSDP with bf16, one fit after the other in
+    the process group torchrun-style variables describe; each rank writes what it saw."""
+    import lightning.pytorch as pl
+    from test_ddp_generators import build
+
+    from tokenforge.fsdp import FullyShardedStrategy
+
+    torch.set_num_threads(1)
+    for kind in kinds:
+        module, samples = build(kind, fixtures)
+        losses: list[float] = []
+
+        class Losses(pl.Callback):
+            def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+                losses.append(float(outputs["loss"]))
+
+        trainer = pl.Trainer(accelerator="cpu", devices=2, strategy=FullyShardedStrategy(), precision="bf16-mixed",
+                             max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+                             callbacks=[Losses()], default_root_dir=out)
+        trainer.fit(module, torch.utils.data.DataLoader(samples, batch_size=4))
+        param = next(module.model.parameters())
+        torch.save({"losses": losses, "step": trainer.global_step, "param_type": type(param).__name__,
+                    "param_dtype": str(param.dtype)}, out / f"{kind}_rank{os.environ['LOCAL_RANK']}.pt")
+
+
+@pytest.mark.parametrize("kinds", [("var", "enat")])
+def test_var_and_enat_train_sharded_in_bf16(kinds: tuple[str, ...], tmp_path: Path, fixtures_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = str(sock.getsockname()[1])
+    procs = []
+    for rank in range(2):
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": port, "WORLD_SIZE": "2", "NODE_RANK": "0", "LOCAL_RANK": str(rank), "RANK": str(rank)}
+        args = [sys.executable, __file__, "--out", str(tmp_path), "--tag", "kinds", "--devices", "2",
+                "--kinds", ",".join(kinds), "--fixtures", str(fixtures_dir)]
+        procs.append(subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    errors = [p.communicate(timeout=400)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), "\n".join(e[-3000:] for e in errors)
+    for kind in kinds:
+        for rank in range(2):
+            done = torch.load(tmp_path / f"{kind}_rank{rank}.pt")
+            assert done["step"] == 3 and done["param_type"] == "DTensor", (kind, rank)
+            assert done["param_dtype"] == "torch.float32"  # bf16 in compute only: float32 master weights
+            assert all(math.isfinite(x) for x in done["losses"]), (kind, done["losses"])
+
+
 # ---------------------------------------------------------------------------------------------------- configs
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "generators"
@@ -260,5 +315,10 @@ if __name__ == "__main__":
     parser.add_argument("--sharded", action="store_true")
     parser.add_argument("--ckpt-path")
     parser.add_argument("--mixed-precision")
+    parser.add_argument("--kinds", help="comma-separated generator kinds for fit_kinds (torchrun-style launch)")
+    parser.add_argument("--fixtures", type=Path)
     a = parser.parse_args()
-    run(a.out, a.tag, a.devices, a.sharded, a.ckpt_path, a.mixed_precision)
+    if a.kinds:
+        fit_kinds(a.out, a.fixtures, a.kinds.split(","))
+    else:
+        run(a.out, a.tag, a.devices, a.sharded, a.ckpt_path, a.mixed_precision)

@@ -153,6 +153,11 @@ class ENATState:
     extras: dict[str, Tensor] = field(default_factory=dict)  # encoder_out, decoder_ctx (parity / tests)
 
 
+# a pytree node, so wrappers that hook a forward's output tensors see inside it (FSDP's fully_shard hooks them to
+# gather the weights again for the backward pass; an opaque output left the tied embedding freed)
+torch.utils._pytree.register_dataclass(ENATState)
+
+
 def random_mask(batch: int, length: int, count: int, generator: torch.Generator | None = None,
                 device: torch.device | str = "cpu") -> Tensor:
     """``[batch, length]`` bool with exactly ``count`` True per row at random positions."""
