@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.strategies import ModelParallelStrategy
+from lightning.pytorch.strategies import ModelParallelStrategy, StrategyRegistry
 from torch import nn
 
 from tokenforge.errors import UsageError
@@ -45,7 +45,8 @@ MIXED_PRECISION = ("auto", "bf16", None)
 
 
 class FullyShardedStrategy(ModelParallelStrategy):
-    """FSDP2 over all processes, block by block; see the module docstring.
+    """FSDP2 over all processes, block by block; see the module docstring. On the command line:
+    ``--trainer.strategy tokenforge_fsdp`` (registered with Lightning under that name, default arguments).
 
     ``mixed_precision``: ``"auto"`` (bf16 weights in compute when ``trainer.precision`` is bf16), ``"bf16"``
     (always) or None (float32). ``reshard_after_forward``: free each block's gathered weights after its forward
@@ -91,6 +92,10 @@ class FullyShardedStrategy(ModelParallelStrategy):
         for net in networks:
             shard_network(net, self.device_mesh["data_parallel"], self.param_dtype(),
                           self.activation_checkpointing, self.reshard_after_forward)
+
+
+StrategyRegistry.register(FullyShardedStrategy.strategy_name, FullyShardedStrategy,
+                          description="FSDP2 block by block (tokenforge.fsdp)")
 
 
 def block_types(network: nn.Module) -> tuple[type[nn.Module], ...]:
