@@ -1,6 +1,6 @@
 """WavTokenizerModule ``compile`` switch: compiled training forwards give the eager step's losses.
 
-The switch (docs/speed.md) runs the encoder, backbone + head, mel loss and discriminators through
+The switch (docs/speed.md) runs the encoder, backbone, mel loss and discriminators through
 ``torch.compile`` in training only. Here the tiny config trains 2 GAN batches (discriminator step, then generator
 step, AdamW) twice from the same weights and random state: eagerly and compiled. Dynamo traces the same
 graphs on any backend; the CPU test uses ``aot_eager`` (Dynamo + AOTAutograd, the forward and backward graphs
@@ -74,7 +74,7 @@ def test_compiled_step_gives_the_eager_losses() -> None:
     eager = train(tiny())
     compiled_module = tiny(compile=True, compile_options=OPTIONS)
     compiled = train(compiled_module)
-    assert set(compiled_module._compiled) == {"encoder", "decoder", "mel", "mpd", "mrd", "dac"}
+    assert set(compiled_module._compiled) == {"encoder", "backbone", "mel", "mpd", "mrd", "dac"}
     for step, (a, b) in enumerate(zip(eager, compiled)):
         for name in a:
             assert b[name] == pytest.approx(a[name], rel=1e-4, abs=1e-6), (step, name, a[name], b[name])
@@ -95,3 +95,11 @@ def test_compile_switch_keeps_checkpoints_and_inference_eager() -> None:
     copied = copy.deepcopy(module)
     assert copied._compiled == {} and module._compiled  # copies rebuild their own wrappers
     assert module.hparams.compile is True and module.hparams.compile_options == OPTIONS
+
+
+def test_compile_parts_choose_the_networks() -> None:
+    module = tiny(compile=True, compile_options=OPTIONS, compile_parts=["encoder", "backbone", "mpd"]).train()
+    assert module.net("mpd", module.mpd) is not module.mpd
+    assert module.net("dac", module.dac) is module.dac and module.net("mel", module.mel_loss) is module.mel_loss
+    with pytest.raises(ValueError, match="unknown"):
+        tiny(compile=True, compile_parts=["head"])

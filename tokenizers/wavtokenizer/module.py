@@ -63,12 +63,16 @@ a switch (all three on reproduce the official step; docs/methods/wavtokenizer.md
 
 Speed switch ``compile`` (default off; docs/speed.md): the training step is bound by host-side kernel launches
 on a GPU (a GAN batch of short_75.yaml issues thousands of small kernels). With ``compile: true`` the training
-forwards run through ``torch.compile`` (options in ``compile_options``, e.g. ``{mode: max-autotune-no-cudagraphs}``):
-the SEANet encoder, the backbone + iSTFT head, the mel loss and each discriminator, compiled once per crop shape
-(training crops are fixed). The quantizer stays eager (its EMA update and dead-code restarts are data-dependent),
-and so do validation and inference. The compiled forward skips the model's input checks (``check_audio``, the
-bandwidth range check: host syncs every step); the batch comes from the data module. Compiled and eager steps
-give the same losses (tests/test_wavtokenizer_compiled_step.py).
+forwards of the networks named in ``compile_parts`` (default all of `COMPILE_PARTS`: the SEANet encoder, the
+Vocos backbone, the mel loss and each discriminator) run through ``torch.compile`` (its options in
+``compile_options``, e.g. ``{mode: max-autotune-no-cudagraphs}``), compiled once per crop shape (training crops
+are fixed). The quantizer (its EMA update and dead-code restarts are data-dependent) and the iSTFT head stay
+eager, and so do validation and inference. The compiled forward skips the model's input checks
+(``check_audio``, the bandwidth range check: host syncs every step); the batch comes from the data module.
+Compiled and eager steps give the same losses (tests/test_wavtokenizer_compiled_step.py). ``compile_parts``
+leaves out the FFT users (``mel``, ``mrd``, ``dac``) where inductor cannot compile an FFT backward: on CPU with
+torch 2.11 the backward of an STFT fails a stride assertion in inductor's generated code (``_fft_r2c``); the
+CPU test uses the ``aot_eager`` backend.
 """
 
 from __future__ import annotations
@@ -98,6 +102,9 @@ DEFAULT_OPTIMIZER = functools.partial(torch.optim.AdamW, lr=2e-4, betas=(0.9, 0.
 #: the official schedule (transformers' cosine with warm-up, from 0) over ``trainer.max_steps // 2`` batches
 DEFAULT_SCHEDULER = functools.partial(WarmupCosineLR, warmup_from_zero=True)
 
+
+#: the networks ``compile`` can run through torch.compile (`WavTokenizerModule.net`)
+COMPILE_PARTS = ("encoder", "backbone", "mel", "mpd", "mrd", "dac")
 
 Judged = tuple[tuple[list[Tensor], list[Tensor]], tuple[list[list[Tensor]], list[list[Tensor]]]]
 
@@ -191,6 +198,7 @@ class WavTokenizerModule(GANModule):
         second_forward: bool = False,
         compile: bool = False,
         compile_options: dict[str, Any] | None = None,
+        compile_parts: list[str] | None = None,
         learning_rate: float | None = None,
         disc_learning_rate: float | None = None,
         betas: tuple[float, float] | None = None,
@@ -218,6 +226,10 @@ class WavTokenizerModule(GANModule):
         self.train_dac_discriminator, self.second_forward = bool(train_dac_discriminator), bool(second_forward)
         self.mel_loss = L.MelLoss(model.sample_rate, mel_n_fft, mel_hop_length, n_mels)
         self.compile_training, self.compile_options = bool(compile), dict(compile_options or {})
+        self.compile_parts = set(COMPILE_PARTS if compile_parts is None else compile_parts)
+        if not self.compile_parts <= set(COMPILE_PARTS):
+            raise ValueError(f"compile_parts {sorted(self.compile_parts - set(COMPILE_PARTS))} unknown: choose from "
+                             f"{list(COMPILE_PARTS)}")
         self._compiled: dict[str, Any] = {}  # name -> torch.compile wrapper of a network (not a submodule)
         self.save_hyperparameters(ignore=["model", "multiperiod_disc", "multiresolution_disc", "dac_disc",
                                           "optimizer", "disc_optimizer", "lr_scheduler", "disc_lr_scheduler"])
@@ -229,26 +241,24 @@ class WavTokenizerModule(GANModule):
     # ------------------------------------------------------------------ compiled training forwards (``compile``)
 
     def net(self, name: str, network: Any) -> Any:
-        """``network`` itself, or with ``compile`` on and in training mode its ``torch.compile`` wrapper (built on
-        first use under ``name``, kept outside the module tree so state-dict keys and checkpoints do not change)."""
-        if not (self.compile_training and self.training):
+        """``network`` itself, or with ``compile`` on, ``name`` in ``compile_parts`` and in training mode, its
+        ``torch.compile`` wrapper (built on first use, kept outside the module tree so state-dict keys and
+        checkpoints do not change)."""
+        if not (self.compile_training and self.training and name in self.compile_parts):
             return network
         if name not in self._compiled:
             self._compiled[name] = torch.compile(network, **self.compile_options)
         return self._compiled[name]
 
-    def features_to_audio(self, features: Tensor, bandwidth_id: Tensor) -> Tensor:
-        """Backbone + iSTFT head: quantized features ``(B, C, T)`` -> waveform (compiled as one by `net`)."""
-        return self.model.head(self.model.backbone(features, bandwidth_id))
-
     def model_forward(self, x: Tensor, bandwidth_id: Tensor) -> AutoencoderOutput:
         """The generator's training forward: ``self.model(x, bandwidth_id)``, or with ``compile`` the same
-        computation with the encoder and the decoder compiled, the quantizer eager and no input checks."""
+        computation with the encoder and backbone compiled (`net`), no input checks, the rest eager."""
         if not (self.compile_training and self.training):
             return self.model(x, bandwidth_id)
         latent = self.net("encoder", self.model.encoder)(x[:, None])
         q = self.model.quantizer(latent)
-        x_hat = self.net("decoder", self.features_to_audio)(q.quantized, bandwidth_id)[..., : x.shape[-1]]
+        hidden = self.net("backbone", self.model.backbone)(q.quantized, bandwidth_id)
+        x_hat = self.model.head(hidden)[..., : x.shape[-1]]
         tokens = Tokens(ids=q.indices, latents=q.quantized,
                         meta={"sample_rate": self.model.sample_rate, "num_samples": int(x.shape[-1])})
         return AutoencoderOutput(x_hat=x_hat, tokens=tokens, aux_loss=q.loss, metrics=q.metrics)

@@ -12,6 +12,8 @@
 #                                                                                                   (~7 min)
 # COMPILE (default 1 on a GPU, 0 on CPU) trains with model.compile true: the training forwards through
 # torch.compile (tokenizers/wavtokenizer/module.py; the step is launch-bound, docs/speed.md); COMPILE=0 is eager.
+# COMPILE_PARTS=encoder,backbone,mpd compiles only those (default: all of the module's COMPILE_PARTS; leave out
+# the FFT users mel,mrd,dac where their compiled backward fails, as tools/gpu/speed_session.sh's rows show).
 # The <= 10-minute run of issue 22 (one device call, carry .whl and .device/data; ~8.5 min in all):
 #   PHASES=train MAX_TIME=00:00:07:00 OUT=$OUT bash tools/gpu/wavtokenizer.sh
 # ENC_LR_SCALE overrides model.encoder_lr_scale (config 1 = paper; 0.04 was the fix before the encoder init).
@@ -79,6 +81,7 @@ CMD=(python -m tokenforge fit --config configs/tokenizers/wavtokenizer/base.yaml
 [ -n "$MEL_STEPS" ] && CMD+=(--model.init_args.pretrain_mel_steps "$MEL_STEPS")
 COMPILE=${COMPILE:-$([ "$ACCEL" = cpu ] && echo 0 || echo 1)}
 [ "$COMPILE" = 1 ] && CMD+=(--model.init_args.compile true)
+[ "$COMPILE" = 1 ] && [ -n "$COMPILE_PARTS" ] && CMD+=(--model.init_args.compile_parts "[$COMPILE_PARTS]")
 [ -n "$GAN_RAMP" ] && CMD+=(--model.init_args.gan_ramp_steps "$GAN_RAMP")
 [ -n "$DISC_LR" ] && CMD+=(--model.init_args.disc_optimizer.init_args.lr "$DISC_LR")
 [ -n "$ENC_LR_SCALE" ] && CMD+=(--model.init_args.encoder_lr_scale "$ENC_LR_SCALE")  # 1 = the paper's single lr
