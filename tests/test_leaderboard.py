@@ -26,7 +26,9 @@ from tokenforge.config_models import build_model
 from tokenforge.demo_stages import SAMPLES, Run, leaderboard_stage
 from tokenforge.evaluate import evaluate_tokenizer
 from tokenforge.leaderboard import command as evaluate_main
+from tokenforge.errors import UsageError
 from tokenforge.hub import save_pretrained
+from tokenforge.leaderboard import modality_of
 from tokenforge.leaderboard_page import PALETTE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -151,6 +153,9 @@ def test_mixed_modalities_generators_and_bad_sizes_are_refused(images: dict, tmp
         err = capsys.readouterr().err.strip()
         assert stop.value.code == 2 and message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "x" / "leaderboard.json").exists()
+    with pytest.raises(UsageError, match=r"takes tokenizers of images, audio or meshes; not gen \(Linear\)"):
+        modality_of([("vq", "a", build_model("configs/tokenizers/vqgan/tiny.yaml")),
+                     ("gen", "b", torch.nn.Linear(1, 1))])
 
 
 def test_audio_rows_per_second_with_dnsmos_or_its_reason(tmp_path: Path, monkeypatch, one_thread) -> None:

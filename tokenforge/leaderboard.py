@@ -119,6 +119,8 @@ def cells(modality: str, metrics: dict[str, Any], reasons: dict[str, str]) -> di
                 if isinstance(entry, dict) and "mean" in entry:
                     number = _number(entry)
                     out[f"{column.key}/{sub}"] = number if number is not None else "no value: no item could be scored"
+        elif value is None:
+            out[column.key] = f"unavailable: this evaluation records no {column.key}"
         elif isinstance(value, str):
             at = value.find("unavailable:")  # "utmos unavailable: put ...": the column names the metric
             out[column.key] = value[at:] if at >= 0 else value
