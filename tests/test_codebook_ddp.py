@@ -20,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import lightning.pytorch as pl
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -119,6 +120,7 @@ class CodebookGather(pl.Callback):
                        self.out)
 
 
+@pytest.mark.slow  # three interpreters start (pytest, two ranks): 41 s on the shared 2-core CPU, 17 s of it CPU time
 def test_gan_tokenizer_fit_under_lightning_ddp_keeps_codebooks_identical(shared_data: Path, tmp_path: Path) -> None:
     from tokenforge.data.shards import make_shards
 
@@ -131,7 +133,7 @@ def test_gan_tokenizer_fit_under_lightning_ddp_keeps_codebooks_identical(shared_
            "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "tokenforge", "fit", *fit_args(TINY), "--trainer.devices", "2",
-         "--trainer.strategy", "ddp", "--trainer.max_steps", "4", "--model.init_args.pretrain_mel_steps", "1",
+         "--trainer.strategy", "ddp", "--trainer.max_steps", "3", "--model.init_args.pretrain_mel_steps", "1",
          "--data.init_args.train", str(shards), "--data.init_args.val", str(shards),
          "--data.init_args.batch_size", "2", "--model.init_args.evaluate_pesq", "false",
          "--trainer.limit_val_batches", "0", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
@@ -141,12 +143,12 @@ def test_gan_tokenizer_fit_under_lightning_ddp_keeps_codebooks_identical(shared_
         env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     result = torch.load(out)
-    # max_steps 4 optimiser steps: 1 mel-only batch (1 step), then GAN batches of 2 steps each until >= 4
-    assert result["generator_steps"] == 3
+    # max_steps 3 optimiser steps: 1 mel-only batch (1 step), then 1 GAN batch (generator + discriminators)
+    assert result["generator_steps"] == 2
     for name, both in result["codebook"].items():
         assert both.shape[0] == 2, name
         torch.testing.assert_close(both[0], both[1], rtol=0, atol=0, msg=name)
     assert float(result["codebook"]["inited"][0]) == 1.0  # k-means ran (on both ranks' rows)
     health = result["health"]  # [rank, window, (vectors, perplexity, dead codes)]: one window per batch
-    assert health.shape == (2, 3, 3) and torch.equal(health[0], health[1])  # the histogram is the global one
+    assert health.shape == (2, 2, 3) and torch.equal(health[0], health[1])  # the histogram is the global one
     assert (health[0, :, 0] > 0).all() and (health[0, :, 1] >= 1).all()
