@@ -119,6 +119,19 @@ def test_metrics_without_weights_say_what_is_missing(images: dict) -> None:
     assert [r[0] for r in rows[1:]] == ["vq", "ft", "kl"] and float(rows[1][rows[0].index("psnr_db")]) > 3
 
 
+def test_wrong_weight_files_give_their_line_and_the_rows_still_run(images: dict, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(bytes(range(256)) * 4)
+    assert evaluate_main(["--models", f"vq={images['vqgan']}", "--shards", str(images["shards"]), "--image-size", "32",
+                          "--max-items", "2", "--fid-weights", str(junk), "--lpips-weights", str(junk),
+                          "--lpips-lin-weights", str(junk), "--out", str(tmp_path / "board"), "--no-progress"]) == 0
+    (row,) = json.loads((tmp_path / "board" / "leaderboard.json").read_text())["rows"]
+    assert row["cells"]["rfid"].startswith("unavailable: put pt_inception-2015-12-05-6726825d.pth (sha256 6726825d")
+    assert row["cells"]["rfid"].endswith("not the expected one") and "\n" not in row["cells"]["rfid"]
+    assert row["cells"]["lpips"].startswith("unavailable: the LPIPS weights do not load: ")
+    assert row["cells"]["psnr_db"] == {r["model"]: r for r in images["table"]["rows"]}["vq"]["cells"]["psnr_db"]
+
+
 def test_page_has_the_rows_and_a_point_per_model(images: dict) -> None:
     page = (images["out"] / "leaderboard.html").read_text()
     assert not re.search(r"""(src|href)=['"]?(https?:|//)""", page) and "<link" not in page  # no network asset

@@ -223,6 +223,13 @@ def weight_reasons(modality: str, opts: dict[str, Any]) -> dict[str, str]:
         opts[key] = path
         if reason and column not in reasons:
             reasons[column] = reason
+    if "lpips" not in reasons:  # files that are there but do not load: the column says so, the rows still run
+        from tokenforge.metrics.image import LPIPSMetric
+
+        try:
+            LPIPSMetric(opts["lpips_weights"], opts["lpips_lin_weights"])
+        except Exception as error:  # noqa: BLE001 - any loading failure becomes the column's reason
+            reasons["lpips"] = f"unavailable: the LPIPS weights do not load: {one_line(error)}"
     if "lpips" in reasons:  # both LPIPS files or neither
         opts["lpips_weights"] = opts["lpips_lin_weights"] = None
     return reasons
