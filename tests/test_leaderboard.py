@@ -25,6 +25,7 @@ from PIL import Image
 from tokenforge.config_models import build_model
 from tokenforge.demo_stages import SAMPLES, Run, leaderboard_stage
 from tokenforge.evaluate import evaluate_tokenizer
+from tokenforge.evaluate_protocol import batches
 from tokenforge.leaderboard import command as evaluate_main
 from tokenforge.errors import UsageError
 from tokenforge.hub import save_pretrained
@@ -215,8 +216,10 @@ def test_mesh_rows_f_score_at_several_thresholds(tmp_path: Path, one_thread) -> 
     torch.manual_seed(0)
     model = build_model("configs/tokenizers/vat/tiny.yaml").eval()
     grid = torch.stack(torch.meshgrid(*[torch.linspace(-1, 1, 16)] * 3, indexing="ij"), -1).reshape(1, -1, 3)
-    with torch.no_grad():  # centre the random field on zero so that it has a surface to extract
-        logits = model.occupancy(model.decode(model.encode(torch.randn(1, 512, 6))), grid)
+    batch = next(iter(batches(meshes, "val", "mesh", 4, num_points=2048, num_queries=2048)))  # as evaluate reads
+    with torch.no_grad():  # centre the random field of the held-out shape on zero: half the grid inside, a surface
+        points = torch.cat([batch["points"], batch["normals"]], dim=-1)
+        logits = model.occupancy(model.decode(model.encode(points)), grid)
         model.triplane.mlp[-1].bias -= logits.median()
     save_pretrained(model, tmp_path / "centred")
     assert evaluate_main(["--models", f"plain={plain}", f"centred={tmp_path / 'centred'}", "--shards", str(meshes),
@@ -279,7 +282,7 @@ def test_chromium_sorts_the_table_and_draws_the_points(images: dict, tmp_path: P
         assert cells[0] == order[0] and cells[1] == rows[order[0]]["method"] and "unavailable" in cells
         assert dom.count('<circle class="point"') == 3 * dom.count('<svg class="scatter"') >= 6  # 3 per plot
     shot = tmp_path / "page.png"
-    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1280,900",
+    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1280,1200",
                     url], capture_output=True, timeout=120, check=True)
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
     for colour in PALETTE[:3]:  # each model's point was drawn in its colour
