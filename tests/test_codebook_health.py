@@ -43,6 +43,24 @@ def test_find_quantizers_sees_every_kind_outermost_only() -> None:
     assert list(find_quantizers(net)) == ["vq", "msr"]
 
 
+def test_fsq_called_in_parts_is_counted_in_training_only() -> None:
+    """FlexTok calls FSQ's channel-last helpers, never its forward: FSQ reports its indices itself."""
+    net = nn.ModuleDict({"fsq": FSQ([3, 3])})
+    callback = CodebookHealth(every_n_steps=1)
+    callback.setup(None, net, "fit")
+    codes = net["fsq"].quantize_last(torch.tensor([[-5.0, -5.0], [5.0, 5.0], [0.0, 0.0], [5.0, 5.0]]))
+    assert net["fsq"].codes_to_indices_last(codes).tolist() == [0, 8, 4, 8]
+    assert callback.counts["fsq"].tolist() == [1, 0, 0, 0, 1, 0, 0, 0, 2]
+    net.eval()
+    net["fsq"].codes_to_indices_last(codes)  # inference: not counted
+    net.train()
+    net["fsq"](torch.zeros(1, 2, 3))  # forward reports once too (through the same helper), no double count
+    assert callback.counts["fsq"].tolist() == [1, 0, 0, 0, 4, 0, 0, 0, 2]
+    callback.teardown(None, net, "fit")
+    net["fsq"].codes_to_indices_last(codes)
+    assert callback.counts["fsq"].sum() == 7  # detached: still 4 + 3
+
+
 class ToyTokenizer(pl.LightningModule):
     """Patch encoder -> EMA VQ (k-means init, as WavTokenizer's) -> patch decoder, on 3 x 32 x 32 images."""
 

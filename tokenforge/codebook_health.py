@@ -1,8 +1,9 @@
 """Codebook health during training: usage, dead codes, entropy and perplexity of every quantizer, and an alarm.
 
 `CodebookHealth` is a Lightning callback for any module: it finds every `Quantizer` inside it (VQ, FSQ,
-multi-scale residual, or a method's own subclass) and, with a forward hook, counts the codes each one emits in
-training mode. Every ``every_n_steps`` training batches it sums the counts over all ranks (so a DDP run reports
+multi-scale residual, or a method's own subclass) and counts the codes each one emits in training mode (a
+forward hook on the `QuantizerOutput`, or `Quantizer.add_index_listener` for one that ``reports_indices``
+itself because its method calls its parts, as FlexTok does FSQ's). Every ``every_n_steps`` training batches it sums the counts over all ranks (so a DDP run reports
 the global histogram, and every rank reaches the reduction together), logs per quantizer
 
     codebook/<module path>/usage        fraction of the codebook used in the window
@@ -89,7 +90,12 @@ class CodebookHealth(pl.Callback):
             return
         self.quantizers = find_quantizers(pl_module)
         for name, quantizer in self.quantizers.items():
-            self._hooks.append(quantizer.register_forward_hook(self._counter(name)))
+            count = self._counter(name)
+            if quantizer.reports_indices:  # called in parts by its method (FSQ): it reports its indices itself
+                self._hooks.append(quantizer.add_index_listener(count))
+            else:
+                self._hooks.append(quantizer.register_forward_hook(
+                    lambda module, args, output, count=count: count(module, getattr(output, "indices", None))))
 
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         for hook in self._hooks:
@@ -97,8 +103,7 @@ class CodebookHealth(pl.Callback):
         self._hooks.clear()
 
     def _counter(self, name: str):
-        def count(quantizer: Quantizer, args: Any, output: Any) -> None:
-            indices = getattr(output, "indices", None)
+        def count(quantizer: Quantizer, indices: Tensor | list[Tensor] | None) -> None:
             if not quantizer.training or indices is None:
                 return
             flat = _flat_indices(indices).detach().long()

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import math
 from abc import ABCMeta, abstractmethod
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from tokenforge.config import Configurable
 
@@ -35,7 +38,27 @@ class QuantizerOutput:
 
 
 class Quantizer(Configurable, nn.Module, metaclass=ABCMeta):
-    """Abstract base: subclasses implement ``codebook_size``, ``dim``, ``encode``, ``decode`` and ``forward``."""
+    """Abstract base: subclasses implement ``codebook_size``, ``dim``, ``encode``, ``decode`` and ``forward``.
+
+    Observers (tokenforge.codebook_health) see the codes of every training pass through a forward hook on
+    ``forward``'s `QuantizerOutput`. A quantizer whose parts a method calls without ``forward`` (FSQ's channel-last
+    helpers) sets ``reports_indices`` and hands its training indices to `report_indices` itself.
+    """
+
+    reports_indices: bool = False
+
+    def add_index_listener(self, listener: Callable[[Quantizer, Tensor], None]) -> RemovableHandle:
+        """Call ``listener(self, indices)`` from `report_indices`; ``.remove()`` on the handle detaches it."""
+        listeners = self.__dict__.setdefault("_index_listeners", OrderedDict())  # weak-referenced by the handle
+        handle = RemovableHandle(listeners)
+        listeners[handle.id] = listener
+        return handle
+
+    def report_indices(self, indices: Tensor) -> None:
+        """Hand the code indices of a training-mode quantisation to the listeners (nothing in eval mode)."""
+        if self.training:
+            for listener in list(self.__dict__.get("_index_listeners", {}).values()):
+                listener(self, indices)
 
     @property
     @abstractmethod

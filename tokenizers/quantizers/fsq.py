@@ -31,6 +31,8 @@ from tokenforge.tokenizers.quantizers.base import (
 class FSQ(Quantizer):
     """Finite scalar quantizer with per-channel ``levels`` (codebook size = prod(levels))."""
 
+    reports_indices = True  # methods call the channel-last helpers, not forward: indices reported from there
+
     def __init__(self, levels: list[int] | tuple[int, ...] = (8, 8, 8, 5, 5, 5), eps: float = 1e-3) -> None:
         super().__init__()
         levels = [int(level) for level in levels]
@@ -76,7 +78,9 @@ class FSQ(Quantizer):
         """Channel-last codes ``[..., dim]`` -> int64 indices ``[...]`` (first channel least significant)."""
         half_width = (self._levels // 2).to(torch.float32)
         digits = torch.round(codes.float() * half_width + half_width).long()
-        return (digits * self._basis).sum(dim=-1)
+        indices = (digits * self._basis).sum(dim=-1)
+        self.report_indices(indices)  # codebook-health listeners, in training mode only
+        return indices
 
     def indices_to_codes_last(self, indices: Tensor) -> Tensor:
         """int indices ``[...]`` -> channel-last codes ``[..., dim]`` in [-1, 1] (fp32)."""
