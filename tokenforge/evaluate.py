@@ -52,9 +52,8 @@ from tokenforge.errors import EXIT_USAGE, UsageError
 from tokenforge.evaluate_generators import evaluate_generator
 from tokenforge.evaluate_protocol import SKIPPED, batches, check_modality, finish, limited, load_model
 from tokenforge.failure import one_line
-from tokenforge.leaderboard_metrics import Dnsmos, ssim_variants
 from tokenforge.metrics.fid_protocols import PROTOCOLS
-from tokenforge.metrics.image import FIDMetric, LPIPSMetric, mean_std, psnr, ssim
+from tokenforge.metrics.image import SSIM_VARIANTS, FIDMetric, LPIPSMetric, mean_std, psnr, ssim
 from tokenforge.metrics.weights import WeightsUnavailable
 from tokenforge.model_spec import add_model_arguments
 from tokenforge.model_spec import load_model as load_model_arg
@@ -145,7 +144,7 @@ def _images(model, shards, split, batch_size, device, max_items, protocol, opts)
         except (ImportError, WeightsUnavailable) as error:
             fid_note = f"skipped: {error}"
     values: dict[str, list[float]] = {"psnr": [], "ssim": [], "lpips": [], "tokens": [], "bytes": []}
-    variants: dict[str, list[float]] | str = {}  # SSIM as other evaluations compute it, by variant (or why none)
+    variants: dict[str, list[float]] = {v: [] for v in SSIM_VARIANTS[1:]}  # SSIM as other evaluations compute it
     loader = batches(shards, split, "image", batch_size, image_size=size, random_crop=False, hflip=False)
     for batch in limited(loader, max_items, "evaluate images", progress):
         x = batch["image"].to(device)
@@ -153,8 +152,8 @@ def _images(model, shards, split, batch_size, device, max_items, protocol, opts)
         x_hat = model.decode(tokens).float()
         values["psnr"] += psnr(x_hat, x)
         values["ssim"] += ssim(x_hat, x)
-        found = ssim_variants(x_hat, x)
-        variants = found if isinstance(found, str) else {k: [*variants.get(k, []), *v] for k, v in found.items()}
+        for variant, found in variants.items():
+            found += ssim(x_hat, x, variant=variant)
         if lpips is not None:
             values["lpips"] += lpips(x_hat, x)
         if fid is not None:
@@ -168,7 +167,7 @@ def _images(model, shards, split, batch_size, device, max_items, protocol, opts)
     protocol.update(n_items=len(values["psnr"]), sizes={"image": [3, size, size]},
                     weights={"lpips": opts.get("lpips_weights"), "fid": opts.get("fid_weights")})
     return {"psnr_db": mean_std(values["psnr"]), "ssim": mean_std(values["ssim"]),
-            "ssim_variants": variants if isinstance(variants, str) else {k: mean_std(v) for k, v in variants.items()},
+            "ssim_variants": {variant: mean_std(found) for variant, found in variants.items()},
             "lpips": mean_std(values["lpips"]) if lpips is not None else SKIPPED,
             "rfid": rfid.pop("fid") if rfid else fid_note, "rfid_protocol": rfid,
             "tokens_per_item": float(np.mean(values["tokens"])) if values["tokens"] else None,
@@ -178,12 +177,13 @@ def _images(model, shards, split, batch_size, device, max_items, protocol, opts)
 
 def _audio(model, shards, split, batch_size, device, max_items, protocol, opts) -> dict[str, Any]:
     from tokenforge.metrics.audio import mel_distance, metric_rates, pesq_stoi, si_snr, stft_distance
+    from tokenforge.metrics.dnsmos import DNSMOSMeter
     from tokenforge.metrics.utmos import UTMOSMeter
 
     rate = int(getattr(model, "sample_rate", opts.get("sample_rate") or 24000))
     values: dict[str, list[float]] = {k: [] for k in ("mel", "stft", "si_snr", "pesq", "stoi", "seconds", "bytes",
                                                       "tokens")}
-    dnsmos = Dnsmos() if opts.get("dnsmos") else None  # seconds of CPU per clip: asked for (the leaderboard does)
+    dnsmos = DNSMOSMeter() if opts.get("dnsmos") else None  # seconds of CPU per clip: when asked (the leaderboard)
     utmos = UTMOSMeter(opts.get("utmos_weights"))  # "utmos unavailable: put ..." without a local checkpoint
     # whole clips differ in length, so one clip per batch
     loader = batches(shards, split, "audio", 1, sample_rate=rate, segment_samples=None)

@@ -98,6 +98,13 @@ def slug(label: str) -> str:
 VALUE_KEYS = ("mean", "fid")  # where a result dict keeps its number: {mean, std, n}, a FID protocol's record
 
 
+def unavailable_line(text: str) -> str:
+    """A metric's reason as its cell shows it: ``"dnsmos unavailable: put ..."`` -> ``"unavailable: put ..."`` (the
+    column names the metric); other text ("skipped: ...") as it is."""
+    at = text.find("unavailable:")
+    return text[at:] if at >= 0 else text
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, dict):
         value = next((value[k] for k in VALUE_KEYS if k in value), None)
@@ -122,8 +129,7 @@ def cells(modality: str, metrics: dict[str, Any], reasons: dict[str, str]) -> di
         elif value is None:
             out[column.key] = f"unavailable: this evaluation records no {column.key}"
         elif isinstance(value, str):
-            at = value.find("unavailable:")  # "utmos unavailable: put ...": the column names the metric
-            out[column.key] = value[at:] if at >= 0 else value
+            out[column.key] = unavailable_line(value)
         else:
             number = _number(value)
             out[column.key] = number if number is not None else "no value: no item could be scored"
@@ -210,19 +216,22 @@ def modality_of(loaded: list[tuple[str, str, Any]]) -> str:
 def weight_reasons(modality: str, opts: dict[str, Any]) -> dict[str, str]:
     """Fill ``opts``' LPIPS / FID weight paths from ``$TOKENFORGE_HOME`` where possible; the columns whose weights
     are missing -> their "unavailable: ..." line."""
-    from tokenforge.leaderboard_metrics import fid_weights, weight_file
+    from tokenforge.metrics.fid_protocols import protocol
+    from tokenforge.metrics.weight_files import LPIPS_VGG16_TRUNK, LPIPS_VGG_HEADS
+    from tokenforge.metrics.weights import WeightsUnavailable, locate
 
     if modality != "image":
         return {}
-    reasons = {}
-    for column, key, constant, flag in (("lpips", "lpips_weights", "LPIPS_VGG16_TRUNK", "--lpips-weights"),
-                                        ("lpips", "lpips_lin_weights", "LPIPS_VGG_HEADS", "--lpips-lin-weights"),
-                                        ("rfid", "fid_weights", fid_weights(opts.get("fid_protocol") or "pytorch-fid"),
-                                         "--fid-weights")):
-        path, reason = weight_file(constant, opts.get(key), flag)
-        opts[key] = path
-        if reason and column not in reasons:
-            reasons[column] = reason
+    reasons: dict[str, str] = {}
+    for column, key, weight in (("lpips", "lpips_weights", LPIPS_VGG16_TRUNK),
+                                ("lpips", "lpips_lin_weights", LPIPS_VGG_HEADS),
+                                ("rfid", "fid_weights", protocol(opts.get("fid_protocol") or "pytorch-fid").weights)):
+        if opts.get(key):  # a file given on the command line is used as it is
+            continue
+        try:
+            opts[key] = str(locate(weight))
+        except WeightsUnavailable as error:
+            reasons.setdefault(column, unavailable_line(str(error)))
     if "lpips" not in reasons:  # files that are there but do not load: the column says so, the rows still run
         from tokenforge.metrics.image import LPIPSMetric
 
