@@ -95,7 +95,7 @@ class FullyShardedStrategy(ModelParallelStrategy):
 
 
 StrategyRegistry.register(FullyShardedStrategy.strategy_name, FullyShardedStrategy,
-                          description="FSDP2 block by block (tokenforge.fsdp)")
+                          description="FSDP2 block by block (tokenforge.fsdp)", override=True)
 
 
 def block_types(network: nn.Module) -> tuple[type[nn.Module], ...]:
