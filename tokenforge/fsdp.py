@@ -17,9 +17,10 @@ sharded alike so the EMA update stays a shard-local lerp):
   gathered just before it runs and freed after (``reshard_after_forward``).
 - ``activation_checkpointing``: every block recomputes its activations in the backward pass (``torch.distributed.
   _composable.checkpoint``, which keeps parameter names, so checkpoints are the same with it on or off).
-- mixed precision follows ``trainer.precision``: with ``bf16-mixed`` (or ``bf16-true``) the gathered weights
-  are bf16, gradients are reduced in float32 and the sharded master weights and AdamW states stay float32;
-  Lightning's autocast stays on around the step. ``mixed_precision: null`` turns the bf16 gathering off.
+- mixed precision follows ``trainer.precision``: with ``bf16-mixed`` the gathered weights are bf16, gradients are
+  reduced in float32 and the sharded master weights and AdamW states stay float32; Lightning's autocast stays on
+  around the step. ``mixed_precision: null`` turns the bf16 gathering off (``bf16-true`` casts the whole module,
+  master weights included, as on one GPU).
 - checkpoints are sharded (``torch.distributed.checkpoint``): ``last.ckpt`` is a folder with one file per rank
   and ``meta.pt`` (loop state, schedulers, RNG). Loading reshards, so a run saved on N processes resumes with
   ``--ckpt_path`` on any other number. `consolidate` turns such a folder into one ``.ckpt`` file that
