@@ -104,3 +104,11 @@ def test_wavtokenizer_training_step_smoke(anchors: Path) -> None:
     (r,) = smoke(anchors, "wavtokenizer_train", "--impl", "ours", "--seconds", "0.2")
     assert r["impl"] == "ours" and r["variant"] == "eager" and r["unit"] == "crops/s" and r["value"] > 0
     assert r["crop_s"] == pytest.approx(0.2) and r["first_loss_g"] > 0
+
+
+def test_compat_sizes_come_from_the_configs() -> None:
+    import compat  # tools/bench/compat.py: the shared scripts' SIZES tables, built from configs
+
+    assert compat.AR_SIZES["B"]["dim"] == 768 and compat.AR_SIZES["B"]["depth"] == 12
+    assert compat.AR_SIZES["tiny"]["multiple_of"] == 64 and compat.AR_SIZES["B"]["vocab_size"] == 16384
+    assert compat.ENAT_SIZES["L"]["hidden_size"] == 1024 and compat.ENAT_SIZES["L"]["enc_depth"] == 22

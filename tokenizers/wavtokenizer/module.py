@@ -69,7 +69,8 @@ Vocos backbone, the mel loss and each discriminator) run through ``torch.compile
 are fixed). The quantizer (its EMA update and dead-code restarts are data-dependent) and the iSTFT head stay
 eager, and so do validation and inference. The compiled forward skips the model's input checks
 (``check_audio``, the bandwidth range check: host syncs every step); the batch comes from the data module.
-Compiled and eager steps give the same losses (tests/test_wavtokenizer_compiled_step.py). ``compile_parts``
+Compiled and eager steps give the same losses (tests/test_wavtokenizer_compiled_step.py; with inductor, up to the
+backbone's dropout masks, which inductor draws from its own generator unless ``fallback_random``). ``compile_parts``
 leaves out the FFT users (``mel``, ``mrd``, ``dac``) where inductor cannot compile an FFT backward: on CPU with
 torch 2.11 the backward of an STFT fails a stride assertion in inductor's generated code (``_fft_r2c``); the
 CPU test uses the ``aot_eager`` backend.

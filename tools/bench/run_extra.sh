@@ -31,6 +31,10 @@ fi
 W=("$@"); (( ${#W[@]} )) || W=(wavtokenizer_train llamagen_train_loop)
 
 cp -f "$ROOT"/tools/bench/*.py "$B/"   # ours next to the shared scripts (they import common.py from there)
+# the shared scripts that read size tables get them from tools/bench/compat.py (configs are the sizes now)
+sed -i -e 's/^\( *\)from tokenforge\.generators\.autoregressive\.bench import SIZES$/\1from compat import AR_SIZES as SIZES/' \
+       -e 's/^\( *\)from tokenforge\.generators\.enat\.bench import SIZES$/\1from compat import ENAT_SIZES as SIZES/' \
+       "$B"/llamagen_sample.py "$B"/llamagen_train.py "$B"/enat.py 2>/dev/null
 [[ -f $B/common.py ]] || { echo "run_extra.sh: no $B/common.py: run tools/bench/setup_anchors.sh first"; exit 2; }
 [[ -d $A/proj/tokenizers ]] || { echo "run_extra.sh: no $A/proj: run tools/bench/setup_anchors.sh first"; exit 2; }
 for w in "${W[@]}"; do

@@ -46,6 +46,11 @@ if [[ -d $SHARED/bench ]]; then
   cp -f "$SHARED"/bench/*.py "$SHARED"/bench/run.sh "$SHARED"/bench/README.md "$A/bench/" && chmod u+w "$A"/bench/*
 fi
 cp -f tools/bench/*.py "$A/bench/"
+B=$A/bench
+# the shared scripts that read size tables get them from tools/bench/compat.py (configs are the sizes now)
+sed -i -e 's/^\( *\)from tokenforge\.generators\.autoregressive\.bench import SIZES$/\1from compat import AR_SIZES as SIZES/' \
+       -e 's/^\( *\)from tokenforge\.generators\.enat\.bench import SIZES$/\1from compat import ENAT_SIZES as SIZES/' \
+       "$B"/llamagen_sample.py "$B"/llamagen_train.py "$B"/enat.py 2>/dev/null
 [[ -f $A/bench/run.sh ]] || { echo "no $A/bench/run.sh: give SHARED=<the shared folder> (it holds bench/)"; missing=1; }
 
 # proj/: what is measured

@@ -79,7 +79,10 @@ def main() -> None:
     p.add_argument("--env", default=None, help="env.json of the run (GPU, commits)")
     args = p.parse_args()
     rows = [json.loads(line) for line in Path(args.jsonl).read_text().splitlines() if line.startswith("{")]
-    env = json.loads(Path(args.env).read_text()) if args.env and Path(args.env).is_file() else {}
+    try:
+        env = json.loads(Path(args.env).read_text()) if args.env else {}
+    except (OSError, ValueError):  # env.json missing or empty (its writer failed): GPU and commit from the rows
+        env = {}
     print("\n".join(rows_markdown(rows, env)))
 
 
