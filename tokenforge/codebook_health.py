@@ -163,7 +163,7 @@ class CodebookHealth(pl.Callback):
                 f"codebook collapse in '{name}' at step {trainer.global_step} (batches "
                 f"{self.batches - self.every_n_steps + 1}-{self.batches}): {used} of {codebook_size} codes used "
                 f"over {int(metrics['vectors'])} vectors, perplexity {metrics['perplexity']:.2f}, entropy "
-                f"{metrics['entropy']:.2f} bits, {int(metrics['dead_codes'])} dead codes ({why}); check the "
+                f"{metrics['entropy'] + 0.0:.2f} bits, {int(metrics['dead_codes'])} dead codes ({why}); check the "
                 "learning rate, the commitment weight and dead-code restarts",
                 CodebookCollapseWarning, stacklevel=2)
 
