@@ -41,8 +41,9 @@ VARIANTS = {"eager": {}, "compile": {"compile": True}, "compile_fused": {"compil
 
 def lightning_1x_imports() -> None:
     """The official experiment imports ``pytorch_lightning`` (1.x API; only its LightningModule / Callback
-    classes are used here) and matplotlib (plots for its loggers, never called here). A host without them gets
-    ``lightning.pytorch`` under the old name and an inert matplotlib."""
+    classes are used here) and, through ``decoder.helpers``, matplotlib (plots for its loggers, never called
+    here). A host without them gets ``lightning.pytorch`` under the old name and a ``decoder.helpers`` whose
+    plotting function raises if ever called."""
     try:
         import pytorch_lightning  # noqa: F401
     except ImportError:
@@ -52,11 +53,13 @@ def lightning_1x_imports() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        fake = types.ModuleType("matplotlib")
-        fake.use = lambda *a, **k: None
-        fake.pyplot = types.ModuleType("matplotlib.pyplot")
-        fake.pyplot.Figure = object
-        sys.modules["matplotlib"], sys.modules["matplotlib.pyplot"] = fake, fake.pyplot
+        helpers = types.ModuleType("decoder.helpers")
+
+        def plot_spectrogram_to_numpy(*args, **kwargs):
+            raise RuntimeError("matplotlib is not installed: the official audio/image logging cannot plot")
+
+        helpers.plot_spectrogram_to_numpy = plot_spectrogram_to_numpy
+        sys.modules["decoder.helpers"] = helpers
 
 
 def main() -> int:
