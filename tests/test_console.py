@@ -30,7 +30,8 @@ def gan_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> tupl
         shutil.copy(shared_data / "images" / name, photos / name)
     assert cli.main(["--quiet", "shards", "make", "images", str(photos), str(root / "shards"), "--max-side", "64"]) == 0
     config = compose(REPO / "configs/tokenizers/vqgan/tiny.yaml")
-    config["trainer"]["callbacks"][0]["init_args"]["every_n_train_steps"] = 1
+    checkpoint = next(c for c in config["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint"))
+    checkpoint["init_args"]["every_n_train_steps"] = 1
     config["trainer"]["max_steps"] = 3  # batch 1: generator step; batch 2: generator + discriminator
     config["model"]["init_args"]["disc_start"] = 1
     config["data"]["init_args"].update(train=str(root / "shards"), batch_size=2, epoch_samples=4)
