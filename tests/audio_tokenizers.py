@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from tokenforge.audio_files import load_audio
@@ -35,3 +36,12 @@ def tiny_wavtokenizer(shared_data: Path, seed: int = 0) -> WavTokenizer:
         rows = latent[torch.randperm(latent.shape[0])[:256]]
         model.quantizer.embedding.weight.copy_(rows)
     return model
+
+
+HOP = 320  # tiny_wavtokenizer's samples per frame
+
+
+@pytest.fixture(scope="module")
+def model(shared_data: Path) -> WavTokenizer:
+    """The tiny WavTokenizer of these tests, built once per test module (import it to use it)."""
+    return tiny_wavtokenizer(shared_data)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from audio_tokenizers import speech, tiny_wavtokenizer
+from audio_tokenizers import model, speech  # noqa: F401 (model: a fixture)
 
 from tokenforge import codes_file, hub
 from tokenforge.cli import main as tokenforge_main
@@ -18,11 +18,6 @@ from tokenforge.cli import main as tokenforge_main
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 LENGTHS = [24000, 17777, 8001, 333, 12345, 30000]  # whole seconds, odd lengths, shorter than one conv window
-
-
-@pytest.fixture(scope="module")
-def model(shared_data: Path):
-    return tiny_wavtokenizer(shared_data)
 
 
 @pytest.fixture(scope="module")

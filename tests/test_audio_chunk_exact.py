@@ -10,20 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from audio_tokenizers import speech, tiny_wavtokenizer
+from audio_tokenizers import HOP, model, speech  # noqa: F401 (model: a fixture)
 
 from tokenforge.audio_files import chunk_spans, decode_long, encode_long, encoder_context
 from tokenforge.receptive_field import ReceptiveField, receptive_field
 from tokenforge.tokenizers.wavtokenizer.seanet import SEANetEncoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-HOP = 320
-
-
-@pytest.fixture(scope="module")
-def model(shared_data: Path):
-    return tiny_wavtokenizer(shared_data)
 
 
 @pytest.fixture(scope="module")

@@ -8,19 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from audio_tokenizers import speech, tiny_wavtokenizer
+from audio_tokenizers import HOP, model, speech  # noqa: F401 (model: a fixture)
 
 from tokenforge.audio_files import decode_long, encode_long
 from tokenforge.audio_stream import StreamDecoder, StreamEncoder, lookahead_seconds
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
-
-HOP = 320
-
-
-@pytest.fixture(scope="module")
-def model(shared_data: Path):
-    return tiny_wavtokenizer(shared_data)
 
 
 @pytest.fixture(scope="module")

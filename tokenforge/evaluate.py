@@ -277,6 +277,14 @@ def _meshes(model, shards, split, batch_size, device, max_items, protocol, opts)
 # ----------------------------------------------------------------------------- command
 
 
+def check_shards_arguments(args: argparse.Namespace) -> None:
+    """The checks every evaluate form makes on ``--shards`` and ``--max-items`` (one line each)."""
+    if not args.shards.exists():
+        raise UsageError(f"--shards {args.shards} does not exist; point it at a shard folder")
+    if args.max_items is not None and args.max_items < 1:
+        raise UsageError(f"--max-items must be >= 1 (got {args.max_items})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tokenforge evaluate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -306,10 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
-        if not args.shards.exists():
-            raise UsageError(f"--shards {args.shards} does not exist; point it at a shard folder")
-        if args.max_items is not None and args.max_items < 1:
-            raise UsageError(f"--max-items must be >= 1 (got {args.max_items})")
+        check_shards_arguments(args)
         args.device = str(resolve_device(args.device))
         model = load_model(load_model_arg(args), args.device)
         kind = args.kind or infer_kind(model)

@@ -380,6 +380,7 @@ def command(argv: list[str] | None = None) -> int:
 def main(argv: list[str]) -> int:
     """`tokenforge evaluate --models ...`."""
     from tokenforge.devices import resolve_device
+    from tokenforge.evaluate import check_shards_arguments
     from tokenforge.metrics.fid_protocols import PROTOCOLS
 
     parser = argparse.ArgumentParser(prog="tokenforge evaluate", description=__doc__,
@@ -405,10 +406,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     try:
-        if not args.shards.exists():
-            raise UsageError(f"--shards {args.shards} does not exist; point it at a shard folder")
-        if args.max_items is not None and args.max_items < 1:
-            raise UsageError(f"--max-items must be >= 1 (got {args.max_items})")
+        check_shards_arguments(args)
         table = evaluate_models(args.models, args.shards, args.out, image_sizes=args.image_size, split=args.split,
                                 batch_size=args.batch_size, device=str(resolve_device(args.device)),
                                 max_items=args.max_items, progress=not args.no_progress,
