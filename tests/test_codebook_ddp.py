@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,9 +22,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from wavtokenizer_ddp_fit import fit_tiny_wavtokenizer_on_two_ranks
 
 from tokenforge.codebook_health import CodebookHealth
-from tokenforge.config_models import fit_args
 from tokenforge.tokenizers.quantizers import VectorQuantizer
 
 STEPS, DIM, CODES = 6, 8, 32
@@ -98,8 +96,6 @@ def test_two_ranks_hold_the_single_process_codebook_bit_for_bit(tmp_path: Path) 
 
 # ---------------------------------------------------------------------------------- Lightning DDP, GAN tokenizer
 
-TINY = Path(__file__).resolve().parents[1] / "configs" / "tokenizers" / "wavtokenizer" / "tiny.yaml"
-
 
 class CodebookGather(pl.Callback):
     """At the end of training, rank 0 saves every rank's codebook buffers (gathered) and the generator steps."""
@@ -122,25 +118,13 @@ class CodebookGather(pl.Callback):
 
 @pytest.mark.slow  # three interpreters start (pytest, two ranks): 41 s on the shared 2-core CPU, 17 s of it CPU time
 def test_gan_tokenizer_fit_under_lightning_ddp_keeps_codebooks_identical(shared_data: Path, tmp_path: Path) -> None:
-    from tokenforge.data.shards import make_shards
-
-    shards = tmp_path / "shards"
-    make_shards("audio", shared_data / "speech24k", shards, val_fraction=0.1, progress=False, sample_rate=24000,
-                segment_seconds=None, min_seconds=0.5, silence_db=-60.0, shard_size=12)
     out = tmp_path / "codebooks.pt"
-    tests = str(Path(__file__).parent)  # the ranks import CodebookGather from here
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    run = subprocess.run(
-        [sys.executable, "-m", "tokenforge", "fit", *fit_args(TINY), "--trainer.devices", "2",
-         "--trainer.strategy", "ddp", "--trainer.max_steps", "3", "--model.init_args.pretrain_mel_steps", "1",
-         "--data.init_args.train", str(shards), "--data.init_args.val", str(shards),
-         "--data.init_args.batch_size", "2", "--model.init_args.evaluate_pesq", "false",
-         "--trainer.limit_val_batches", "0", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-         "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "test_codebook_ddp.CodebookGather",
-         "--trainer.callbacks.out", str(out), "--trainer.callbacks+=tokenforge.codebook_health.CodebookHealth",
-         "--trainer.callbacks.every_n_steps", "1", "--trainer.default_root_dir", str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=600)
+    run = fit_tiny_wavtokenizer_on_two_ranks(
+        shared_data, tmp_path, "--trainer.max_steps", "3", "--model.init_args.pretrain_mel_steps", "1",
+        "--data.init_args.batch_size", "2", "--model.init_args.evaluate_pesq", "false",
+        "--trainer.enable_checkpointing", "false", "--trainer.callbacks", "test_codebook_ddp.CodebookGather",
+        "--trainer.callbacks.out", str(out), "--trainer.callbacks+=tokenforge.codebook_health.CodebookHealth",
+        "--trainer.callbacks.every_n_steps", "1", env={"OMP_NUM_THREADS": "1"})
     assert run.returncode == 0, run.stderr[-3000:]
     result = torch.load(out)
     # max_steps 3 optimiser steps: 1 mel-only batch (1 step), then 1 GAN batch (generator + discriminators)

@@ -8,19 +8,14 @@ different shards, so equal weights on both ranks after training show that the gr
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
 import torch
+from wavtokenizer_ddp_fit import fit_tiny_wavtokenizer_on_two_ranks
 
 from tokenforge.tokenizers.wavtokenizer.module import WavTokenizerModule
-from tokenforge.config_models import fit_args
-
-TINY = Path(__file__).resolve().parents[1] / "configs" / "tokenizers" / "wavtokenizer" / "tiny.yaml"
 
 
 def digest(module: WavTokenizerModule) -> torch.Tensor:
@@ -47,22 +42,10 @@ class RankDigest(pl.Callback):
 
 @pytest.mark.slow
 def test_gan_module_trains_under_ddp_with_synchronised_weights(shared_data: Path, tmp_path: Path) -> None:
-    from tokenforge.data.shards import make_shards
-
-    shards = tmp_path / "shards"
-    make_shards("audio", shared_data / "speech24k", shards, val_fraction=0.1, progress=False, sample_rate=24000,
-                segment_seconds=None, min_seconds=0.5, silence_db=-60.0, shard_size=12)
     out = tmp_path / "digests.pt"
-    tests = str(Path(__file__).parent)  # the ranks import RankDigest from here
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
-    run = subprocess.run(
-        [sys.executable, "-m", "tokenforge", "fit", *fit_args(TINY), "--trainer.devices", "2",
-         "--trainer.strategy", "ddp", "--trainer.max_steps", "10", "--model.init_args.pretrain_mel_steps", "2",
-         "--data.init_args.train", str(shards), "--data.init_args.val", str(shards),
-         "--trainer.limit_val_batches", "0", "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-         "--trainer.default_root_dir", str(tmp_path), "--trainer.callbacks+=test_gan_ddp.RankDigest",
-         "--trainer.callbacks.out", str(out)],
-        env=env, capture_output=True, text=True, timeout=600)
+    run = fit_tiny_wavtokenizer_on_two_ranks(
+        shared_data, tmp_path, "--trainer.max_steps", "10", "--model.init_args.pretrain_mel_steps", "2",
+        "--trainer.callbacks+=test_gan_ddp.RankDigest", "--trainer.callbacks.out", str(out))
     assert run.returncode == 0, run.stderr[-3000:]
     result = torch.load(out)
     initial, final = result["initial"], result["final"]

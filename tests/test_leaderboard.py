@@ -12,15 +12,14 @@ import json
 import math
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from headless_chromium import chromium  # noqa: F401 (a fixture)
 
 from tokenforge.config_models import build_model
 from tokenforge.demo_stages import SAMPLES, Run, leaderboard_stage
@@ -31,11 +30,6 @@ from tokenforge.errors import UsageError
 from tokenforge.hub import save_pretrained
 from tokenforge.leaderboard import modality_of
 from tokenforge.leaderboard_page import PALETTE
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 
 def tiny(method: str, out: Path) -> Path:
     """The method's tiny config with seeded random weights, saved as a model folder."""
@@ -260,18 +254,12 @@ def test_demo_stage_ranks_the_evaluated_tokenizers(images: dict, tmp_path: Path)
 
 
 @pytest.mark.browser
-def test_chromium_sorts_the_table_and_draws_the_points(images: dict, tmp_path: Path) -> None:
-    if CHROMIUM is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing under CI=true: .ci/run installs Debian's chromium package")
-        pytest.skip("no chromium on PATH (apt-get install -y chromium)")
-    profile = tempfile.mkdtemp(dir=tmp_path)
+def test_chromium_sorts_the_table_and_draws_the_points(images: dict, chromium, tmp_path: Path) -> None:
     url = (images["out"] / "leaderboard.html").resolve().as_uri()
     rows = {r["model"]: r for r in images["table"]["rows"]}
     for fragment, key, reverse in (("#sort=-bytes_per_item", "bytes_per_item", True),
                                    ("#sort=psnr_db", "psnr_db", False)):
-        dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", url + fragment],
-                             capture_output=True, text=True, timeout=120, check=True).stdout
+        dom = chromium.dump_dom(url + fragment)
         table = re.search(r'<table class="leaderboard".*?</table>', dom, re.S).group(0)
         assert f'data-sorted="{"-" if reverse else ""}{key}"' in table  # the page's script ran
         order = re.findall(r'<tr data-model="(\w+)">', table)
@@ -281,9 +269,7 @@ def test_chromium_sorts_the_table_and_draws_the_points(images: dict, tmp_path: P
         cells = re.findall(r"<td[^>]*>(.*?)</td>", first)
         assert cells[0] == order[0] and cells[1] == rows[order[0]]["method"] and "unavailable" in cells
         assert dom.count('<circle class="point"') == 3 * dom.count('<svg class="scatter"') >= 6  # 3 per plot
-    shot = tmp_path / "page.png"
-    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1280,1200",
-                    url], capture_output=True, timeout=120, check=True)
+    shot = chromium.screenshot(url, tmp_path / "page.png", 1280, 1200)
     pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3).astype(int)
     for colour in PALETTE[:3]:  # each model's point was drawn in its colour
         rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -17,14 +13,11 @@ import soundfile as sf
 import torch
 from PIL import Image
 
+from headless_chromium import chromium  # noqa: F401 (a fixture)
+
 from tokenforge.demo import main as demo_main
 from tokenforge.demo_stages import SAMPLES
 from tokenforge.report import loss_curves, write_report
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
 
 def test_loss_curves_plot_loss_columns(tmp_path: Path) -> None:
     log = tmp_path / "version_0" / "metrics.csv"
@@ -72,21 +65,13 @@ def test_page_links_resolve(page: Path) -> None:
 
 
 @pytest.mark.browser
-def test_chromium_renders_every_section(page: Path, tmp_path: Path) -> None:
-    if CHROMIUM is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is missing under CI=true: .ci/run installs Debian's chromium package")
-        pytest.skip("no chromium on PATH (apt-get install -y chromium)")
-    profile = tempfile.mkdtemp(dir=tmp_path)
+def test_chromium_renders_every_section(page: Path, chromium, tmp_path: Path) -> None:
     url = page.resolve().as_uri()
-    dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--dump-dom", url], capture_output=True,
-                         text=True, timeout=120, check=True).stdout
+    dom = chromium.dump_dom(url)
     for section in ("data", "method-vqgan", "method-wavtokenizer"):
         assert f'id="{section}"' in dom, section
     assert dom.count("<audio") == 4 and dom.count("<img") >= 5 and "psnr_db/mean" in dom
-    shot = tmp_path / "page.png"
-    subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}", "--window-size=1280,1600",
-                    url], capture_output=True, timeout=120, check=True)
+    shot = chromium.screenshot(url, tmp_path / "page.png", 1280, 1600)
     pixels = np.asarray(Image.open(shot).convert("RGB"))
     assert pixels.shape == (1600, 1280, 3)
     # the page drew pictures, not only text on white: many distinct colours (reconstructions, loss curve)
