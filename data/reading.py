@@ -217,25 +217,15 @@ class ShardHealth:
     def mark_broken(self, url: str, error: BaseException, attempts: int, samples: int) -> None:
         """``url`` broke after ``samples`` samples on every attempt: count it as skipped (once per epoch) and draw it
         no more this epoch; the samples it gave stay (the read error itself was reported as a corrupt sample)."""
-        with self.state.get_lock():
-            i = self.index.get(url)
-            if i is not None and self.state[i] in SKIPPED:
-                return
-            if i is not None:
-                self.state[i] = BROKEN
-                self.failed_now.value += 1
-            self.skipped.value += 1
-            total = self.skipped.value
-            reason = f"broke after {samples} samples: {describe(error)}"
-            self.reason.value = f"{url}: {reason}".encode("utf-8", "replace")[: REASON_CHARS + 199]
-        report(f"skipped shard {url} after {attempts} attempts: it broke after {samples} samples (those are kept; "
-               f"the rest is skipped this epoch) [{total} shards skipped so far]")
+        self._fail(url, f"broke after {samples} samples: {describe(error)}",
+                   f" after {attempts} attempts: it broke after {samples} samples (those are kept; the rest is "
+                   f"skipped this epoch)", state=BROKEN)
 
     def mark_failed(self, url: str, error: BaseException, attempts: int) -> None:
         reason = describe(error)
         self._fail(url, reason, f" after {attempts} attempts: {reason}")
 
-    def _fail(self, url: str, reason: str, told: str, undecodable: bool = False) -> None:
+    def _fail(self, url: str, reason: str, told: str, undecodable: bool = False, state: int = FAILED) -> None:
         """Skip ``url`` for this epoch and count it (once per epoch); report ``told`` and the running count."""
         with self.state.get_lock():
             i = self.index.get(url)
@@ -244,7 +234,7 @@ class ShardHealth:
             if i is not None and self.state[i] in SKIPPED:
                 return
             if i is not None:
-                self.state[i] = FAILED
+                self.state[i] = state
                 self.failed_now.value += 1
                 self.undecodable_now.value += int(undecodable)
             self.skipped.value += 1
